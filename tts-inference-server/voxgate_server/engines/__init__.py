@@ -1,0 +1,28 @@
+"""Engine factories by id. Imports are lazy so an engine's heavy dependencies load only when used."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from voxgate_server.engines.base import Engine
+from voxgate_server.settings import Settings
+
+
+def _piper(settings: Settings) -> Engine:
+    from voxgate_server.engines.piper import PiperEngine
+
+    return PiperEngine(settings)
+
+
+FACTORIES: dict[str, Callable[[Settings], Engine]] = {
+    "piper": _piper,
+}
+
+
+def create_engine(engine_id: str, settings: Settings) -> Engine:
+    try:
+        factory = FACTORIES[engine_id]
+    except KeyError:
+        known = ", ".join(sorted(FACTORIES))
+        raise ValueError(f"unknown engine {engine_id!r} in VOXGATE_ENGINES (known: {known})") from None
+    return factory(settings)

@@ -1,0 +1,147 @@
+"""The one interface every speech engine implements.
+
+The HTTP layer only ever sees these types. An engine is a blocking object: the server calls
+``load`` and ``synthesize`` from worker threads, never from the event loop, and bounds how many
+run at once (see ``voxgate_server.scheduler``).
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+ALL_FORMATS: tuple[str, ...] = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+
+
+class EngineError(Exception):
+    """An engine failed for a reason that is not the client's fault (reported as 500/503)."""
+
+
+class InvalidRequest(Exception):
+    """A request an engine cannot serve because of what the client sent (reported as 400)."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class Cancelled(Exception):
+    """Raised inside an engine when the request's cancel event is set."""
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    """A voice an engine can speak with. ``id`` is what requests name."""
+
+    id: str
+    name: str
+    language: str = "en"
+    description: str = ""
+    builtin: bool = True
+
+
+@dataclass(frozen=True)
+class EngineCapabilities:
+    """What an engine can do; served on ``/v1/models`` so clients can choose."""
+
+    sample_rate: int
+    languages: tuple[str, ...] = ("en",)
+    formats: tuple[str, ...] = ALL_FORMATS
+    max_input_chars: int = 4096
+    # The server splits text into chunks of at most this many characters (whole sentences
+    # where possible) and hands the engine one list of chunks per request.
+    max_chunk_chars: int = 400
+    streaming: bool = True
+    cloning: bool = False
+    instructions: bool = False
+    # False: the server time-stretches the engine's audio to honour ``speed``.
+    native_speed: bool = False
+    # Optional request fields this engine honours (temperature, seed, ...).
+    generation_params: tuple[str, ...] = ()
+    paralinguistic_tags: tuple[str, ...] = ()
+    device: str = "cpu"
+    cost_hint: str = "free: local CPU"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sample_rate": self.sample_rate,
+            "languages": list(self.languages),
+            "formats": list(self.formats),
+            "max_input_chars": self.max_input_chars,
+            "streaming": self.streaming,
+            "sse": self.streaming,
+            "cloning": self.cloning,
+            "instructions": self.instructions,
+            "speed": "native" if self.native_speed else "time-stretch",
+            "generation_params": list(self.generation_params),
+            "paralinguistic_tags": list(self.paralinguistic_tags),
+            "device": self.device,
+            "cost_hint": self.cost_hint,
+        }
+
+
+@dataclass
+class SynthesisRequest:
+    """One request, already validated and with its voice resolved to the engine's own id."""
+
+    chunks: list[str]
+    voice: str
+    speed: float = 1.0
+    instructions: str | None = None
+    # Validated generation controls the engine advertised in ``generation_params``.
+    options: Mapping[str, Any] = field(default_factory=dict)
+    # Set by the server when the client goes away; engines check it between steps.
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class AudioChunk:
+    """Mono float32 PCM in [-1, 1].
+
+    ``segment_end`` marks the last piece of one text chunk: the server fades and pauses there,
+    so an engine that streams below the sentence leaves it False on the pieces in between.
+    """
+
+    samples: np.ndarray
+    sample_rate: int
+    segment_end: bool = True
+
+
+class Engine(ABC):
+    """A speech engine. Subclasses set ``id`` and implement the four methods."""
+
+    id: str = ""
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load weights; blocking. Called once, off the event loop, before any synthesis."""
+
+    @abstractmethod
+    def capabilities(self) -> EngineCapabilities: ...
+
+    @abstractmethod
+    def voices(self) -> list[VoiceInfo]: ...
+
+    @abstractmethod
+    def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
+        """Yield audio as it is made; blocking, run in a worker thread.
+
+        Must stop soon after ``request.cancel`` is set (raise ``Cancelled`` or return).
+        """
+
+    def default_voice(self) -> str:
+        return self.voices()[0].id
+
+    def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Check engine-specific generation controls; raise ``InvalidRequest`` on bad ones."""
+        return dict(options)
+
+    def close(self) -> None:
+        """Release resources (weights, threads). Optional."""
