@@ -136,6 +136,13 @@ class Engine(ABC):
         Must stop soon after ``request.cancel`` is set (raise ``Cancelled`` or return).
         """
 
+    def max_concurrency(self) -> int | None:
+        """Requests this engine synthesizes at once; None means the server-wide setting.
+
+        A GPU engine with one worker returns 1 (or its batch size when it batches requests).
+        """
+        return None
+
     def default_voice(self) -> str:
         return self.voices()[0].id
 
