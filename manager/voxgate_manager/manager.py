@@ -1,0 +1,140 @@
+"""The set of models: builds a controller and runtime per models.json entry, adopts what runs,
+ticks idle deadlines, and reloads the registry restarting only the entries that changed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import httpx
+
+from voxgate_manager.config import DockerRuntime, ModelsFile, ModelSpec, ProcessRuntime, RemoteRuntime, load_models
+from voxgate_manager.controller import ModelController, lifecycle_event
+from voxgate_manager.metrics import Metrics
+from voxgate_manager.runtimes.base import Runtime
+from voxgate_manager.runtimes.docker import DockerEngine, DockerRuntimeImpl
+from voxgate_manager.runtimes.process import ProcessRuntimeImpl
+from voxgate_manager.runtimes.remote import RemoteRuntimeImpl
+from voxgate_manager.settings import ManagerSettings
+
+log = logging.getLogger("voxgate.manager")
+
+
+class Manager:
+    def __init__(self, settings: ManagerSettings, models: ModelsFile) -> None:
+        self.settings = settings
+        self.models = models
+        self.metrics = Metrics()
+        # one pooled client for every upstream; no read timeout: a long synthesis or stream is not an error
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(connect=5.0, read=None, write=30.0, pool=None),
+                                      limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+        self.docker = DockerEngine(settings.instance)
+        self.controllers: dict[str, ModelController] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+
+    # -- construction -------------------------------------------------------------------------
+
+    def _runtime(self, spec: ModelSpec, ctl_ref: list[ModelController]) -> Runtime:
+        rt = spec.runtime
+        if isinstance(rt, DockerRuntime):
+            return DockerRuntimeImpl(spec, self.docker)
+        if isinstance(rt, ProcessRuntime):
+            return ProcessRuntimeImpl(spec)
+        if isinstance(rt, RemoteRuntime):
+            return RemoteRuntimeImpl(spec, probe=lambda: ctl_ref[0].probe())
+        raise TypeError(rt)
+
+    def _controller(self, spec: ModelSpec) -> ModelController:
+        ref: list[ModelController] = []
+        ctl = ModelController(spec, self._runtime(spec, ref), self.http, self.metrics)
+        ref.append(ctl)
+        return ctl
+
+    def _docker_specs(self, models: ModelsFile) -> dict[str, ModelSpec]:
+        return {m.id: m for m in models.models if isinstance(m.runtime, DockerRuntime)}
+
+    async def start(self) -> None:
+        for spec in self.models.models:
+            self.controllers[spec.id] = self._controller(spec)
+        if self._docker_specs(self.models):
+            if await asyncio.to_thread(self.docker.connect):
+                removed = await asyncio.to_thread(self.docker.reconcile, self._docker_specs(self.models))
+                for r in removed:
+                    lifecycle_event("orphan_removed", "-", container=r)
+                self.docker.follow_events(asyncio.get_running_loop())
+            else:
+                log.warning("%s; docker models will fail to start until it is", self.docker.error)
+        for ctl in self.controllers.values():
+            if ctl.runtime.adoptable and self.docker.client is not None:
+                try:
+                    await ctl.adopt()
+                except Exception as exc:  # one broken container must not stop the manager
+                    log.warning("model %s: adoption failed: %s", ctl.id, exc)
+        self._ticker = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_s)
+            for ctl in list(self.controllers.values()):
+                ctl.tick()
+
+    # -- lookup -------------------------------------------------------------------------------
+
+    def resolve(self, name: str | None) -> ModelController | None:
+        spec = self.models.resolve(name)
+        return self.controllers.get(spec.id) if spec else None
+
+    def status(self) -> list[dict[str, Any]]:
+        return [c.status() for c in self.controllers.values()]
+
+    # -- reload -------------------------------------------------------------------------------
+
+    async def reload(self, path: str | None = None) -> dict[str, list[str]]:
+        """Re-read models.json (ConfigError leaves everything as it was); restart only changed entries."""
+        async with self._reload_lock:
+            new = load_models(path or self.settings.config)
+            old_specs = {m.id: m for m in self.models.models}
+            new_specs = {m.id: m for m in new.models}
+            added = [i for i in new_specs if i not in old_specs]
+            removed = [i for i in old_specs if i not in new_specs]
+            changed = [i for i in new_specs if i in old_specs and new_specs[i].spec_hash() != old_specs[i].spec_hash()]
+            unchanged = [i for i in new_specs if i in old_specs and i not in changed]
+            # stop (drain) what goes away or changes; they restart on demand with the new entry
+            stopping = [self.controllers[i] for i in removed + changed]
+            await asyncio.gather(*(c.unload("reload") for c in stopping))
+            for i in removed:
+                ctl = self.controllers.pop(i)
+                await ctl.shutdown(stop_runtime=True)
+                self.docker.runtimes.pop(i, None)
+            self.models = new
+            for i in changed + added:
+                if i in self.controllers:
+                    old_ctl = self.controllers[i]
+                    await old_ctl.runtime.close()
+                self.docker.runtimes.pop(i, None)
+                self.controllers[i] = self._controller(new_specs[i])
+            # keep registry order
+            self.controllers = {m.id: self.controllers[m.id] for m in new.models}
+            if self._docker_specs(new) and self.docker.client is None and await asyncio.to_thread(self.docker.connect):
+                self.docker.follow_events(asyncio.get_running_loop())
+            if self.docker.client is not None:
+                await asyncio.to_thread(self.docker.reconcile, self._docker_specs(new))
+            result = {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged}
+            lifecycle_event("reloaded", "-", **result)
+            return result
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await asyncio.gather(
+            *(c.shutdown(stop_runtime=self.settings.stop_on_exit) for c in self.controllers.values()), return_exceptions=True
+        )
+        self.docker.close()
+        await self.http.aclose()
