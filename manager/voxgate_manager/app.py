@@ -162,7 +162,7 @@ def create_app(manager: Manager) -> FastAPI:
         if path != "/v1/audio/voices":
             raise APIError(503, f"model {ctl.id!r} is {ctl.state.value}; voice details are known once it has run",
                            code="model_not_running", headers={"Retry-After": str(ctl.spec.retry_after_s)})
-        return JSONResponse({"object": "list", "data": [], "model": ctl.id, "state": ctl.state.value,
+        return JSONResponse({"object": "list", "voices": [], "model": ctl.id, "state": ctl.state.value,
                              "note": "the model is not running; its voices are listed once it has served a request"},
                             headers={"x-voxgate-model-state": ctl.state.value})
 

@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = ManagerSettings()
     args = _serve_parser(settings).parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe is noise
     return asyncio.run(_serve(args, settings))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import httpx
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from voxgate_manager.errors import APIError
@@ -36,10 +37,12 @@ def upstream_headers(headers: Any, api_key: str | None) -> dict[str, str]:
     return out
 
 
-class StreamedProxyResponse:
+class StreamedProxyResponse(Response):
     """An ASGI response relaying an httpx streaming response; ``on_done(ok)`` runs exactly once."""
 
-    def __init__(self, upstream: httpx.Response, on_done: Callable[[bool], None], model: str) -> None:
+    def __init__(self, upstream: httpx.Response, on_done: Callable[[bool], None], model: str) -> None:  # noqa: D107
+        self.status_code = upstream.status_code
+        self.background = None
         self.upstream = upstream
         self.on_done = on_done
         self.model = model
