@@ -121,8 +121,9 @@ def create_app(manager: Manager) -> FastAPI:
         if name is not None and not isinstance(name, str):
             raise APIError(400, "Invalid value for 'model': expected a string.", param="model", code="invalid_value")
         ctl = controller_for(name)
-        if ctl.spec.upstream_model and payload.get("model") != ctl.spec.upstream_model:
-            payload["model"] = ctl.spec.upstream_model
+        target = ctl.spec.upstream_model or ctl.id  # aliases are the manager's: the server knows the id
+        if payload.get("model") != target:
+            payload["model"] = target
             body = json.dumps(payload).encode()
         return await proxy_work(request, ctl, body, "/v1/audio/speech")
 

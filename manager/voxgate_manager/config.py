@@ -103,7 +103,7 @@ class Warmup(_Strict):
 class ModelSpec(_Strict):
     id: str = Field(min_length=1)
     aliases: list[str] = Field(default_factory=list)
-    upstream_model: str | None = None  # rewrite the body's "model" to this before proxying
+    upstream_model: str | None = None  # the body's "model" as the server knows it (default: id)
     api_key: str | None = None  # bearer key the upstream expects, if it has keys set
     runtime: Runtime
     readiness: Readiness = Field(default_factory=Readiness)

@@ -43,5 +43,6 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         import logging
 
-        logging.getLogger("voxgate.manager").exception("unhandled error")
+        if type(exc).__name__ != "UpstreamAborted":  # expected, logged in one line by the proxy filter
+            logging.getLogger("voxgate.manager").exception("unhandled error")
         return error_response(APIError(500, "The manager had an error while processing your request."))

@@ -51,7 +51,7 @@ class StreamedProxyResponse(Response):
         out = [
             (k.encode("latin-1"), v.encode("latin-1"))
             for k, v in self.upstream.headers.multi_items()
-            if k.lower() not in HOP_BY_HOP or k.lower() == "content-length"
+            if (k.lower() not in HOP_BY_HOP or k.lower() == "content-length") and k.lower() not in ("x-accel-buffering", "x-voxgate-model")
         ]
         out.append((b"x-accel-buffering", b"no"))  # nginx & co. in front must not buffer audio/SSE
         out.append((b"x-voxgate-model", self.model.encode()))

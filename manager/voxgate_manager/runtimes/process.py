@@ -50,7 +50,9 @@ class ProcessRuntimeImpl(Runtime):
         if self._proc is not None and self._proc.returncode is None:
             return
         check_port_free(self.rt.host, self.rt.port, f"model {self.spec.id!r}")
-        env = {**os.environ, **self.rt.environment}
+        # the manager's own client keys are not the child's: it listens on loopback behind us
+        inherited = {k: v for k, v in os.environ.items() if k not in ("VOXGATE_API_KEYS", "VOXGATE_HOST", "VOXGATE_PORT")}
+        env = {**inherited, **self.rt.environment}
         argv = self.argv()
         self._stopping = False
         try:
