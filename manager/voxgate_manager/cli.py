@@ -122,19 +122,21 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
     manager = Manager(settings, models)
     await manager.start()
     level = args.log_level.lower()
-    public = uvicorn.Server(uvicorn.Config(create_app(manager), host=settings.host, port=settings.port, log_level=level,
+    class _Server(uvicorn.Server):
+        """uvicorn re-raises the signal after serve(), which would skip our drain; we handle signals."""
+
+        def capture_signals(self):  # type: ignore[override]
+            import contextlib
+
+            return contextlib.nullcontext()
+
+    public = _Server(uvicorn.Config(create_app(manager), host=settings.host, port=settings.port, log_level=level,
                                            lifespan="off", timeout_graceful_shutdown=5))
     servers = [public.serve()]
     admin = None
     if settings.admin_port:
 
-        class _AdminServer(uvicorn.Server):
-            def capture_signals(self):  # type: ignore[override]  # the public server owns the signals
-                import contextlib
-
-                return contextlib.nullcontext()
-
-        admin = _AdminServer(uvicorn.Config(create_admin_app(manager), host=settings.admin_host, port=settings.admin_port,
+        admin = _Server(uvicorn.Config(create_admin_app(manager), host=settings.admin_host, port=settings.admin_port,
                                             log_level=level, lifespan="off"))
 
         async def _admin_serve() -> None:
@@ -142,6 +144,11 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
 
         servers.append(_admin_serve())
     logging.getLogger("uvicorn.error").addFilter(QuietAbortFilter())
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, public.handle_exit, sig, None)  # a second ^C forces the exit
     log.info("voxgate-manager on http://%s:%s (admin %s), %d model(s) from %s", settings.host, settings.port,
              f"http://{settings.admin_host}:{settings.admin_port}" if admin else "off", len(models.models), args.config)
 

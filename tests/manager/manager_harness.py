@@ -68,7 +68,6 @@ class ManagerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self.env = {**os.environ, "PYTHONPATH": PYTHONPATH, "VOXGATE_MANAGER_TICK_S": "0.1", **(env or {})}
-        self.log_path = tmp / f"manager-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.start(wait)
 
@@ -77,6 +76,10 @@ class ManagerProcess:
         self.config.write_text(json.dumps(data, indent=2))
 
     def start(self, wait: bool = True) -> None:
+        n = 0
+        while (self.tmp / f"manager-{self.port}-{n}.log").exists():
+            n += 1
+        self.log_path = self.tmp / f"manager-{self.port}-{n}.log"  # one log per manager run
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "voxgate_manager.cli", "--config", str(self.config), "--host", self.host,

@@ -283,17 +283,29 @@ class DockerRuntimeImpl(Runtime):
             code = int(attrs.get("exitCode", ""))
         except ValueError:
             code = None
-        oom = self._oom or self._inspect_oom()
+        asyncio.get_running_loop().create_task(self._report_exit(code))
+
+    async def _report_exit(self, code: int | None) -> None:
+        oom_flag, tail = await asyncio.to_thread(self._post_mortem)
+        if self._stopping:
+            return  # a stop began meanwhile: expected
+        oom = self._oom or oom_flag
         reason = "oom" if oom else "exit"
         msg = f"container {self.name} exited with code {code}" + (" (OOM-killed)" if oom else "")
+        if tail and code not in (137, 143):
+            msg += f"; last log line: {tail}"
         self.on_exit(ExitInfo(reason, code, msg))
 
-    def _inspect_oom(self) -> bool:
+    def _post_mortem(self) -> tuple[bool, str]:
+        """OOMKilled flag and the last log line, so "exited with code 1" comes with its reason."""
         try:
             c = self._get()
-            return bool(c and c.attrs.get("State", {}).get("OOMKilled"))
+            if c is None:
+                return False, ""
+            lines = [ln for ln in c.logs(tail=5).decode("utf-8", "replace").splitlines() if ln.strip()]
+            return bool(c.attrs.get("State", {}).get("OOMKilled")), (lines[-1].strip()[:300] if lines else "")
         except DockerException:
-            return False
+            return False, ""
 
     def describe(self) -> dict[str, object]:
         d = super().describe()
