@@ -19,7 +19,7 @@ import pytest
 from audio_check import decode
 from manager_harness import ManagerProcess, free_port, port_open, speech
 
-IMAGE = os.environ.get("VOXGATE_TEST_IMAGE", "voxgate/tts-server:cpu")
+IMAGE = os.environ.get("VOXGATE_CPU_IMAGE", "voxgate/tts-server:cpu")  # same variable as the image tests
 REQUIRED = os.environ.get("VOXGATE_TEST_DOCKER") == "1"
 LONG_TEXT = " ".join(f"This is sentence number {i} of a long passage read aloud by the speech server." for i in range(30))
 

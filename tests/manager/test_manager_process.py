@@ -294,3 +294,49 @@ def test_bad_models_json_stops_the_manager_naming_the_field(tmp_path):
 def test_non_loopback_without_key_warns_loudly(mgr_factory):
     m = mgr_factory([piper_process_model()], host="0.0.0.0")
     assert "NO API KEY" in m.log()
+
+
+def test_remote_model_is_routed_only_while_its_health_check_passes(mgr_factory, tmp_path):
+    import subprocess
+    import sys
+
+    from manager_harness import PYTHONPATH, free_port
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "VOXGATE_LOG_LEVEL": "warning"}
+
+    def serve() -> subprocess.Popen[bytes]:
+        p = subprocess.Popen([sys.executable, "-m", "voxgate_server.cli", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    return p
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        p.kill()
+        raise RuntimeError("voxgate-server did not come up")
+
+    lan = serve()
+    try:
+        entry = {"id": "lan", "upstream_model": "piper", "hold_max_s": 2, "retry_after_s": 4,
+                 "runtime": {"type": "remote", "base_url": f"http://127.0.0.1:{port}", "health_interval_s": 0.3},
+                 "readiness": {"json_field": "status", "json_value": "ok"}}
+        m = mgr_factory([entry])
+        r = speech(m.url, "lan")
+        assert r.status_code == 200 and decode(r.content, "wav").duration > 0.3
+        lan.terminate()
+        lan.wait(20)
+        m.wait_state("lan", "failed", timeout=5)
+        assert m.metric("voxgate_manager_crashes_total", model="lan", reason="health") == 1
+        r = speech(m.url, "lan")
+        assert r.status_code == 503 and r.headers["retry-after"] == "4"
+        lan = serve()
+        r = speech(m.url, "lan")
+        assert r.status_code == 200
+        assert m.status("lan")["state"] == "ready"
+    finally:
+        lan.terminate()
+        lan.wait(20)
