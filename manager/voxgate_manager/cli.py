@@ -148,7 +148,10 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, public.handle_exit, sig, None)  # a second ^C forces the exit
+        try:
+            loop.add_signal_handler(sig, public.handle_exit, sig, None)  # a second ^C forces the exit
+        except NotImplementedError:  # Windows event loops
+            signal.signal(sig, public.handle_exit)
     log.info("voxgate-manager on http://%s:%s (admin %s), %d model(s) from %s", settings.host, settings.port,
              f"http://{settings.admin_host}:{settings.admin_port}" if admin else "off", len(models.models), args.config)
 

@@ -8,6 +8,7 @@ import ctypes
 import logging
 import os
 import signal
+import subprocess
 import sys
 
 from voxgate_manager.config import ModelSpec, ProcessRuntime
@@ -55,14 +56,14 @@ class ProcessRuntimeImpl(Runtime):
         env = {**inherited, **self.rt.environment}
         argv = self.argv()
         self._stopping = False
+        if os.name == "nt":
+            extra: dict[str, object] = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+        else:
+            # our signals reach its whole group, a terminal's ^C does not
+            extra = {"start_new_session": True, "preexec_fn": _die_with_parent if sys.platform.startswith("linux") else None}
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv,
-                env=env,
-                cwd=self.rt.cwd,
-                stdin=asyncio.subprocess.DEVNULL,
-                start_new_session=True,  # our signals reach its whole group, a terminal's ^C does not
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                *argv, env=env, cwd=self.rt.cwd, stdin=asyncio.subprocess.DEVNULL, **extra  # type: ignore[arg-type]
             )
         except FileNotFoundError:
             raise StartError(f"command not found: {argv[0]!r} (models.json runtime.command of {self.spec.id!r})") from None
@@ -82,8 +83,12 @@ class ProcessRuntimeImpl(Runtime):
             self.on_exit(ExitInfo("exit", code, msg))
 
     def _signal(self, proc: asyncio.subprocess.Process, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
+        with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+            if os.name == "nt":  # no process groups to signal: terminate() is TerminateProcess
+                if proc.returncode is None:
+                    proc.terminate()
+            else:
+                os.killpg(proc.pid, sig)
 
     async def stop(self) -> None:
         proc = self._proc
@@ -96,10 +101,11 @@ class ProcessRuntimeImpl(Runtime):
                 await asyncio.wait_for(proc.wait(), self.rt.stop_timeout_s)
             except TimeoutError:
                 log.warning("model %s: process %s ignored SIGTERM for %.0fs, killing", self.spec.id, proc.pid, self.rt.stop_timeout_s)
-                self._signal(proc, signal.SIGKILL)
+                self._signal(proc, getattr(signal, "SIGKILL", signal.SIGTERM))
                 await proc.wait()
         # the group may still hold children (workers): make sure none outlive the stop
-        self._signal(proc, signal.SIGKILL)
+        if os.name != "nt":
+            self._signal(proc, signal.SIGKILL)
         self._proc = None
 
     async def close(self) -> None:
