@@ -21,7 +21,7 @@ from manager_harness import ManagerProcess, free_port, port_open, speech
 
 IMAGE = os.environ.get("VOXGATE_CPU_IMAGE", "voxgate/tts-server:cpu")  # same variable as the image tests
 REQUIRED = os.environ.get("VOXGATE_TEST_DOCKER") == "1"
-LONG_TEXT = " ".join(f"This is sentence number {i} of a long passage read aloud by the speech server." for i in range(30))
+LONG_TEXT = " ".join(f"This is sentence number {i} of a long passage read aloud by the speech server." for i in range(24))
 
 
 def _docker_or_skip():
@@ -147,7 +147,7 @@ def test_idle_stop_not_before_and_a_long_stream_is_not_cut(dclient, instance, mg
     with httpx.stream("POST", f"{m.url}/v1/audio/speech", timeout=180,
                       json={"model": "piper", "input": LONG_TEXT, "voice": "alloy", "response_format": "pcm"}) as r:
         assert r.status_code == 200
-        for chunk in r.iter_raw():
+        for chunk in r.iter_raw(4096):
             chunks.append(chunk)
             if time.monotonic() - t0 < 4.5:
                 time.sleep(0.02)
@@ -156,7 +156,7 @@ def test_idle_stop_not_before_and_a_long_stream_is_not_cut(dclient, instance, mg
                 assert st["state"] == "ready"
                 in_flight_seen = st["requests_in_flight"] == 1
     assert in_flight_seen, "the stream must still be in flight past idle_timeout_s"
-    assert decode(b"".join(chunks), "pcm").duration > 40
+    assert decode(b"".join(chunks), "pcm").duration > 30
     ended = time.monotonic()
     # idle: not before idle_timeout_s (metrics and model listing do not count), then stopped
     while time.monotonic() - ended < 2.5:
