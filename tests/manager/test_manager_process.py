@@ -121,15 +121,22 @@ def test_stream_outlasting_idle_timeout_is_not_cut(mgr_factory):
 
 def test_sse_is_relayed_event_by_event(mgr_factory):
     m = mgr_factory([piper_process_model()])
+    assert speech(m.url).status_code == 200  # started: time the stream alone
     events = []
+    t0 = time.monotonic()
+    first = None
     with httpx.stream("POST", f"{m.url}/v1/audio/speech", timeout=120,
-                      json={"model": "piper", "input": LONG_TEXT[:600], "voice": "alloy", "stream_format": "sse"}) as r:
+                      json={"model": "piper", "input": LONG_TEXT[:1200], "voice": "alloy", "stream_format": "sse"}) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():
             if line.startswith("data: "):
+                first = first or time.monotonic() - t0
                 events.append(json.loads(line[6:]))
+    total = time.monotonic() - t0
     kinds = [e["type"] for e in events]
     assert kinds.count("speech.audio.delta") >= 2 and kinds[-1] == "speech.audio.done"
+    # relayed as produced, not buffered whole: the first event arrives long before the last
+    assert first is not None and first < total / 2, (first, total)
 
 
 def test_process_killed_mid_request_gives_clean_error_and_next_request_restarts(mgr_factory):
