@@ -79,6 +79,9 @@ class ModelController:
         self.last_start: dict[str, float] = {}  # phase -> seconds, of the latest successful start
         self.last_exit: ExitInfo | None = None
         self.voices_cache: tuple[int, bytes, str] | None = None  # status, body, content type
+        # VRAM admission (manager-wide budget): set once this model's vram_mb is counted as in use
+        self.vram_admitted = False
+        self.admission: Callable[[ModelController], Awaitable[None]] | None = None
         metrics.set_state(spec.id, self.machine.state)
         metrics.inflight.labels(spec.id).set(0)
         metrics.queue_depth.labels(spec.id).set(0)
@@ -177,6 +180,8 @@ class ModelController:
                 try:
                     async with asyncio.timeout(self.spec.start_timeout_s):
                         if not adopt:
+                            if self.admission is not None:
+                                await self.admission(self)
                             await self.runtime.start()
                         t1 = time.monotonic()
                         phases["container"] = t1 - t0
@@ -208,6 +213,7 @@ class ModelController:
 
     async def _fail_start(self, attempt: int, why: str, reason: str) -> None:
         lifecycle_event("start_failed", self.id, attempt=attempt, error=why)
+        self.vram_admitted = False
         self.metrics.start_failures.labels(self.id).inc()
         self.metrics.crashes.labels(self.id, reason).inc()
         self.machine.start_failed(attempt, time.monotonic(), why)
@@ -272,6 +278,7 @@ class ModelController:
                 await self._start_task
         async with self._rt_lock:
             await self.runtime.stop()
+        self.vram_admitted = False
         base = reason.split(" ")[0]
         self.metrics.stops.labels(self.id, base).inc()
         if reason == "idle":
@@ -300,6 +307,7 @@ class ModelController:
             if self.machine.state is State.FAILED:
                 with contextlib.suppress(Exception):
                     await self.runtime.stop()
+                self.vram_admitted = False
 
     # -- admin & start-up ---------------------------------------------------------------------
 
@@ -313,6 +321,7 @@ class ModelController:
         if found != "running":
             return found
         ready = await self.probe() is None
+        self.vram_admitted = True  # it holds its memory already
         attempt = self.machine.adopt(time.monotonic(), ready=ready)
         lifecycle_event("adopted", self.id, ready=ready, runtime=self.runtime.describe())
         if not ready:

@@ -12,8 +12,9 @@ import httpx
 
 from voxgate_manager.config import DockerRuntime, ModelsFile, ModelSpec, ProcessRuntime, RemoteRuntime, load_models
 from voxgate_manager.controller import ModelController, lifecycle_event
+from voxgate_manager.lifecycle import State
 from voxgate_manager.metrics import Metrics
-from voxgate_manager.runtimes.base import Runtime
+from voxgate_manager.runtimes.base import Runtime, StartError
 from voxgate_manager.runtimes.docker import DockerEngine, DockerRuntimeImpl
 from voxgate_manager.runtimes.process import ProcessRuntimeImpl
 from voxgate_manager.runtimes.remote import RemoteRuntimeImpl
@@ -50,8 +51,35 @@ class Manager:
     def _controller(self, spec: ModelSpec) -> ModelController:
         ref: list[ModelController] = []
         ctl = ModelController(spec, self._runtime(spec, ref), self.http, self.metrics)
+        ctl.admission = self._admit_vram
         ref.append(ctl)
         return ctl
+
+    async def _admit_vram(self, ctl: ModelController) -> None:
+        """Before a start: make room within VOXGATE_MANAGER_VRAM_BUDGET_MB by stopping idle models
+        (least recently used first), or wait for room; the start's own timeout bounds the wait."""
+        need, budget = ctl.spec.vram_mb or 0, self.settings.vram_budget_mb
+        if not need or not budget:
+            ctl.vram_admitted = True
+            return
+        if need > budget:
+            raise StartError(f"model {ctl.id!r} needs vram_mb={need} but VOXGATE_MANAGER_VRAM_BUDGET_MB is {budget}")
+        while True:
+            holders = [c for c in self.controllers.values() if c is not ctl and c.vram_admitted]
+            used = sum(c.spec.vram_mb or 0 for c in holders)
+            if used + need <= budget:
+                ctl.vram_admitted = True
+                return
+            idle = sorted((c for c in holders if c.state is State.READY and not c.machine.inflight and not c.machine.waiting),
+                          key=lambda c: c.machine.last_end)
+            if idle:
+                victim = idle[0]
+                lifecycle_event("vram_evict", victim.id, for_model=ctl.id, need_mb=need, used_mb=used, budget_mb=budget)
+                await victim.unload("vram")
+                continue
+            ctl._last_probe = (f"waiting for {need} MB of VRAM: {used} of {budget} MB held by "
+                               + ", ".join(f"{c.id} ({c.spec.vram_mb} MB, {c.state.value})" for c in holders))
+            await asyncio.sleep(0.25)
 
     def _docker_specs(self, models: ModelsFile) -> dict[str, ModelSpec]:
         return {m.id: m for m in models.models if isinstance(m.runtime, DockerRuntime)}

@@ -29,4 +29,6 @@ class ManagerSettings:
     stop_on_exit: bool = field(default_factory=lambda: _env("VOXGATE_MANAGER_STOP_ON_EXIT", "0") in ("1", "true", "yes"))
     max_body_bytes: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_MAX_BODY_BYTES", str(32 * 1024 * 1024))))
     log_level: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_LOG_LEVEL", "info"))
+    # GPU memory the models may hold at once (sum of their vram_mb); 0: no admission control
+    vram_budget_mb: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_VRAM_BUDGET_MB", "0")))
     tick_s: float = field(default_factory=lambda: float(_env("VOXGATE_MANAGER_TICK_S", "0.25")))

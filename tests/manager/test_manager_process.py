@@ -347,3 +347,17 @@ def test_remote_model_is_routed_only_while_its_health_check_passes(mgr_factory, 
     finally:
         lan.terminate()
         lan.wait(20)
+
+
+def test_vram_budget_stops_the_idle_model_to_make_room(mgr_factory):
+    a = piper_process_model("a", vram_mb=600)
+    b = piper_process_model("b", vram_mb=600)
+    c = piper_process_model("c")  # no vram_mb: never counted
+    m = mgr_factory([a, b, c], env={"VOXGATE_MANAGER_VRAM_BUDGET_MB": "1000"})
+    assert speech(m.url, "a").status_code == 200
+    assert speech(m.url, "c").status_code == 200
+    assert speech(m.url, "b").status_code == 200  # a (idle, least recently used with vram) makes room
+    assert m.status("a")["state"] == "stopped"
+    assert m.status("b")["state"] == "ready" and m.status("c")["state"] == "ready"
+    assert m.metric("voxgate_manager_stops_total", model="a", reason="vram") == 1
+    assert m.events("vram_evict", "a")[0]["for_model"] == "b"
