@@ -80,6 +80,16 @@ def timed_request(client: httpx.Client, url: str, body: dict[str, Any]) -> tuple
     return first or 0.0, time.perf_counter() - t0
 
 
+def cpu_seconds(pid: int) -> float:
+    """user+system CPU time of a process (Linux /proc), to separate the manager's own cost from
+    the scheduling delays a busy machine adds to every extra hop."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def compare(client: httpx.Client, direct: str, manager: str, body: dict[str, Any], n: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"direct_first": [], "direct_total": [], "manager_first": [], "manager_total": []}
     for i in range(n):
@@ -152,7 +162,9 @@ def main() -> int:
             for base in (direct, manager):
                 for _ in range(5):
                     timed_request(client, f"{base}/v1/audio/speech", {"model": "piper", **SMALL})
+            cpu0 = cpu_seconds(procs[1].pid)
             small = compare(client, direct, manager, {"model": "piper", **SMALL}, args.n)
+            manager_cpu_ms = (cpu_seconds(procs[1].pid) - cpu0) / args.n * 1000
             streamed = compare(client, direct, manager, {"model": "piper", **STREAMED}, args.n_stream)
 
         def ms(v: float) -> float:
@@ -171,6 +183,7 @@ def main() -> int:
                 "added_p50_ms": ms(m50 - d50),
                 "added_p50_paired_ms": ms(statistics.median(m - d for m, d in zip(small["manager_total"], small["direct_total"]))),
                 "target_added_p50_ms": 2.0,
+                "manager_cpu_ms_per_request": round(manager_cpu_ms, 3),
             },
             "streamed_first_audio_byte": {
                 "n_per_side": args.n_stream,

@@ -8,11 +8,15 @@ import json
 import time
 from typing import Any
 
+import logging
+from collections.abc import Awaitable, Callable
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from voxgate_manager.controller import ClientGone, ModelController, Rejected
-from voxgate_manager.errors import APIError, install_error_handlers
+from voxgate_manager.errors import APIError, error_response, install_error_handlers
 from voxgate_manager.lifecycle import State
 from voxgate_manager.manager import Manager
 from voxgate_manager.proxy import StreamedProxyResponse, open_upstream, upstream_headers
@@ -54,7 +58,30 @@ def _model_entry(ctl: ModelController, created: int) -> dict[str, Any]:
     }
 
 
-def create_app(manager: Manager) -> FastAPI:
+def create_app(manager: Manager) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """The public ASGI app: speech requests take a direct path (they are the hot one: every
+    middleware layer is latency added to each request); everything else goes through FastAPI."""
+    api, speech = _create_api(manager)
+    log = logging.getLogger("voxgate.manager")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/audio/speech":
+            try:
+                response = await speech(Request(scope, receive))
+            except APIError as exc:
+                response = error_response(exc)
+            except Exception:
+                log.exception("unhandled error")
+                response = error_response(APIError(500, "The manager had an error while processing your request."))
+            await response(scope, receive, send)
+            return
+        await api(scope, receive, send)
+
+    app.api = api  # type: ignore[attr-defined]
+    return app
+
+
+def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitable[Any]]]:
     app = FastAPI(title="voxgate-manager", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
     keys = manager.settings.api_keys
@@ -167,4 +194,4 @@ def create_app(manager: Manager) -> FastAPI:
                              "note": "the model is not running; its voices are listed once it has served a request"},
                             headers={"x-voxgate-model-state": ctl.state.value})
 
-    return app
+    return app, speech

@@ -8,8 +8,6 @@ import contextlib
 import logging
 from typing import Any
 
-import httpx
-
 from voxgate_manager.config import DockerRuntime, ModelsFile, ModelSpec, ProcessRuntime, RemoteRuntime, load_models
 from voxgate_manager.controller import ModelController, lifecycle_event
 from voxgate_manager.lifecycle import State
@@ -19,6 +17,7 @@ from voxgate_manager.runtimes.docker import DockerEngine, DockerRuntimeImpl
 from voxgate_manager.runtimes.process import ProcessRuntimeImpl
 from voxgate_manager.runtimes.remote import RemoteRuntimeImpl
 from voxgate_manager.settings import ManagerSettings
+from voxgate_manager.upstream import make_upstream_client
 
 log = logging.getLogger("voxgate.manager")
 
@@ -28,9 +27,7 @@ class Manager:
         self.settings = settings
         self.models = models
         self.metrics = Metrics()
-        # one pooled client for every upstream; no read timeout: a long synthesis or stream is not an error
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(connect=5.0, read=None, write=30.0, pool=None),
-                                      limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+        self.http = make_upstream_client()  # one pooled client for every model server
         self.docker = DockerEngine(settings.instance)
         self.controllers: dict[str, ModelController] = {}
         self._ticker: asyncio.Task[None] | None = None
