@@ -36,11 +36,16 @@ def mgr_factory(tmp_path):
 def test_first_request_starts_the_model_and_returns_speech(mgr_factory):
     m = mgr_factory([piper_process_model()])
     assert m.status("piper")["state"] == "stopped"
+    v = httpx.get(f"{m.url}/v1/audio/voices", params={"model": "piper"})
+    assert v.status_code == 200 and v.json()["voices"] == [] and v.headers["x-voxgate-model-state"] == "stopped"
+    assert m.status("piper")["state"] == "stopped"  # listing voices never starts a model
     r = speech(m.url, "piper-alias")
     assert r.status_code == 200, r.text
     audio = decode(r.content, "wav")
     assert audio.duration > 0.5 and float((audio.samples**2).mean()) ** 0.5 > 0.01
     assert m.status("piper")["state"] == "ready"
+    voices = httpx.get(f"{m.url}/v1/audio/voices", params={"model": "piper"}).json()["voices"]
+    assert any(x["id"] == "joe" for x in voices)  # the model's own answer once it runs
     assert m.metric("voxgate_manager_cold_starts_total", model="piper") == 1
     assert m.metric("voxgate_manager_start_duration_seconds_count", model="piper", phase="readiness") == 1
     states = [(e["from"], e["to"]) for e in m.events("state", "piper")]
@@ -361,3 +366,17 @@ def test_vram_budget_stops_the_idle_model_to_make_room(mgr_factory):
     assert m.status("b")["state"] == "ready" and m.status("c")["state"] == "ready"
     assert m.metric("voxgate_manager_stops_total", model="a", reason="vram") == 1
     assert m.events("vram_evict", "a")[0]["for_model"] == "b"
+
+
+def test_warmup_runs_before_the_first_request_is_released_and_a_failing_one_fails_the_start(mgr_factory):
+    good = piper_process_model("good", warmup={"body": {"model": "piper", "input": "Warming up.", "voice": "alloy"}})
+    bad = piper_process_model("bad", warmup={"body": {"model": "piper", "input": "", "voice": "alloy"}})
+    m = mgr_factory([good, bad])
+    assert speech(m.url, "good").status_code == 200
+    ready = m.events("ready", "good")[0]
+    assert ready["warmup_s"] > 0 and ready["total_s"] >= ready["readiness_s"] + ready["warmup_s"]
+    assert m.metric("voxgate_manager_start_duration_seconds_count", model="good", phase="warmup") == 1
+    r = speech(m.url, "bad")
+    assert r.status_code == 503
+    assert "warm-up request POST /v1/audio/speech answered 400" in r.json()["error"]["message"]
+    assert m.status("bad")["state"] == "failed"
