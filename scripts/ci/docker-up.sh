@@ -37,7 +37,10 @@ fi
 
 T_ALL=$(now)
 # Another process on this machine may run this script at the same time (one dockerd serves all).
-exec 9>/tmp/voxgate-docker-up.lock
+# (dockerd is started with fd 9 closed, or it would hold the lock for as long as it runs.)
+LOCK=${VOXGATE_DOCKER_UP_LOCK:-/run/lock/voxgate-docker-up.lock}
+mkdir -p "$(dirname "$LOCK")"
+exec 9>"$LOCK"
 flock 9
 
 # 1. packages
@@ -60,7 +63,7 @@ if docker info >/dev/null 2>&1; then
 else
   T=$(now)
   # setsid + nohup: dockerd outlives this script and the CI step that ran it.
-  setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
+  setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null 9>&- &
   for _ in $(seq 1 120); do
     docker info >/dev/null 2>&1 && break
     sleep 0.5
