@@ -64,6 +64,7 @@ else
   T=$(now)
   # setsid + nohup: dockerd outlives this script and the CI step that ran it.
   setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null 9>&- &
+  DOCKERD_PID=$!
   for _ in $(seq 1 120); do
     docker info >/dev/null 2>&1 && break
     sleep 0.5
@@ -73,7 +74,7 @@ else
     tail -n 30 "$DOCKERD_LOG" >&2 || true
     exit 1
   fi
-  log "started dockerd (pid $(pgrep -xo dockerd || echo '?'), log $DOCKERD_LOG) in $(took "$T") s"
+  log "started dockerd (pid $DOCKERD_PID, log $DOCKERD_LOG) in $(took "$T") s"
 fi
 log "engine: $(docker version --format 'server {{.Server.Version}}, client {{.Client.Version}}')"
 
