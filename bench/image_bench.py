@@ -124,7 +124,7 @@ def main() -> None:
         "image_size_bytes": image.attrs["Size"],
         "healthcheck": image.attrs["Config"]["Healthcheck"],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "docker": client.version()["Version"]},
+                    "docker": client.version()["Version"], "loadavg_at_start": os.getloadavg()},
         "runs": args.runs,
         "container": {"summary": summary(container), "runs": container},
         "process_baseline": {"summary": summary(process), "runs": process},
