@@ -164,10 +164,14 @@ def test_image_layout(client, server):
     assert code == 0, out.decode(errors="replace")
 
 
-def test_listens_on_PORT(client):
-    running = _start(client, port=9123, env={"PORT": "9123"})
+@pytest.mark.parametrize("variable", ["PORT", "VOXGATE_PORT"])
+def test_listens_on_the_configured_port(client, variable):
+    running = _start(client, port=9123, env={variable: "9123"})
     try:
         body = httpx.get(f"{running.url}/health", timeout=5).json()
         assert body["status"] == "ok"
+        # The HEALTHCHECK probes the same port.
+        code, out = running.container.exec_run(running.container.attrs["Config"]["Healthcheck"]["Test"][1:])
+        assert code == 0, out
     finally:
         running.container.remove(force=True)
