@@ -19,7 +19,7 @@ Prints the image id, tag, target, base image and size it built.
 .\build-tts-server.ps1 -CaBundle C:\certs\corporate-root.pem
 .\build-tts-server.ps1 -Target cpu -- --no-cache
 #>
-[CmdletBinding()]
+[CmdletBinding(PositionalBinding = $false)]  # loose arguments go to $DockerArgs, never to -Target
 param(
     [ValidateSet('gpu', 'cpu')]
     [string] $Target = 'gpu',
