@@ -19,7 +19,8 @@ Prints the image id, tag, target, base image and size it built.
 .\build-tts-server.ps1 -CaBundle C:\certs\corporate-root.pem
 .\build-tts-server.ps1 -Target cpu -- --no-cache
 #>
-[CmdletBinding(PositionalBinding = $false)]  # loose arguments go to $DockerArgs, never to -Target
+# PositionalBinding off: loose arguments go to $DockerArgs, never to -Target.
+[CmdletBinding(PositionalBinding = $false)]
 param(
     [ValidateSet('gpu', 'cpu')]
     [string] $Target = 'gpu',
