@@ -7,6 +7,7 @@ uses its own instance label and container name, and removes its containers at th
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import os
 import threading
 import time
@@ -263,3 +264,23 @@ def test_port_and_name_conflicts_are_clear_errors(dclient, instance, mgr_factory
         stranger.reload()  # untouched
     finally:
         blocker.close()
+
+
+def test_reload_recreates_only_the_container_whose_entry_changed(dclient, instance, mgr_factory):
+    a, b = docker_model(instance, "a", aliases=[]), docker_model(instance, "b", aliases=[])
+    m = mgr_factory([a, b])
+    assert speech(m.url, "a").status_code == 200 and speech(m.url, "b").status_code == 200
+    ca, cb = container(dclient, instance, "a"), container(dclient, instance, "b")
+    b2 = json.loads(json.dumps(b))
+    b2["runtime"]["environment"]["VOXGATE_CHUNK_PAUSE_MS"] = "200"  # a runtime change: new container
+    m.write_models([a, b2])
+    r = httpx.post(f"{m.admin_url}/admin/reload", timeout=120)
+    assert r.status_code == 200 and r.json()["changed"] == ["b"] and r.json()["unchanged"] == ["a"]
+    ca.reload()
+    assert ca.status == "running" and m.status("a")["state"] == "ready"  # untouched
+    assert m.status("b")["state"] == "stopped"
+    with pytest.raises(Exception):
+        cb.reload()  # the stale container is gone, not left behind
+    assert speech(m.url, "b").status_code == 200
+    nb = container(dclient, instance, "b")
+    assert nb.id != cb.id and "VOXGATE_CHUNK_PAUSE_MS=200" in nb.attrs["Config"]["Env"]
