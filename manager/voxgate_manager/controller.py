@@ -75,7 +75,7 @@ class ModelController:
         self._rt_lock = asyncio.Lock()
         self._start_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
-        self._adopting = False
+        self._counts = (0, 0)
         self.last_start: dict[str, float] = {}  # phase -> seconds, of the latest successful start
         self.last_exit: ExitInfo | None = None
         self.voices_cache: tuple[int, bytes, str] | None = None  # status, body, content type
@@ -98,15 +98,19 @@ class ModelController:
 
     def _apply(self) -> None:
         m = self.machine
-        for tr in m.take_transitions():
+        transitions = m.take_transitions()
+        effects = m.take_effects()
+        if not transitions and not effects and (m.inflight, m.waiting) == self._counts:
+            return  # nothing happened (an idle tick): do not wake the waiters
+        self._counts = (m.inflight, m.waiting)
+        for tr in transitions:
             self.metrics.set_state(self.id, tr.new)
             fields: dict[str, Any] = {"from": tr.old.value, "to": tr.new.value, "reason": tr.reason}
             if tr.new is State.FAILED:
                 fields["failures"] = m.failures
                 fields["retry_in_s"] = round(max(0.0, m.retry_at - time.monotonic()), 2)
             lifecycle_event("state", self.id, **fields)
-        wake = False
-        for eff in m.take_effects():
+        for eff in effects:
             if eff.kind is EffectKind.START:
                 self.metrics.cold_starts.labels(self.id).inc()
                 self._start_task = asyncio.create_task(self._run_start(eff.attempt, adopt=False))
@@ -115,13 +119,11 @@ class ModelController:
                     self._start_task.cancel()
             elif eff.kind is EffectKind.STOP:
                 self._stop_task = asyncio.create_task(self._run_stop(eff.reason))
-            elif eff.kind is EffectKind.WAKE:
-                wake = True
         self.metrics.inflight.labels(self.id).set(m.inflight)
         self.metrics.queue_depth.labels(self.id).set(m.waiting)
-        if wake or True:  # every change may unblock a waiter; waking is cheap
-            old, self._changed = self._changed, asyncio.Event()
-            old.set()
+        # every change may unblock a waiter (a WAKE effect, a state change, a freed slot): wake them all
+        old, self._changed = self._changed, asyncio.Event()
+        old.set()
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -132,6 +134,7 @@ class ModelController:
         ticket, decision = m.arrive(arrived)
         self._apply()
         deadline = arrived + self.spec.hold_max_s
+        next_check = arrived + 1.0
         while isinstance(decision, Wait):
             assert ticket is not None
             changed = self._changed
@@ -149,14 +152,17 @@ class ModelController:
             try:
                 await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
             except TimeoutError:
-                if is_disconnected is not None and await is_disconnected():
-                    m.leave(ticket, time.monotonic())
-                    self._apply()
-                    raise ClientGone() from None
+                pass
             except asyncio.CancelledError:
                 m.leave(ticket, time.monotonic())
                 self._apply()
                 raise
+            if is_disconnected is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + 1.0
+                if await is_disconnected():  # the client went away while held: free its place
+                    m.leave(ticket, time.monotonic())
+                    self._apply()
+                    raise ClientGone()
             decision = m.poll(ticket, time.monotonic())
             self._apply()
         if isinstance(decision, Reject):

@@ -380,3 +380,17 @@ def test_warmup_runs_before_the_first_request_is_released_and_a_failing_one_fail
     assert r.status_code == 503
     assert "warm-up request POST /v1/audio/speech answered 400" in r.json()["error"]["message"]
     assert m.status("bad")["state"] == "failed"
+
+
+def test_held_client_that_goes_away_leaves_the_queue_and_the_start_goes_on(mgr_factory):
+    entry = piper_process_model(hold_max_s=60, readiness={"path": "/health", "json_field": "status", "json_value": "never"})
+    m = mgr_factory([entry])
+    with pytest.raises(httpx.ReadTimeout):
+        speech(m.url, timeout=1.5)
+    assert m.status("piper")["queue_depth"] in (0, 1)
+    deadline = time.monotonic() + 5
+    while m.status("piper")["queue_depth"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    st = m.status("piper")
+    assert st["queue_depth"] == 0, "a client that left still holds a place in the queue"
+    assert st["state"] == "starting"  # the start it triggered is not abandoned half-way
