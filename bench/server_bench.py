@@ -129,11 +129,19 @@ def main() -> None:
             engine_once(engine, text)  # warm
             http_once(server.url, text, "pcm")
             for clients in map(int, args.clients.split(",")):
-                eng = summarize(run_concurrent(lambda: engine_once(engine, text), clients, args.repeats))
-                first = summarize(run_concurrent(lambda: engine_once(engine, first_sentence), clients, args.repeats))
+                # Interleave the three measurements repeat by repeat, so drift in machine load
+                # (shared CI or dev boxes) hits engine and HTTP alike.
+                fmts = args.formats.split(",")
+                eng_rows, first_rows, http_rows = [], [], {f: [] for f in fmts}
+                for _ in range(args.repeats):
+                    eng_rows += run_concurrent(lambda: engine_once(engine, text), clients, 1)
+                    first_rows += run_concurrent(lambda: engine_once(engine, first_sentence), clients, 1)
+                    for fmt in fmts:
+                        http_rows[fmt] += run_concurrent(lambda: http_once(server.url, text, fmt), clients, 1)
+                eng, first = summarize(eng_rows), summarize(first_rows)
                 row = {"chars": len(text), "clients": clients, "engine": eng, "engine_first_sentence_wall_p50_s": first["wall_p50_s"]}
-                for fmt in args.formats.split(","):
-                    h = summarize(run_concurrent(lambda: http_once(server.url, text, fmt), clients, args.repeats))
+                for fmt in fmts:
+                    h = summarize(http_rows[fmt])
                     row[f"http_{fmt}"] = h
                     row[f"http_{fmt}_overhead_pct"] = 100 * (h["wall_p50_s"] - eng["wall_p50_s"]) / eng["wall_p50_s"]
                     row[f"http_{fmt}_ttfa_vs_engine_first_sentence"] = h["ttfa_p50_s"] / first["wall_p50_s"]
@@ -142,7 +150,8 @@ def main() -> None:
     finally:
         server.stop()
     report = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "loadavg_at_end": os.getloadavg()},
         "targets": {"http_overhead_pct_max": 10, "http_ttfa_vs_engine_first_sentence_max": 2.0},
         "rows": rows,
     }
