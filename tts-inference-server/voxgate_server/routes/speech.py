@@ -1,0 +1,189 @@
+"""POST /v1/audio/speech: validate, admit, stream encoded audio (raw or SSE) as it is made."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+
+from voxgate_server.audio.encode import CONTENT_TYPES
+from voxgate_server.engines.base import Cancelled, EngineError, InvalidRequest, SynthesisRequest
+from voxgate_server.errors import APIError, validation_error
+from voxgate_server.pipeline import StreamStats, encoded_stream
+from voxgate_server.runtime import Runtime
+from voxgate_server.scheduler import QueueFull
+from voxgate_server.schemas import SpeechRequest
+from voxgate_server.text import chunk_text
+
+router = APIRouter()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read at most ``limit`` bytes; 413 as soon as the body (declared or streamed) is larger."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"Request body too large: {declared} bytes, the limit is {limit}.", code="request_too_large")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise APIError(413, f"Request body too large: the limit is {limit} bytes.", code="request_too_large")
+    return bytes(body)
+
+
+async def parse_speech_request(request: Request, runtime: Runtime) -> SpeechRequest:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise APIError(415, f"Unsupported content type '{content_type or 'none'}': send application/json.",
+                       code="unsupported_media_type")
+    raw = await read_body(request, runtime.settings.max_body_bytes)
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise APIError(400, "We could not parse the JSON body of your request.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "The request body must be a JSON object.", code="invalid_json")
+    try:
+        body = SpeechRequest.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    if not body.input.strip():
+        raise APIError(400, "'input' must be a non-empty string.", param="input", code="invalid_value")
+    limit = runtime.settings.max_input_chars
+    if len(body.input) > limit:
+        raise APIError(400, f"'input' is {len(body.input)} characters long; the maximum is {limit}.",
+                       param="input", code="string_above_max_length")
+    return body
+
+
+def _usage(body: SpeechRequest, stats: StreamStats) -> dict[str, int]:
+    # Estimates, documented in README: ~4 characters a text token, 25 audio tokens a second.
+    input_tokens = max(1, math.ceil(len(body.input) / 4))
+    output_tokens = math.ceil(stats.audio_seconds * 25)
+    return {"input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens}
+
+
+async def _first_or_disconnect(request: Request, stream: AsyncIterator[bytes]) -> bytes | None:
+    """Wait for the first audio, but give up (and free the place) if the client leaves."""
+    first = asyncio.ensure_future(anext(stream, b""))
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        done, _ = await asyncio.wait({first, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if first in done:
+        return first.result()
+    first.cancel()
+    try:
+        await first
+    except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the client is gone either way
+        pass
+    return None
+
+
+@router.post("/v1/audio/speech")
+async def create_speech(request: Request):  # noqa: ANN201 - StreamingResponse or error
+    runtime: Runtime = request.app.state.runtime
+    metrics = runtime.metrics
+    body = await parse_speech_request(request, runtime)
+    slot = runtime.resolve_model(body.model)
+    engine = slot.engine
+    caps = engine.capabilities()
+    if body.response_format not in caps.formats:
+        raise APIError(400, f"Model '{body.model}' cannot produce '{body.response_format}'.",
+                       param="response_format", code="unsupported_format")
+    voice = runtime.resolve_voice(slot, body.voice_id)
+    try:
+        options = engine.validate_options(body.generation_options())
+    except InvalidRequest as exc:
+        raise APIError(400, exc.message, param=exc.param, code=exc.code or "invalid_value") from None
+    if len(body.input) > caps.max_input_chars:
+        raise APIError(400, f"Model '{body.model}' accepts at most {caps.max_input_chars} characters.",
+                       param="input", code="string_above_max_length")
+    chunks = chunk_text(body.input, caps.max_chunk_chars)
+    synth = SynthesisRequest(chunks=chunks, voice=voice, speed=body.speed, instructions=body.instructions, options=options)
+    worker = slot.worker
+    assert worker is not None
+    try:
+        worker.admit()
+    except QueueFull as exc:
+        metrics.requests.labels(slot.id, body.response_format, "429").inc()
+        raise APIError(429, f"Model '{body.model}' is busy: every worker is in use and the queue is full.",
+                       code="queue_full", headers={"Retry-After": str(exc.retry_after_s)}) from None
+
+    settings = runtime.settings
+    stats = StreamStats()
+    produce = lambda: encoded_stream(  # noqa: E731 - runs in the worker thread
+        engine, synth, body.response_format, stretch=not caps.native_speed,
+        pause_ms=settings.chunk_pause_ms, fade_ms=settings.fade_ms, stats=stats,
+    )
+    metrics.queue_depth.labels(slot.id).set(worker.queue_depth + 1)
+    stream = worker.run(produce, synth.cancel)
+    status = "200"
+    try:
+        first = await _first_or_disconnect(request, stream)
+    except InvalidRequest as exc:
+        status = "400"
+        raise APIError(400, exc.message, param=exc.param, code=exc.code or "invalid_value") from None
+    except (EngineError, Exception) as exc:  # noqa: BLE001 - an engine fault is a 500, never a trace
+        status = "500"
+        raise APIError(500, f"Speech synthesis failed: {exc}", type="server_error", code="engine_error") from None
+    finally:
+        metrics.queue_depth.labels(slot.id).set(worker.queue_depth)
+        if status != "200":
+            synth.cancel.set()
+            metrics.requests.labels(slot.id, body.response_format, status).inc()
+    if first is None:
+        synth.cancel.set()
+        metrics.requests.labels(slot.id, body.response_format, "499").inc()
+        return StreamingResponse(iter(()), status_code=499)
+    metrics.active.labels(slot.id).set(worker.active)
+    if stats.time_to_first_audio is not None:
+        metrics.ttfa.labels(slot.id).observe(stats.time_to_first_audio)
+
+    async def audio() -> AsyncIterator[bytes]:
+        outcome = "200"
+        try:
+            yield first
+            async for data in stream:
+                yield data
+        except (Cancelled, asyncio.CancelledError):
+            outcome = "499"
+            raise
+        except Exception:  # noqa: BLE001 - mid-stream failure: end the stream, count it
+            outcome = "500"
+            metrics.errors.labels("engine_error").inc()
+            return
+        finally:
+            synth.cancel.set()
+            await stream.aclose()
+            metrics.requests.labels(slot.id, body.response_format, outcome).inc()
+            metrics.synthesis_seconds.labels(slot.id).observe(time.perf_counter() - stats.started)
+            metrics.audio_seconds.labels(slot.id).inc(stats.audio_seconds)
+            metrics.active.labels(slot.id).set(worker.active)
+
+    headers = {"X-Accel-Buffering": "no", "Cache-Control": "no-store", "X-Voxgate-Engine": slot.id, "X-Voxgate-Voice": voice}
+    if body.instructions and not caps.instructions:
+        headers["X-Voxgate-Ignored"] = "instructions"
+    if body.stream_format == "sse":
+        async def events() -> AsyncIterator[bytes]:
+            async for data in audio():
+                payload = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}
+                yield f"data: {json.dumps(payload)}\n\n".encode()
+            done = {"type": "speech.audio.done", "usage": _usage(body, stats)}
+            yield f"data: {json.dumps(done)}\n\n".encode()
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(audio(), media_type=CONTENT_TYPES[body.response_format], headers=headers)

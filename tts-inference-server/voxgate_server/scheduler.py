@@ -1,0 +1,102 @@
+"""Admission control and off-loop execution for one engine.
+
+Each engine gets a fixed number of worker threads (its concurrency) and a bounded number of
+requests allowed to wait for one. A request beyond that is refused at once (429 with
+Retry-After) instead of piling up. A waiting request whose client leaves gives its place back;
+a running one has its cancel event set and its thread stops at the engine's next check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_DONE = object()
+
+
+class QueueFull(Exception):
+    def __init__(self, engine_id: str, retry_after_s: int) -> None:
+        super().__init__(f"engine {engine_id} is busy")
+        self.engine_id = engine_id
+        self.retry_after_s = retry_after_s
+
+
+class EngineWorker:
+    def __init__(self, engine_id: str, concurrency: int, queue_size: int, retry_after_s: int) -> None:
+        self.engine_id = engine_id
+        self.concurrency = max(1, concurrency)
+        self.queue_size = max(0, queue_size)
+        self.retry_after_s = retry_after_s
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"engine-{engine_id}")
+        self.waiting = 0
+        self.active = 0
+
+    @property
+    def queue_depth(self) -> int:
+        return self.waiting
+
+    def admit(self) -> None:
+        """Refuse now if every worker is busy and the queue is full."""
+        if self.active + self.waiting >= self.concurrency + self.queue_size:
+            raise QueueFull(self.engine_id, self.retry_after_s)
+
+    async def run(self, produce: Callable[[], Iterator[T]], cancel: threading.Event) -> AsyncIterator[T]:
+        """Run ``produce`` in a worker thread and yield its items on the event loop.
+
+        The slot is released only when the thread has really finished, so a cancelled request
+        never lets a new one start while its engine work is still running.
+        """
+        self.admit()
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        self.active += 1
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+
+        def work() -> None:
+            try:
+                for item in produce():
+                    if cancel.is_set():
+                        break
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+        def release(_: object) -> None:
+            def _release() -> None:
+                self.active -= 1
+                self._slots.release()
+
+            loop.call_soon_threadsafe(_release)
+
+        try:
+            future = self._executor.submit(work)
+        except BaseException:
+            self.active -= 1
+            self._slots.release()
+            raise
+        future.add_done_callback(release)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item  # type: ignore[misc]
+        finally:
+            cancel.set()
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
