@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.chatterbox.helpers import ServerProcess, decode
+from turbo_helpers import ServerProcess, decode
 
 TOKEN_SAMPLES = 960
 CHUNK_TOKENS = 5
@@ -157,7 +157,7 @@ def test_upload_then_clone_then_concurrent_equals_sequential(server: ServerProce
 
 
 def test_hand_placed_short_clip_is_a_clear_400(server: ServerProcess, reference_speech) -> None:  # noqa: ANN001
-    from tests.chatterbox.helpers import encode
+    from turbo_helpers import encode
 
     samples, sr = reference_speech
     server.voices_dir.mkdir(exist_ok=True)
