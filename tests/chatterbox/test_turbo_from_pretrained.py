@@ -1,4 +1,7 @@
-"""from_pretrained: the server with no checkpoint folder loads from an offline Hugging Face cache."""
+"""from_pretrained: the server with no checkpoint folder loads from an offline Hugging Face cache.
+
+This server also runs T3 in bfloat16 and without the watermark (the settings' other values).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ def test_server_loads_from_offline_hf_cache(turbo_ckpt: dict[str, Path], tmp_pat
         "VOXGATE_VOICES_DIR": str(tmp_path / "voices"),
         "VOXGATE_CHATTERBOX_CHUNK_MAX_DURATION_S": "0.12",
         "VOXGATE_CHATTERBOX_WATERMARK": "false",
+        "VOXGATE_CHATTERBOX_DTYPE": "bfloat16",
+        "VOXGATE_LOG_LEVEL": "info",
         "HF_HOME": str(turbo_ckpt["hf_home"]),
         "HF_HUB_OFFLINE": "1",
     }
@@ -28,7 +33,7 @@ def test_server_loads_from_offline_hf_cache(turbo_ckpt: dict[str, Path], tmp_pat
         assert r.status_code == 200, r.text
         samples, sr = decode(r.content)
         assert sr == 24000 and samples.size == (3 + 3) * 960
-        assert "watermark off" in server.log()
+        assert "T3 bfloat16, watermark off" in server.log()
     finally:
         server.stop()
 
