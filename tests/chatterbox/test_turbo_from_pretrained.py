@@ -20,6 +20,7 @@ def test_server_loads_from_offline_hf_cache(turbo_ckpt: dict[str, Path], tmp_pat
         "VOXGATE_CHATTERBOX_CHUNK_MAX_DURATION_S": "0.12",
         "VOXGATE_CHATTERBOX_WATERMARK": "false",
         "VOXGATE_CHATTERBOX_DTYPE": "bfloat16",
+        "VOXGATE_CHATTERBOX_WARMUP": "false",
         "VOXGATE_LOG_LEVEL": "info",
         "HF_HOME": str(turbo_ckpt["hf_home"]),
         "HF_HUB_OFFLINE": "1",

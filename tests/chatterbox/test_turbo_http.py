@@ -64,6 +64,7 @@ def wav_samples(response: httpx.Response) -> np.ndarray:
 
 def test_health_was_503_while_loading(server: ServerProcess) -> None:
     assert 503 in server.health_codes and server.health_codes[-1] == 200
+    assert "chatterbox-turbo warm-up made 3840 samples" in server.log()  # 1 token + 3 silence
     body = httpx.get(f"{server.url}/health").json()
     assert body["engines"]["chatterbox-turbo"]["state"] == "ready"
     assert body["engines"]["chatterbox-turbo"]["concurrency"] == 1
