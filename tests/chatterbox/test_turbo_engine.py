@@ -83,6 +83,8 @@ def test_token_cap_is_exact_and_audio_matches(engine) -> None:  # noqa: ANN001
     chunks = list(engine.synthesize(_request()))
     assert len(chunks) == 1 and chunks[0].segment_end and chunks[0].sample_rate == 24000
     assert chunks[0].samples.dtype == np.float32 and chunks[0].samples.size == (3 + 3) * 960
+    # That request used the built-in voice; it wrote nothing into the shared conditionals.
+    assert engine.model.conds.t3.cond_prompt_speech_emb is None
 
 
 def test_conditioning_cache_is_bounded_and_follows_content(engine, reference_speech) -> None:  # noqa: ANN001
@@ -111,11 +113,13 @@ def test_requests_never_write_shared_conditionals(engine, reference_speech) -> N
     samples, sr = reference_speech
     (engine.library.root / "solo.wav").write_bytes(encode(samples, sr, "wav"))
     builtin = engine.model.conds
+    cached = engine.conditionals_for("solo")
+    gen_before = dict(cached.gen)
     list(engine.synthesize(_request(voice="solo")))
-    list(engine.synthesize(_request(voice="default")))
-    assert engine.model.conds is builtin
-    assert builtin.t3.cond_prompt_speech_emb is None
-    assert engine.conditionals_for("solo").t3.cond_prompt_speech_emb is None
+    assert engine.model.conds is builtin and builtin.t3.cond_prompt_speech_emb is None
+    assert engine.conditionals_for("solo") is cached
+    assert cached.t3.cond_prompt_speech_emb is None
+    assert all(cached.gen[k] is v for k, v in gen_before.items())
 
 
 def test_watermark_on_by_default(engine) -> None:  # noqa: ANN001
