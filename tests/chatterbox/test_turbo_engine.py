@@ -137,3 +137,26 @@ def test_watermark_on_by_default(engine) -> None:  # noqa: ANN001
     # (Perth's detector is not asserted: on 0.24 s of random-weight noise it reports 1.0 either way.)
     assert marked.shape == plain.shape and not np.array_equal(marked, plain)
     assert np.abs(marked - plain).max() < 0.5 * np.abs(plain).max()
+
+
+def test_threads_with_different_voices_equal_sequential(engine, reference_speech) -> None:  # noqa: ANN001
+    """Without the server's one-at-a-time worker: two threads inside the engine at once, each
+    with its own voice and seed, get exactly what they get alone."""
+    samples, sr = reference_speech
+    (engine.library.root / "duet.wav").write_bytes(encode(samples, sr, "wav"))
+    jobs = {"a": dict(voice="default", options={"seed": 21}), "b": dict(voice="duet", options={"seed": 22})}
+    alone = {k: next(engine.synthesize(_request(**job))).samples for k, job in jobs.items()}
+    together: dict[str, np.ndarray] = {}
+    barrier = threading.Barrier(len(jobs))
+
+    def run(key: str) -> None:
+        barrier.wait()
+        together[key] = next(engine.synthesize(_request(**jobs[key]))).samples
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert np.array_equal(together["a"], alone["a"]) and np.array_equal(together["b"], alone["b"])
+    assert not np.array_equal(alone["a"], alone["b"])
