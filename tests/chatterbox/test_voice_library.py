@@ -88,6 +88,7 @@ def _short_clip(reference_speech: tuple[np.ndarray, int]) -> bytes:
         ("dotdot_name", "invalid_name"),
         ("slash_name", "invalid_name"),
         ("empty_name", "invalid_name"),
+        ("reserved_name", "invalid_name"),
         ("no_file", "missing_required_parameter"),
     ],
 )
@@ -109,6 +110,8 @@ def test_bad_upload_is_400_and_changes_nothing(case: str, code: str, voices: Pat
         data = {"name": "sub/dir"}
     elif case == "empty_name":
         data = {"name": "!!!"}
+    elif case == "reserved_name":
+        data = {"name": "Default"}
     elif case == "no_file":
         files = {"attachment": ("clip.wav", reference_wav)}  # multipart, but no 'file' part
     r = httpx.post(f"{base_url}/v1/audio/voices", files=files, data=data)

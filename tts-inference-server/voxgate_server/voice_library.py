@@ -36,6 +36,8 @@ log = logging.getLogger("voxgate.voices")
 AUDIO_FORMATS: dict[str, str] = {"WAV": "wav", "WAVEX": "wav", "MP3": "mp3", "FLAC": "flac"}
 EXTENSIONS: tuple[str, ...] = ("wav", "mp3", "flac")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Ids engines use for their own voices (chatterbox-turbo's built-in voice is "default").
+RESERVED_IDS = frozenset({"default"})
 _WRITE_LOCK = threading.Lock()
 
 
@@ -199,6 +201,9 @@ class VoiceLibrary:
         voice_id = sanitize_voice_id(name)
         if not voice_id:
             raise VoiceError(400, "The voice name must contain at least one letter or digit.",
+                             param="name", code="invalid_name")
+        if voice_id in RESERVED_IDS:
+            raise VoiceError(400, f"'{voice_id}' is reserved for a built-in voice; choose another name.",
                              param="name", code="invalid_name")
         if len(language) > 32 or len(description) > 1000 or len(name) > 200:
             raise VoiceError(400, "name (200), language (32) or description (1000 characters) is too long.",
