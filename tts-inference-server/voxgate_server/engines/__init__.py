@@ -14,8 +14,15 @@ def _piper(settings: Settings) -> Engine:
     return PiperEngine(settings)
 
 
+def _chatterbox_turbo(settings: Settings) -> Engine:
+    from voxgate_server.engines.chatterbox_turbo.engine import ChatterboxTurboEngine
+
+    return ChatterboxTurboEngine(settings)
+
+
 FACTORIES: dict[str, Callable[[Settings], Engine]] = {
     "piper": _piper,
+    "chatterbox-turbo": _chatterbox_turbo,
 }
 
 

@@ -1,0 +1,72 @@
+"""Loading Chatterbox Turbo: local folder or Hugging Face, device and dtype choice."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from voxgate_server.engines.base import EngineError
+from voxgate_server.engines.chatterbox_turbo.settings import ChatterboxSettings
+
+log = logging.getLogger("voxgate.chatterbox")
+
+# Added tokens of the Turbo tokenizer that make sounds (upstream gradio_tts_turbo_app.py).
+PARALINGUISTIC_TAGS: tuple[str, ...] = (
+    "[clear throat]", "[sigh]", "[shush]", "[cough]", "[groan]", "[sniff]", "[gasp]",
+    "[chuckle]", "[laugh]",
+)
+
+
+def turbo_t3_config() -> Any:
+    """T3's hyper-parameters for Turbo, exactly as ``ChatterboxTurboTTS.from_local`` sets them."""
+    from chatterbox.models.t3.modules.t3_config import T3Config
+
+    hp = T3Config(text_tokens_dict_size=50276)
+    hp.llama_config_name = "GPT2_medium"
+    hp.speech_tokens_dict_size = 6563
+    hp.input_pos_emb = None
+    hp.speech_cond_prompt_len = 375
+    hp.use_perceiver_resampler = False
+    hp.emotion_adv = False
+    return hp
+
+
+def choose_device(wanted: str) -> str:
+    import torch
+
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise EngineError("VOXGATE_CHATTERBOX_DEVICE=cuda but no CUDA device is available")
+    if wanted == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        log.warning("chatterbox-turbo: no CUDA device, running on CPU (expect RTF > 1)")
+        return "cpu"
+    return wanted
+
+
+def load_model(settings: ChatterboxSettings, device: str) -> Any:
+    """Build ``ChatterboxTurboTTS`` with the library's own loaders; cast T3 to the dtype."""
+    import torch
+
+    from voxgate_server.engines.chatterbox_turbo.compat import import_chatterbox
+
+    tts_turbo = import_chatterbox()
+    cls = tts_turbo.ChatterboxTurboTTS
+    if settings.checkpoint_dir is not None:
+        if not settings.checkpoint_dir.is_dir():
+            raise EngineError(f"checkpoint folder {settings.checkpoint_dir} does not exist")
+        model = cls.from_local(settings.checkpoint_dir, device)
+    else:
+        if settings.hf_token is not None and not os.environ.get("HF_TOKEN"):
+            os.environ["HF_TOKEN"] = settings.hf_token.get_secret_value()
+        try:
+            model = cls.from_pretrained(device)
+        except Exception as exc:  # huggingface_hub raises many types; all mean "not available"
+            raise EngineError(f"could not fetch {tts_turbo.REPO_ID} from Hugging Face: {exc}") from exc
+    if settings.dtype != "float32":
+        dtype = getattr(torch, settings.dtype)
+        model.t3.to(dtype=dtype)
+        if model.conds is not None:
+            model.conds.t3.to(dtype=dtype)
+    return model
