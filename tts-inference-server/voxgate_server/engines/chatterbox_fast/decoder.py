@@ -121,7 +121,7 @@ class BatchedT3Decoder:
 
     def __init__(self, t3: torch.nn.Module, *, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, max_batch: int = 16, max_len: int = 1536,
-                 cuda_graphs: bool | None = None, length_bucket: int = 256) -> None:
+                 cuda_graphs: bool | None = None, length_bucket: int = 256, compile: bool = False) -> None:
         self.t3 = t3
         self.device = torch.device(device) if device is not None else t3.speech_head.weight.device
         on_cuda = self.device.type == "cuda"
@@ -138,8 +138,14 @@ class BatchedT3Decoder:
         self.pos_buf = torch.zeros(max_batch, dtype=torch.long, device=self.device)
         self.next_buf = torch.zeros(max_batch, dtype=torch.long, device=self.device)
         self.batch_buckets = _bucket_sizes(max_batch)
+        if compile:  # one length (the mask does the rest): fewer shapes for Inductor to build
+            length_bucket = max_len
         self.len_buckets = sorted({min(max_len, b) for b in range(length_bucket, max_len + length_bucket,
                                                                    length_bucket)})
+        # torch.compile fuses the step's ~400 small kernels (LayerNorm, bias, GELU, residual,
+        # sampling) into far fewer; the CUDA graphs are still captured here, per bucket.
+        self._step_fn = (torch.compile(self._step_body, dynamic=False, fullgraph=False)
+                         if compile else self._step_body)
         self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self._pool: Any = None
         self._stream = torch.cuda.Stream(self.device) if on_cuda else None
@@ -310,16 +316,19 @@ class BatchedT3Decoder:
         assert s is not None
         return s.job.embeds.shape[0] + s.count - 1
 
-    def _step_eager(self, B: int, L: int) -> None:
+    def _step_body(self, tokens: Tensor, pos: Tensor, L: int) -> tuple[Tensor, Tensor]:
         m = self.model
-        tokens, pos = self.tokens_buf[:B], self.pos_buf[:B]
         hidden = m.decode(tokens, pos, L)
         logits = m.logits(hidden)
-        rows = torch.arange(B, device=self.device)
+        rows = torch.arange(tokens.shape[0], device=tokens.device)
         nxt = sample(logits, self.sampling, rows)
+        return nxt, (pos + 1).clamp(max=self.max_len - 1)
+
+    def _step_eager(self, B: int, L: int) -> None:
+        nxt, new_pos = self._step_fn(self.tokens_buf[:B], self.pos_buf[:B], L)
         self.next_buf[:B] = nxt
         self.tokens_buf[:B] = nxt
-        self.pos_buf[:B] = (pos + 1).clamp(max=self.max_len - 1)
+        self.pos_buf[:B] = new_pos
 
     def _graph(self, B: int, L: int) -> torch.cuda.CUDAGraph:
         g = self._graphs.get((B, L))

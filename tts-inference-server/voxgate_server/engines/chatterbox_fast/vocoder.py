@@ -18,14 +18,13 @@ the first chunk is not held back for it unless ``watermark_first_chunk`` is set.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
-import threading
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
+
+from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker
 
 SPEECH_VOCAB = 6561
 S3GEN_SIL = 4299
@@ -46,7 +45,7 @@ class StreamingVocoder:
     def __init__(self, s3gen: torch.nn.Module, *, watermarker: Any | None = None, first_chunk: int = 24,
                  growth: float = 2.0, max_chunk: int = 200, context: int = 24, vocoder_context: int = 12,
                  crossfade: int = 960, watermark_first_chunk: bool = False,
-                 watermark_workers: int = 4, n_cfm_timesteps: int = 2) -> None:
+                 watermark_workers: int = 4, n_cfm_timesteps: int = 2, s3gen_batch: int = 32) -> None:
         self.s3gen = s3gen
         self.watermarker = watermarker
         self.first_chunk = first_chunk
@@ -58,10 +57,7 @@ class StreamingVocoder:
         self.watermark_first_chunk = watermark_first_chunk
         self.n_cfm_timesteps = n_cfm_timesteps
         self.sample_rate = 24000
-        self._lock = threading.Lock()
-        dev = s3gen.device
-        self._stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
-        self.stats: dict[str, float] = {"flow_calls": 0, "flow_s": 0.0, "hift_calls": 0, "hift_s": 0.0}
+        self.worker = S3GenWorker(s3gen, n_cfm_timesteps=n_cfm_timesteps, max_batch=s3gen_batch)
         self._pool = cf.ThreadPoolExecutor(watermark_workers, thread_name_prefix="watermark") if watermarker else None
         t = torch.linspace(0, np.pi, crossfade)
         self._fade_in = ((1 - torch.cos(t)) / 2).numpy().astype(np.float32)
@@ -71,54 +67,33 @@ class StreamingVocoder:
         trim[n_trim:] = (np.cos(np.linspace(np.pi, 0, n_trim)) + 1) / 2
         self._trim_fade = trim
 
+    @property
+    def stats(self) -> dict[str, float]:
+        return self.worker.stats
+
     def close(self) -> None:
+        self.worker.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False)
 
-    # -- S3Gen stages (one lock, one CUDA stream of their own: they overlap the T3 stream) ----------
-
-    @contextlib.contextmanager
-    def _gpu(self) -> Iterator[None]:
-        """Run on the vocoder's stream, after whatever the caller's stream queued (its inputs)."""
-        if self._stream is None:
-            yield
-            return
-        self._stream.wait_stream(torch.cuda.current_stream(self._stream.device))
-        with torch.cuda.stream(self._stream):
-            yield
+    # -- S3Gen stages: queued to the shared worker, which batches them across requests ------------
 
     def _flow(self, tokens: list[int], ref: dict, finalize: bool) -> torch.Tensor:
-        """Mel [1, 80, frames] of ``tokens``, without the look-ahead tokens' frames unless final.
+        """Mel [80, frames] of ``tokens``, without the look-ahead tokens' frames unless final.
 
         In chatterbox-tts 0.1.7 the flow's own ``finalize=False`` fails (it trims the encoder
         output but not its mask, and sizes meanflow's noise for every token), so the flow runs
         finalized and the look-ahead frames are dropped here; the next chunk redoes them with
         their right context."""
-        m = self.s3gen
-        with self._lock, self._gpu(), torch.inference_mode():
-            t0 = time.perf_counter()
-            t = torch.tensor([tokens], dtype=torch.long, device=m.device)
-            mel = m.flow_inference(t, ref_dict=dict(ref), n_cfm_timesteps=self.n_cfm_timesteps, finalize=True)
-            if not finalize:
-                mel = mel[:, :, : mel.shape[2] - LOOKAHEAD * MEL_PER_TOKEN]
-            if self._stream is not None:
-                self._stream.synchronize()
-            self.stats["flow_calls"] += 1
-            self.stats["flow_s"] += time.perf_counter() - t0
-            return mel
+        mel = self.worker.flow(tokens, ref).result()
+        if not finalize:
+            mel = mel[:, : mel.shape[1] - LOOKAHEAD * MEL_PER_TOKEN]
+        return mel
 
-    def _hift(self, mel: torch.Tensor, cache_source: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.s3gen
-        with self._lock, self._gpu(), torch.inference_mode():
-            t0 = time.perf_counter()
-            if cache_source is None:
-                cache_source = torch.zeros(1, 1, 0, device=m.device, dtype=mel.dtype)
-            wav, source = m.mel2wav.inference(speech_feat=mel, cache_source=cache_source)
-            if self._stream is not None:
-                self._stream.synchronize()
-            self.stats["hift_calls"] += 1
-            self.stats["hift_s"] += time.perf_counter() - t0
-            return wav, source
+    def _hift(self, mel: torch.Tensor, cache_source: torch.Tensor | None) -> tuple[np.ndarray, torch.Tensor]:
+        if mel.is_cuda:  # made on this thread's stream; the worker reads it on its own
+            torch.cuda.current_stream(mel.device).synchronize()
+        return self.worker.hift(mel, cache_source).result()
 
     def _watermark(self, samples: np.ndarray) -> np.ndarray:
         assert self.watermarker is not None
@@ -148,7 +123,7 @@ class StreamingVocoder:
     def _chunks(self, token_batches: Iterable[list[int]], ref: dict) -> Iterator[np.ndarray]:
         tokens: list[int] = []
         voiced = 0  # tokens whose mel has been produced
-        mel_hist: torch.Tensor | None = None  # all mel frames so far [1, 80, 2*voiced]
+        mel_hist: torch.Tensor | None = None  # all mel frames so far [80, 2*voiced]
         src_hist: torch.Tensor | None = None  # excitation of the last HiFT call
         src_start = 0  # absolute sample where src_hist starts
         emitted = 0  # absolute samples handed out
@@ -160,21 +135,20 @@ class StreamingVocoder:
             nonlocal voiced, mel_hist, src_hist, src_start, emitted, tail
             ctx0 = max(0, voiced - self.context)
             mel = self._flow(tokens[ctx0:], ref, finalize=final)
-            new = mel[:, :, (voiced - ctx0) * MEL_PER_TOKEN:]
-            if new.shape[2] == 0:
+            new = mel[:, (voiced - ctx0) * MEL_PER_TOKEN:]
+            if new.shape[1] == 0:
                 return None
-            mel_hist = new if mel_hist is None else torch.cat([mel_hist, new], dim=2)
-            voiced = mel_hist.shape[2] // MEL_PER_TOKEN
-            end_frame = mel_hist.shape[2]
+            mel_hist = new if mel_hist is None else torch.cat([mel_hist, new], dim=1)
+            voiced = mel_hist.shape[1] // MEL_PER_TOKEN
+            end_frame = mel_hist.shape[1]
             # vocode from a few frames before the first sample not yet final
             start_frame = max(0, emitted // SAMPLES_PER_MEL - self.vocoder_context)
             cache = None
             if src_hist is not None:
                 a = start_frame * SAMPLES_PER_MEL - src_start
-                cache = src_hist[:, :, a:] if a >= 0 else None
-            wav, src = self._hift(mel_hist[:, :, start_frame:end_frame], cache)
+                cache = src_hist[a:] if a >= 0 else None
+            audio, src = self._hift(mel_hist[:, start_frame:end_frame], cache)
             src_hist, src_start = src, start_frame * SAMPLES_PER_MEL
-            audio = wav[0].float().cpu().numpy()
             base = start_frame * SAMPLES_PER_MEL
             if base == 0:
                 audio[: len(self._trim_fade)] *= self._trim_fade[: len(audio)]
