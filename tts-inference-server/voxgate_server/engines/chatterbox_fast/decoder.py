@@ -41,7 +41,8 @@ class TokenStream:
 
     def __init__(self, max_new_tokens: int, cancel: threading.Event | None) -> None:
         self.max_new_tokens = max_new_tokens
-        self.cancel_event = cancel or threading.Event()
+        self._external = cancel  # the request's own event: read, never set here
+        self._cancelled = threading.Event()
         self.tokens: list[int] = []
         self._q: queue.Queue[Any] = queue.Queue()
         self.finished = threading.Event()
@@ -65,7 +66,10 @@ class TokenStream:
 
     # consumer side
     def cancel(self) -> None:
-        self.cancel_event.set()
+        self._cancelled.set()
+
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set() or (self._external is not None and self._external.is_set())
 
     def __iter__(self) -> Iterator[list[int]]:
         """Yield lists of new tokens (everything available at once), until done."""
@@ -247,7 +251,7 @@ class BatchedT3Decoder:
                 job = self._pending.get_nowait()
             except queue.Empty:
                 return
-            if job.stream.cancel_event.is_set():
+            if job.stream.cancelled():
                 job.stream._finish(DecodeCancelled())
                 continue
             slot = free[0]
@@ -295,7 +299,7 @@ class BatchedT3Decoder:
             s = self._slots[i]
             assert s is not None
             stream = s.job.stream
-            if stream.cancel_event.is_set():
+            if stream.cancelled():
                 stream._finish(DecodeCancelled())
                 self._slots[i] = None
                 continue

@@ -7,7 +7,8 @@ of a few dozen speech tokens while the rest is still being generated.
 
 Settings (``VOXGATE_CHATTERBOX_*``): ``FAST`` (auto: on with CUDA, off on CPU; on; off),
 ``MAX_BATCH`` (16), ``MAX_LEN`` (1536 positions: prompt + generated tokens a request may use),
-``FIRST_CHUNK_TOKENS`` (24), ``MAX_CHUNK_TOKENS`` (200), ``WATERMARK_FIRST_CHUNK`` (false).
+``S3GEN_BATCH`` (8 vocoder pieces at once),
+``FIRST_CHUNK_TOKENS`` (20), ``MAX_CHUNK_TOKENS`` (64), ``WATERMARK_FIRST_CHUNK`` (false).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ class FastSettings(BaseSettings):
     fast: Literal["auto", "on", "off"] = "auto"
     max_batch: int = Field(16, ge=1, le=256)
     max_len: int = Field(1536, ge=512, le=8192)
-    first_chunk_tokens: int = Field(24, ge=4, le=400)
-    max_chunk_tokens: int = Field(200, ge=8, le=1000)
+    first_chunk_tokens: int = Field(20, ge=4, le=400)
+    max_chunk_tokens: int = Field(64, ge=8, le=1000)
+    s3gen_batch: int = Field(8, ge=1, le=64)
     watermark_first_chunk: bool = False
 
 
@@ -60,6 +62,7 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
             self.fast = FastTurbo(self.model, max_batch=fs.max_batch, max_len=fs.max_len,
                                   watermark=self.settings.watermark, first_chunk=fs.first_chunk_tokens,
                                   max_chunk=fs.max_chunk_tokens, watermark_first_chunk=fs.watermark_first_chunk,
+                                  s3gen_batch=fs.s3gen_batch,
                                   release_upstream_t3=True).start()
             seconds = self.fast.warmup()
         except Exception as exc:  # noqa: BLE001 - reported as a failed load

@@ -71,9 +71,22 @@ class StaticGPT2:
         self.speech_emb = w(t3.speech_emb.weight)
         self.head_w = w(t3.speech_head.weight)  # [V, C]
         self.head_b = w(t3.speech_head.bias) if t3.speech_head.bias is not None else None
-        shape = (self.n_layer, max_batch, self.n_head, max_len, self.head_dim)
-        self.k_cache = torch.zeros(shape, device=device, dtype=dtype)
-        self.v_cache = torch.zeros(shape, device=device, dtype=dtype)
+        # keys and values side by side, so one indexed write stores both each step
+        shape = (self.n_layer, max_batch, 2, self.n_head, max_len, self.head_dim)
+        self.kv_cache = torch.zeros(shape, device=device, dtype=dtype)
+        self.fused_gelu = dtype != torch.float32 and device.type == "cuda" and self._fused_gelu_ok()
+
+    def _fused_gelu_ok(self) -> bool:
+        """cuBLASLt's bias+GELU(tanh) epilogue saves one kernel per layer; use it only if it
+        computes what ``gelu_new`` does (float32 keeps the plain ops: exactness vs upstream)."""
+        try:
+            layer = self.layers[0]
+            x = torch.randn(4, self.dim, device=self.device, dtype=self.dtype)
+            ref = F.gelu(torch.addmm(layer.fc_b, x, layer.fc_w).float(), approximate="tanh")
+            out = torch._addmm_activation(layer.fc_b, x, layer.fc_w, use_gelu=True).float()
+            return bool(((out - ref).norm() / ref.norm()) < 2e-2)
+        except Exception:  # noqa: BLE001 - older torch or no cuBLASLt: plain ops
+            return False
 
     # -- pieces --------------------------------------------------------------------------------
 
@@ -81,8 +94,10 @@ class StaticGPT2:
         return F.layer_norm(x, (self.dim,), w, b, self.eps)
 
     def _mlp(self, x: Tensor, layer: _Layer) -> Tensor:
-        h = torch.addmm(layer.fc_b, x.reshape(-1, self.dim), layer.fc_w)
-        h = F.gelu(h, approximate="tanh")
+        if self.fused_gelu:
+            h = torch._addmm_activation(layer.fc_b, x.reshape(-1, self.dim), layer.fc_w, use_gelu=True)
+        else:
+            h = F.gelu(torch.addmm(layer.fc_b, x.reshape(-1, self.dim), layer.fc_w), approximate="tanh")
         return torch.addmm(layer.fc2_b, h, layer.fc2_w).view(x.shape)
 
     def logits(self, hidden: Tensor) -> Tensor:
@@ -105,8 +120,8 @@ class StaticGPT2:
             h = self._ln(x, layer.ln1_w, layer.ln1_b)
             qkv = torch.addmm(layer.attn_b, h, layer.attn_w)  # [T, 3C]
             q, k, v = qkv.view(T, 3, H, D).permute(1, 2, 0, 3)  # each [H, T, D]
-            self.k_cache[i, slot, :, :T] = k
-            self.v_cache[i, slot, :, :T] = v
+            self.kv_cache[i, slot, 0, :, :T] = k
+            self.kv_cache[i, slot, 1, :, :T] = v
             a = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0]
             a = a.permute(1, 0, 2).reshape(T, self.dim)
             x = x + torch.addmm(layer.proj_b, a, layer.proj_w)
@@ -122,16 +137,16 @@ class StaticGPT2:
         H, D = self.n_head, self.head_dim
         x = F.embedding(tokens, self.speech_emb) + F.embedding(pos, self.wpe)  # [B, C]
         rows = torch.arange(B, device=tokens.device)
-        # key j is visible to row b iff j <= pos[b]
-        mask = (torch.arange(length, device=tokens.device)[None, :] <= pos[:, None])[:, None, None, :]
+        # key j is visible to row b iff j <= pos[b]; one additive mask for all layers
+        visible = torch.arange(length, device=tokens.device)[None, :] <= pos[:, None]
+        mask = torch.zeros(B, 1, 1, length, device=tokens.device, dtype=self.dtype)
+        mask = mask.masked_fill(~visible[:, None, None, :], float("-inf"))
         for i, layer in enumerate(self.layers):
             h = self._ln(x, layer.ln1_w, layer.ln1_b)
             qkv = torch.addmm(layer.attn_b, h, layer.attn_w).view(B, 3, H, D)
-            q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # [B, H, D]
-            kc, vc = self.k_cache[i], self.v_cache[i]
-            kc[rows, :, pos] = k
-            vc[rows, :, pos] = v
-            a = F.scaled_dot_product_attention(q[:, :, None], kc[:B, :, :length], vc[:B, :, :length],
+            kv = self.kv_cache[i]
+            kv[rows, :, :, pos] = qkv[:, 1:]  # [B, 2, H, D]
+            a = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[:B, 0, :, :length], kv[:B, 1, :, :length],
                                                attn_mask=mask)
             a = a.reshape(B, self.dim)
             x = x + torch.addmm(layer.proj_b, a, layer.proj_w)

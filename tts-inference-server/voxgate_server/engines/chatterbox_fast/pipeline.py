@@ -23,7 +23,8 @@ class FastTurbo:
 
     def __init__(self, model: Any, *, max_batch: int = 16, max_len: int = 1536,
                  dtype: torch.dtype | None = None, cuda_graphs: bool | None = None, watermark: bool = True,
-                 first_chunk: int = 24, max_chunk: int = 200, watermark_first_chunk: bool = False,
+                 first_chunk: int = 20, max_chunk: int = 64, watermark_first_chunk: bool = False,
+                 s3gen_batch: int = 8,
                  release_upstream_t3: bool = False) -> None:
         self.model = model
         self.decoder = BatchedT3Decoder(model.t3, max_batch=max_batch, max_len=max_len, dtype=dtype,
@@ -37,7 +38,7 @@ class FastTurbo:
         self.vocoder = StreamingVocoder(model.s3gen,
                                         watermarker=model.watermarker if watermark else None,
                                         first_chunk=first_chunk, max_chunk=max_chunk,
-                                        watermark_first_chunk=watermark_first_chunk)
+                                        watermark_first_chunk=watermark_first_chunk, s3gen_batch=s3gen_batch)
         self.sample_rate = model.sr
 
     def start(self) -> "FastTurbo":

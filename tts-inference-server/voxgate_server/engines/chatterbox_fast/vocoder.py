@@ -42,10 +42,10 @@ def chunk_schedule(first: int, growth: float, largest: int) -> Iterator[int]:
 
 
 class StreamingVocoder:
-    def __init__(self, s3gen: torch.nn.Module, *, watermarker: Any | None = None, first_chunk: int = 24,
-                 growth: float = 2.0, max_chunk: int = 200, context: int = 24, vocoder_context: int = 12,
+    def __init__(self, s3gen: torch.nn.Module, *, watermarker: Any | None = None, first_chunk: int = 20,
+                 growth: float = 2.0, max_chunk: int = 64, context: int = 24, vocoder_context: int = 12,
                  crossfade: int = 960, watermark_first_chunk: bool = False,
-                 watermark_workers: int = 4, n_cfm_timesteps: int = 2, s3gen_batch: int = 32) -> None:
+                 watermark_workers: int = 8, n_cfm_timesteps: int = 2, s3gen_batch: int = 8) -> None:
         self.s3gen = s3gen
         self.watermarker = watermarker
         self.first_chunk = first_chunk
