@@ -367,7 +367,7 @@ def main() -> int:
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--max-len", type=int, default=1024)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    p.add_argument("--upstream-concurrency", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--upstream-concurrency", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--upstream-json", default=None)
     p.add_argument("--json", default=None)
     p.add_argument("--phases", default="upstream,fast,http")

@@ -23,8 +23,8 @@ class FastTurbo:
 
     def __init__(self, model: Any, *, max_batch: int = 16, max_len: int = 1536,
                  dtype: torch.dtype | None = None, cuda_graphs: bool | None = None, watermark: bool = True,
-                 first_chunk: int = 20, max_chunk: int = 64, watermark_first_chunk: bool = False,
-                 s3gen_batch: int = 8,
+                 first_chunk: int = 20, max_chunk: int = 200, watermark_first_chunk: bool = False,
+                 s3gen_batch: int = 16,
                  release_upstream_t3: bool = False) -> None:
         self.model = model
         self.decoder = BatchedT3Decoder(model.t3, max_batch=max_batch, max_len=max_len, dtype=dtype,
@@ -35,11 +35,25 @@ class FastTurbo:
             model.t3.tfmr = None
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-        self.vocoder = StreamingVocoder(model.s3gen,
-                                        watermarker=model.watermarker if watermark else None,
+        self.vocoder = StreamingVocoder(model.s3gen, watermarker=self._watermarker(model) if watermark else None,
                                         first_chunk=first_chunk, max_chunk=max_chunk,
                                         watermark_first_chunk=watermark_first_chunk, s3gen_batch=s3gen_batch)
         self.sample_rate = model.sr
+
+    @staticmethod
+    def _watermarker(model: Any) -> Any:
+        """Upstream's Perth watermarker, with its network on the GPU when there is one (upstream
+        leaves it on the CPU, where 16 streams' chunks would queue for it)."""
+        wm = model.watermarker
+        net = getattr(wm, "perth_net", None)
+        dev = model.s3gen.device
+        if net is None or dev.type != "cuda":
+            return wm
+        import copy
+
+        gpu = copy.copy(wm)
+        gpu.perth_net = copy.deepcopy(net).to(dev)
+        return gpu
 
     def start(self) -> "FastTurbo":
         self.decoder.start()

@@ -39,21 +39,27 @@ class _HiftJob:
 
 
 class S3GenWorker:
-    def __init__(self, s3gen: torch.nn.Module, *, n_cfm_timesteps: int = 2, max_batch: int = 32) -> None:
+    def __init__(self, s3gen: torch.nn.Module, *, n_cfm_timesteps: int = 2, max_batch: int = 32,
+                 threads: int = 2) -> None:
         self.s3gen = s3gen
         self.n_cfm_timesteps = n_cfm_timesteps
         self.max_batch = max_batch
-        dev = s3gen.device
-        self._stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
         self._q: queue.Queue[Any] = queue.Queue()
+        self._local = threading.local()
         self.stats: dict[str, float] = {"flow_calls": 0, "flow_items": 0, "flow_s": 0.0,
                                         "hift_calls": 0, "hift_items": 0, "hift_s": 0.0}
-        self._thread = threading.Thread(target=self._run, name="s3gen-worker", daemon=True)
-        self._thread.start()
+        self._stats_lock = threading.Lock()
+        # Two threads (each with its own CUDA stream) so one batch's host-side work and syncs
+        # overlap the other's GPU work.
+        self._threads = [threading.Thread(target=self._run, name=f"s3gen-worker-{i}", daemon=True)
+                         for i in range(max(1, threads))]
+        for t in self._threads:
+            t.start()
 
     def close(self) -> None:
         self._q.put(None)
-        self._thread.join(timeout=10)
+        for t in self._threads:
+            t.join(timeout=10)
 
     def flow(self, tokens: list[int], ref: dict) -> cf.Future:
         """Future of the mel [80, 2*len(tokens)] (float32, on the device) of ``tokens`` after the
@@ -71,11 +77,15 @@ class S3GenWorker:
     # -- worker ------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        ctx = torch.cuda.stream(self._stream) if self._stream is not None else _Null()
+        dev = self.s3gen.device
+        stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
+        self._local.stream = stream
+        ctx = torch.cuda.stream(stream) if stream is not None else _Null()
         with ctx, torch.inference_mode():
             while True:
                 item = self._q.get()
                 if item is None:
+                    self._q.put(None)
                     return
                 jobs = [item]
                 while len(jobs) < 4 * self.max_batch:
@@ -84,7 +94,7 @@ class S3GenWorker:
                     except queue.Empty:
                         break
                     if nxt is None:
-                        self._q.put(None)
+                        self._q.put(None)  # let the other threads see it too
                         break
                     jobs.append(nxt)
                 flows = [j for j in jobs if isinstance(j, _FlowJob)]
@@ -107,8 +117,15 @@ class S3GenWorker:
                     j.future.set_exception(exc)
 
     def _sync(self) -> None:
-        if self._stream is not None:
-            self._stream.synchronize()
+        stream = getattr(self._local, "stream", None)
+        if stream is not None:
+            stream.synchronize()
+
+    def _count(self, stage: str, items: int, seconds: float) -> None:
+        with self._stats_lock:
+            self.stats[f"{stage}_calls"] += 1
+            self.stats[f"{stage}_items"] += items
+            self.stats[f"{stage}_s"] += seconds
 
     def _flow_batch(self, jobs: list[_FlowJob]) -> None:
         m = self.s3gen
@@ -126,9 +143,7 @@ class S3GenWorker:
         self._sync()
         for i, j in enumerate(jobs):
             j.future.set_result(mel[i, :, : 2 * lens[i]])
-        self.stats["flow_calls"] += 1
-        self.stats["flow_items"] += len(jobs)
-        self.stats["flow_s"] += time.perf_counter() - t0
+        self._count("flow", len(jobs), time.perf_counter() - t0)
 
     def _hift_batch(self, jobs: list[_HiftJob]) -> None:
         hift = self.s3gen.mel2wav
@@ -152,9 +167,7 @@ class S3GenWorker:
         for i, j in enumerate(jobs):
             n = frames[i] * SAMPLES_PER_MEL
             j.future.set_result((np.ascontiguousarray(out[i, :n]), s[i, 0, :n]))
-        self.stats["hift_calls"] += 1
-        self.stats["hift_items"] += len(jobs)
-        self.stats["hift_s"] += time.perf_counter() - t0
+        self._count("hift", len(jobs), time.perf_counter() - t0)
 
 
 class _Null:

@@ -43,9 +43,10 @@ def chunk_schedule(first: int, growth: float, largest: int) -> Iterator[int]:
 
 class StreamingVocoder:
     def __init__(self, s3gen: torch.nn.Module, *, watermarker: Any | None = None, first_chunk: int = 20,
-                 growth: float = 2.0, max_chunk: int = 64, context: int = 24, vocoder_context: int = 12,
+                 growth: float = 2.0, max_chunk: int = 200, context: int = 24, vocoder_context: int = 12,
                  crossfade: int = 960, watermark_first_chunk: bool = False,
-                 watermark_workers: int = 8, n_cfm_timesteps: int = 2, s3gen_batch: int = 8) -> None:
+                 watermark_workers: int = 8, n_cfm_timesteps: int = 2, s3gen_batch: int = 16,
+                 s3gen_threads: int = 2) -> None:
         self.s3gen = s3gen
         self.watermarker = watermarker
         self.first_chunk = first_chunk
@@ -57,7 +58,8 @@ class StreamingVocoder:
         self.watermark_first_chunk = watermark_first_chunk
         self.n_cfm_timesteps = n_cfm_timesteps
         self.sample_rate = 24000
-        self.worker = S3GenWorker(s3gen, n_cfm_timesteps=n_cfm_timesteps, max_batch=s3gen_batch)
+        self.worker = S3GenWorker(s3gen, n_cfm_timesteps=n_cfm_timesteps, max_batch=s3gen_batch,
+                                  threads=s3gen_threads)
         self._pool = cf.ThreadPoolExecutor(watermark_workers, thread_name_prefix="watermark") if watermarker else None
         t = torch.linspace(0, np.pi, crossfade)
         self._fade_in = ((1 - torch.cos(t)) / 2).numpy().astype(np.float32)
