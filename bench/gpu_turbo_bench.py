@@ -365,7 +365,7 @@ def main() -> int:
     p.add_argument("--tokens-b", type=int, default=100)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--max-batch", type=int, default=16)
-    p.add_argument("--max-len", type=int, default=1024)
+    p.add_argument("--max-len", type=int, default=768)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--upstream-concurrency", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--upstream-json", default=None)

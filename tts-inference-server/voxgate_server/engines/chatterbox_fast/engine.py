@@ -8,7 +8,7 @@ of a few dozen speech tokens while the rest is still being generated.
 Settings (``VOXGATE_CHATTERBOX_*``): ``FAST`` (auto: on with CUDA, off on CPU; on; off),
 ``MAX_BATCH`` (16), ``MAX_LEN`` (1536 positions: prompt + generated tokens a request may use),
 ``S3GEN_BATCH`` (16 vocoder pieces at once),
-``FIRST_CHUNK_TOKENS`` (20), ``MAX_CHUNK_TOKENS`` (200), ``WATERMARK_FIRST_CHUNK`` (false).
+``FIRST_CHUNK_TOKENS`` (12), ``MAX_CHUNK_TOKENS`` (200), ``WATERMARK_FIRST_CHUNK`` (false).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class FastSettings(BaseSettings):
     fast: Literal["auto", "on", "off"] = "auto"
     max_batch: int = Field(16, ge=1, le=256)
     max_len: int = Field(1536, ge=512, le=8192)
-    first_chunk_tokens: int = Field(20, ge=4, le=400)
+    first_chunk_tokens: int = Field(12, ge=4, le=400)
     max_chunk_tokens: int = Field(200, ge=8, le=1000)
     s3gen_batch: int = Field(16, ge=1, le=64)
     watermark_first_chunk: bool = False

@@ -23,7 +23,7 @@ class FastTurbo:
 
     def __init__(self, model: Any, *, max_batch: int = 16, max_len: int = 1536,
                  dtype: torch.dtype | None = None, cuda_graphs: bool | None = None, watermark: bool = True,
-                 first_chunk: int = 20, max_chunk: int = 200, watermark_first_chunk: bool = False,
+                 first_chunk: int = 12, max_chunk: int = 200, watermark_first_chunk: bool = False,
                  s3gen_batch: int = 16,
                  release_upstream_t3: bool = False) -> None:
         self.model = model

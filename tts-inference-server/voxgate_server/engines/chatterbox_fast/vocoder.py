@@ -7,8 +7,8 @@ Upstream runs S3Gen once on the finished token list. Here S3Gen's two stages run
 - HiFT (mel -> wave) on the new frames plus ``vocoder_context`` frames before them, with the
   excitation signal of the overlap carried over (``cache_source``, HiFT's own mechanism against
   phase jumps), and a short raised-cosine crossfade over the last ``crossfade`` samples.
-Chunk sizes grow (first ``first_chunk`` tokens, then x2 up to ``max_chunk``), so the first audio
-leaves after a few dozen tokens while long clips cost few S3Gen calls. The clip ends with
+Chunk sizes grow (first ``first_chunk`` tokens, then x``growth`` up to ``max_chunk``), so the first
+audio leaves after a dozen or so tokens while long clips cost few S3Gen calls. The clip ends with
 upstream's three silence tokens; the first 40 ms get upstream's fade-in.
 
 Watermarking (Perth, CPU) runs on a worker pool, chunk by chunk in order, overlapping the GPU;
@@ -42,11 +42,11 @@ def chunk_schedule(first: int, growth: float, largest: int) -> Iterator[int]:
 
 
 class StreamingVocoder:
-    def __init__(self, s3gen: torch.nn.Module, *, watermarker: Any | None = None, first_chunk: int = 20,
-                 growth: float = 2.0, max_chunk: int = 200, context: int = 24, vocoder_context: int = 12,
+    def __init__(self, s3gen: torch.nn.Module, *, watermarker: Any | None = None, first_chunk: int = 12,
+                 growth: float = 3.0, max_chunk: int = 200, context: int = 24, vocoder_context: int = 12,
                  crossfade: int = 960, watermark_first_chunk: bool = False,
                  watermark_workers: int = 8, n_cfm_timesteps: int = 2, s3gen_batch: int = 16,
-                 s3gen_threads: int = 2) -> None:
+                 s3gen_threads: int = 1) -> None:
         self.s3gen = s3gen
         self.watermarker = watermarker
         self.first_chunk = first_chunk
