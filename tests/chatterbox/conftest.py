@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.chatterbox.helpers import REPO, SERVER_SRC, encode, piper_speech
+from turbo_helpers import REPO, SERVER_SRC, encode, piper_speech
 
 if str(SERVER_SRC) not in sys.path:
     sys.path.insert(0, str(SERVER_SRC))

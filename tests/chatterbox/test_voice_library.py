@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.chatterbox.helpers import encode, serve_in_thread
+from turbo_helpers import encode, serve_in_thread
 
 
 def _app(voices: Path, **limits):  # noqa: ANN202

@@ -73,7 +73,9 @@ class PiperEngine(Engine):
             streaming=True,
             cloning=False,
             instructions=False,
-            native_speed=True,
+            # Piper's length_scale is not proportional (measured: 0.5 gives 0.62x the duration,
+            # 0.25 gives 0.47x: phoneme durations have a floor), so the server time-stretches.
+            native_speed=False,
             device="cpu",
             cost_hint="free: local CPU, about 0.05-0.1 s of compute per second of speech",
         )
@@ -88,7 +90,7 @@ class PiperEngine(Engine):
         if self._voice is None:
             raise EngineError("piper is not loaded")
         config = SynthesisConfig(
-            length_scale=1.0 / request.speed,
+            length_scale=1.0,
             noise_scale=self._settings.piper_noise_scale,
             noise_w_scale=self._settings.piper_noise_w_scale,
         )

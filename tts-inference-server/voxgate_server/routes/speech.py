@@ -153,8 +153,10 @@ async def create_speech(request: Request):  # noqa: ANN201 - StreamingResponse o
     if stats.time_to_first_audio is not None:
         metrics.ttfa.labels(slot.id).observe(stats.time_to_first_audio)
 
+    outcome = "200"
+
     async def audio() -> AsyncIterator[bytes]:
-        outcome = "200"
+        nonlocal outcome
         try:
             yield first
             async for data in stream:
@@ -182,6 +184,11 @@ async def create_speech(request: Request):  # noqa: ANN201 - StreamingResponse o
             async for data in audio():
                 payload = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}
                 yield f"data: {json.dumps(payload)}\n\n".encode()
+            if outcome != "200":  # the engine failed mid-stream: no "done", as OpenAI would not send one
+                error = {"type": "error", "error": {"message": "Speech synthesis failed mid-stream.",
+                                                     "type": "server_error", "param": None, "code": "engine_error"}}
+                yield f"data: {json.dumps(error)}\n\n".encode()
+                return
             done = {"type": "speech.audio.done", "usage": _usage(body, stats)}
             yield f"data: {json.dumps(done)}\n\n".encode()
 

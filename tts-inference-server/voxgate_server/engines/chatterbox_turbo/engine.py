@@ -83,6 +83,16 @@ class ChatterboxTurboEngine(Engine):
                                   "VOXGATE_CHATTERBOX_DEFAULT_VOICE to a library voice")
             log.info("chatterbox-turbo loaded on %s (T3 %s, watermark %s)", self.device,
                      self.settings.dtype, "on" if watermarker is not None else "off")
+            if self.settings.warmup:
+                self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One token through every stage, so /health turns 200 only when requests can be served
+        (and the default voice's conditioning and first-call kernel set-up are done)."""
+        request = SynthesisRequest(chunks=["Ready."], voice=self.settings.default_voice,
+                                   options={"seed": 0, "max_duration_s": 1 / TOKENS_PER_SECOND})
+        samples = sum(chunk.samples.size for chunk in self.synthesize(request))
+        log.info("chatterbox-turbo warm-up made %d samples", samples)
 
     def close(self) -> None:
         self.model = None

@@ -30,6 +30,8 @@ class ChatterboxSettings(BaseSettings):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     # Compute dtype of the T3 language model; S3Gen and the voice encoder stay float32.
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # Synthesize one token at start-up, before /health reports ready.
+    warmup: bool = True
     # Resemble's Perth watermark on every output (imperceptible; detectable with perth).
     watermark: bool = True
 
