@@ -155,7 +155,7 @@ def test_processors_match_hugging_face_chain():
 
 
 def test_streaming_vocoder_chunks_are_complete_and_continuous(model):
-    n_tokens = 30
+    n_tokens = 40
     tokens = torch.randint(0, 6561, (n_tokens,), generator=torch.Generator().manual_seed(3)).tolist()
     consumed = []
 

@@ -40,10 +40,11 @@ class _HiftJob:
 
 class S3GenWorker:
     def __init__(self, s3gen: torch.nn.Module, *, n_cfm_timesteps: int = 2, max_batch: int = 32,
-                 threads: int = 1) -> None:
+                 threads: int = 1, window_ms: float = 4.0) -> None:
         self.s3gen = s3gen
         self.n_cfm_timesteps = n_cfm_timesteps
         self.max_batch = max_batch
+        self.window_s = window_ms / 1000.0
         self._q: queue.Queue[Any] = queue.Queue()
         self._local = threading.local()
         self.stats: dict[str, float] = {"flow_calls": 0, "flow_items": 0, "flow_s": 0.0,
@@ -88,9 +89,12 @@ class S3GenWorker:
                     self._q.put(None)
                     return
                 jobs = [item]
+                # Requests decoded in one T3 batch reach their chunk boundaries together, but
+                # hand their pieces over one by one: wait a few ms for the rest of the group.
+                deadline = time.perf_counter() + self.window_s
                 while len(jobs) < 4 * self.max_batch:
                     try:
-                        nxt = self._q.get_nowait()
+                        nxt = self._q.get(timeout=max(0.0, deadline - time.perf_counter()))
                     except queue.Empty:
                         break
                     if nxt is None:
