@@ -45,8 +45,8 @@ class FastSettings(BaseSettings):
 class FastChatterboxTurboEngine(ChatterboxTurboEngine):
     """``chatterbox-turbo`` with ``FastTurbo`` underneath when it is enabled."""
 
-    def __init__(self, settings: Settings, fast: FastSettings | None = None) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, engine_settings: Any = None, fast: FastSettings | None = None) -> None:
+        super().__init__(settings, engine_settings)
         self.fast_settings = fast or FastSettings()
         self.fast: Any = None
 
@@ -64,7 +64,7 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
                                   max_chunk=fs.max_chunk_tokens, watermark_first_chunk=fs.watermark_first_chunk,
                                   s3gen_batch=fs.s3gen_batch,
                                   release_upstream_t3=True).start()
-            seconds = self.fast.warmup()
+            seconds = self.fast.warmup(max_new_tokens=24 if self.device == "cuda" else 4)
         except Exception as exc:  # noqa: BLE001 - reported as a failed load
             raise EngineError(f"chatterbox fast path failed to start: {exc}") from exc
         log.info("chatterbox fast path on %s: batch %d, %d positions, warm-up %.1f s", self.device,

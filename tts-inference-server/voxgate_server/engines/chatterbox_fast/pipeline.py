@@ -59,12 +59,13 @@ class FastTurbo:
         self.decoder.start()
         return self
 
-    def warmup(self, text: str = "Warm up the decoder and the vocoder.") -> float:
+    def warmup(self, text: str = "Warm up the decoder and the vocoder.", max_new_tokens: int = 60) -> float:
+        """Capture the decoder's graphs and run one short request through every stage."""
         import time
 
         t0 = time.perf_counter()
         self.decoder.warmup()
-        for _ in self.stream(text, max_new_tokens=60):
+        for _ in self.stream(text, max_new_tokens=max_new_tokens):
             pass
         return time.perf_counter() - t0
 
