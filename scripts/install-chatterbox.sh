@@ -1,31 +1,4 @@
 #!/usr/bin/env bash
-# Install the `chatterbox` extra's engine (chatterbox-tts 0.1.7, Turbo) into an existing venv.
-#
-#   bash scripts/install-chatterbox.sh VENV_DIR
-#
-# chatterbox-tts pins torch==2.6.0, numpy<2, transformers==5.2.0 and demo-only packages
-# (gradio, pykakasi, spacy-pkuseg), so it goes in with --no-deps next to its real runtime
-# dependencies. On a machine without CUDA, PyPI's torchaudio wheel has .so files that need
-# libc10_cuda.so; chatterbox only uses torchaudio's pure-PyTorch parts, so they are removed.
-# setuptools<81 keeps pkg_resources, which resemble-perth 1.0.1 imports (else the watermarker
-# is None and the model fails to build).
-set -euo pipefail
-VENV=${1:?usage: install-chatterbox.sh VENV_DIR}
-PIP=("$VENV/bin/python" -m pip)
-TORCH=${VOXGATE_TORCH_SPEC:-torch==2.13.0}
-"${PIP[@]}" install -q "$TORCH"
-"${PIP[@]}" install -q --no-deps chatterbox-tts==0.1.7 s3tokenizer==0.3.0 torchaudio==2.11.0
-"${PIP[@]}" install -q "$TORCH" librosa==0.11.0 "transformers>=5.2" diffusers==0.29.0 \
-    resemble-perth==1.0.1 conformer==0.3.2 "safetensors>=0.5" pyloudnorm omegaconf onnx einops tqdm \
-    soundfile "setuptools<81"
-if ! "$VENV/bin/python" -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  TA_DIR=$("$VENV/bin/python" -c "import importlib.util, os; print(os.path.dirname(importlib.util.find_spec('torchaudio').origin))")
-  rm -f "$TA_DIR"/lib/*.so
-fi
-"$VENV/bin/python" - <<'PY'
-import perth
-assert perth.PerthImplicitWatermarker is not None, "pkg_resources missing (setuptools>=81)"
-from chatterbox.tts_turbo import ChatterboxTurboTTS  # noqa: F401
-import torch, numpy
-print("chatterbox ready: torch", torch.__version__, "numpy", numpy.__version__)
-PY
+# Install the `chatterbox` extra's engine into an existing venv:  bash scripts/install-chatterbox.sh VENV_DIR
+# The recipe lives inside the server's Docker build context, so the GPU image and venvs share it.
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../tts-inference-server/docker/install-chatterbox.sh" "$@"

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Quickstart: install into .venv (first run only) and serve the embedded Piper engine.
-#   bash scripts/run.sh            # http://127.0.0.1:8000
-# Settings come from VOXGATE_* environment variables (README.md).
+# Quickstart: install into .venv (first run only) and start voxgate-manager with the shipped
+# models.json: the embedded Piper engine starts on the first request and stops after 10 idle minutes.
+#   bash scripts/run.sh            # http://127.0.0.1:8000 (admin API on 127.0.0.1:8001)
+#   VOXGATE_DIRECT=1 bash scripts/run.sh   # the speech server alone, no manager
+# Settings come from VOXGATE_* environment variables (README.md, docs/manager.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VOXGATE_VENV:-.venv}
-if [ ! -x "$VENV/bin/voxgate-server" ]; then
+if [ ! -x "$VENV/bin/voxgate-server" ] || [ ! -x "$VENV/bin/voxgate-manager" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e "tts-inference-server[piper]"
+  "$VENV/bin/python" -m pip install -q -e "tts-inference-server[piper]" -e manager
 fi
-exec "$VENV/bin/voxgate-server" "$@"
+if [ "${VOXGATE_DIRECT:-0}" = 1 ]; then
+  exec "$VENV/bin/voxgate-server" "$@"
+fi
+exec "$VENV/bin/voxgate-manager" --config models.json "$@"

@@ -1,0 +1,71 @@
+"""Admin API, on its own listener (loopback by default): status, load, unload, reload."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from voxgate_manager.config import ConfigError
+from voxgate_manager.controller import Rejected
+from voxgate_manager.errors import APIError, install_error_handlers
+from voxgate_manager.manager import Manager
+
+
+def create_admin_app(manager: Manager) -> FastAPI:
+    app = FastAPI(title="voxgate-manager admin", docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+    key = manager.settings.admin_key
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next: Any) -> Any:
+        if key:
+            auth = request.headers.get("authorization", "")
+            token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(token.encode(), key.encode()):
+                from voxgate_manager.errors import error_response
+
+                return error_response(APIError(401, "Incorrect admin key.", code="invalid_api_key"))
+        return await call_next(request)
+
+    def ctl_or_404(model_id: str) -> Any:
+        ctl = manager.resolve(model_id)
+        if ctl is None:
+            raise APIError(404, f"The model '{model_id}' does not exist.", code="model_not_found")
+        return ctl
+
+    @app.get("/admin/models")
+    async def status(all: bool = True) -> dict[str, Any]:
+        models = manager.status()
+        if not all:
+            models = [m for m in models if m["state"] != "stopped"]
+        return {"models": models}
+
+    @app.get("/admin/models/{model_id}")
+    async def one(model_id: str) -> dict[str, Any]:
+        return ctl_or_404(model_id).status()
+
+    @app.post("/admin/models/{model_id}/load")
+    async def load(model_id: str) -> dict[str, Any]:
+        ctl = ctl_or_404(model_id)
+        try:
+            await ctl.load()
+        except Rejected as exc:
+            raise APIError(exc.status, exc.message, code=exc.code, headers={"Retry-After": str(exc.retry_after_s)}) from None
+        return ctl.status()
+
+    @app.post("/admin/models/{model_id}/unload")
+    async def unload(model_id: str) -> dict[str, Any]:
+        ctl = ctl_or_404(model_id)
+        await ctl.unload()
+        return ctl.status()
+
+    @app.post("/admin/reload")
+    async def reload() -> dict[str, Any]:
+        try:
+            return await manager.reload()
+        except ConfigError as exc:
+            raise APIError(400, f"models.json not reloaded: {exc}", code="invalid_config") from None
+
+    return app

@@ -1,0 +1,197 @@
+"""The public API clients talk to: OpenAI routes proxied by the body's model, plus the manager's own
+/v1/models, /health and /metrics (which never start a model nor keep it alive)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import Any
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from voxgate_manager.controller import ClientGone, ModelController, Rejected
+from voxgate_manager.errors import APIError, error_response, install_error_handlers
+from voxgate_manager.lifecycle import State
+from voxgate_manager.manager import Manager
+from voxgate_manager.proxy import StreamedProxyResponse, open_upstream, upstream_headers
+
+SPEECH_MAX_BYTES = 1024 * 1024  # an OpenAI speech body is a few KiB of JSON
+
+
+def check_key(request: Request, keys: list[str]) -> None:
+    if not keys:
+        return
+    auth = request.headers.get("authorization", "")
+    token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+    if not token or not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
+        raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _model_entry(ctl: ModelController, created: int) -> dict[str, Any]:
+    return {
+        "id": ctl.id,
+        "object": "model",
+        "created": created,
+        "owned_by": "voxgate",
+        "aliases": ctl.spec.aliases,
+        "state": ctl.state.value,
+        "runtime": ctl.runtime.kind,
+    }
+
+
+def create_app(manager: Manager) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """The public ASGI app: speech requests take a direct path (they are the hot one: every
+    middleware layer is latency added to each request); everything else goes through FastAPI."""
+    api, speech = _create_api(manager)
+    log = logging.getLogger("voxgate.manager")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/audio/speech":
+            try:
+                response = await speech(Request(scope, receive))
+            except APIError as exc:
+                response = error_response(exc)
+            except Exception:
+                log.exception("unhandled error")
+                response = error_response(APIError(500, "The manager had an error while processing your request."))
+            await response(scope, receive, send)
+            return
+        await api(scope, receive, send)
+
+    app.api = api  # type: ignore[attr-defined]
+    return app
+
+
+def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitable[Any]]]:
+    app = FastAPI(title="voxgate-manager", docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+    keys = manager.settings.api_keys
+    created = int(time.time())
+
+    def controller_for(name: str | None) -> ModelController:
+        ctl = manager.resolve(name)
+        if ctl is None:
+            raise APIError(404, f"The model '{name}' does not exist.", code="model_not_found", param="model")
+        return ctl
+
+    async def proxy_work(request: Request, ctl: ModelController, body: bytes, path: str) -> Any:
+        """A request that needs the model: hold it until ready, proxy it, count it as work."""
+        try:
+            await ctl.acquire(request.is_disconnected)
+        except Rejected as exc:
+            raise APIError(exc.status, exc.message, code=exc.code, headers={"Retry-After": str(exc.retry_after_s)}) from None
+        except ClientGone:
+            return Response(status_code=499)
+        try:
+            upstream = await open_upstream(
+                manager.http, request.method, ctl.runtime.base_url + path,
+                headers=upstream_headers(request.headers, ctl.spec.api_key), content=body,
+                params=request.query_params, model=ctl.id,
+            )
+        except BaseException:
+            ctl.release(ok=False)
+            raise
+        return StreamedProxyResponse(upstream, ctl.release, ctl.id)
+
+    # -- the manager's own answers ------------------------------------------------------------
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "models": {c.id: c.state.value for c in manager.controllers.values()}}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(manager.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> dict[str, Any]:
+        check_key(request, keys)
+        return {"object": "list", "data": [_model_entry(c, created) for c in manager.controllers.values()]}
+
+    @app.get("/v1/models/{model_id}")
+    async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+        check_key(request, keys)
+        return _model_entry(controller_for(model_id), created)
+
+    # -- speech: the only work that starts a model --------------------------------------------
+
+    @app.post("/v1/audio/speech")
+    async def speech(request: Request) -> Any:
+        check_key(request, keys)
+        body = await read_body(request, SPEECH_MAX_BYTES)
+        try:
+            payload = json.loads(body or b"null")
+        except ValueError:
+            raise APIError(400, "The request body is not valid JSON.", code="invalid_json") from None
+        if not isinstance(payload, dict):
+            raise APIError(400, "The request body must be a JSON object.", code="invalid_request")
+        name = payload.get("model")
+        if name is not None and not isinstance(name, str):
+            raise APIError(400, "Invalid value for 'model': expected a string.", param="model", code="invalid_value")
+        ctl = controller_for(name)
+        target = ctl.spec.upstream_model or ctl.id  # aliases are the manager's: the server knows the id
+        if payload.get("model") != target:
+            payload["model"] = target
+            body = json.dumps(payload).encode()
+        return await proxy_work(request, ctl, body, "/v1/audio/speech")
+
+    # -- voices: listing never starts a model; changes are work --------------------------------
+
+    @app.api_route("/v1/audio/voices", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    @app.api_route("/v1/audio/voices/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def voices(request: Request, rest: str = "") -> Any:
+        check_key(request, keys)
+        ctl = controller_for(request.query_params.get("model") or request.headers.get("x-voxgate-model"))
+        path = "/v1/audio/voices" + (f"/{rest}" if rest else "")
+        if request.method != "GET":
+            body = await read_body(request, manager.settings.max_body_bytes)
+            return await proxy_work(request, ctl, body, path)
+        return await list_voices(request, ctl, path)
+
+    async def list_voices(request: Request, ctl: ModelController, path: str) -> Response:
+        """Ask the model only if it is ready (without counting as work); else the last answer seen."""
+        cache_key = path + "?" + str(request.query_params)
+        if ctl.state is State.READY:
+            try:
+                resp = await manager.http.get(
+                    ctl.runtime.base_url + path, params=request.query_params,
+                    headers=upstream_headers(request.headers, ctl.spec.api_key), timeout=10.0,
+                )
+                if resp.status_code < 500:
+                    if resp.status_code == 200:
+                        ctl.voices_cache = (200, resp.content, cache_key)
+                    return Response(resp.content, status_code=resp.status_code,
+                                    media_type=resp.headers.get("content-type", "application/json"),
+                                    headers={"x-voxgate-model-state": ctl.state.value})
+            except Exception:
+                pass
+        if ctl.voices_cache is not None and ctl.voices_cache[2] == cache_key:
+            return Response(ctl.voices_cache[1], media_type="application/json",
+                            headers={"x-voxgate-model-state": ctl.state.value, "x-voxgate-cached": "true"})
+        if path != "/v1/audio/voices":
+            raise APIError(503, f"model {ctl.id!r} is {ctl.state.value}; voice details are known once it has run",
+                           code="model_not_running", headers={"Retry-After": str(ctl.spec.retry_after_s)})
+        return JSONResponse({"object": "list", "voices": [], "model": ctl.id, "state": ctl.state.value,
+                             "note": "the model is not running; its voices are listed once it has served a request"},
+                            headers={"x-voxgate-model-state": ctl.state.value})
+
+    return app, speech

@@ -1,0 +1,396 @@
+"""Runs one model's lifecycle machine against its runtime: starts, readiness, warm-up, stops, waits.
+
+The machine decides; this module only executes effects and wakes the requests that wait. Runtime
+operations (start, stop) are serialised by a lock so a stop and the next start never overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from voxgate_manager.config import ModelSpec
+from voxgate_manager.lifecycle import Admit, EffectKind, Lifecycle, Limits, Reject, State, Wait
+from voxgate_manager.metrics import Metrics
+from voxgate_manager.runtimes.base import ExitInfo, Runtime, StartError
+from voxgate_manager.runtimes.remote import RemoteRuntimeImpl
+
+log = logging.getLogger("voxgate.manager.lifecycle")
+
+
+def lifecycle_event(event: str, model: str, **fields: Any) -> None:
+    """One structured (JSON) log line per lifecycle event."""
+    log.info(json.dumps({"event": event, "model": model, **fields}, default=str))
+
+
+class Rejected(Exception):
+    def __init__(self, status: int, retry_after_s: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status, self.retry_after_s, self.message, self.code = status, retry_after_s, message, code
+
+
+class ClientGone(Exception):
+    pass
+
+
+def limits_of(spec: ModelSpec) -> Limits:
+    return Limits(
+        concurrency=spec.concurrency,
+        queue_size=spec.queue_size,
+        idle_timeout_s=spec.idle_timeout_s,
+        drain_timeout_s=spec.drain_timeout_s,
+        retry_after_s=spec.retry_after_s,
+        backoff_s=spec.restart_backoff_s,
+        backoff_max_s=spec.restart_backoff_max_s,
+    )
+
+
+def _json_field(data: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return _MISSING
+        data = data[part]
+    return data
+
+
+_MISSING = object()
+
+
+class ModelController:
+    def __init__(self, spec: ModelSpec, runtime: Runtime, http: httpx.AsyncClient, metrics: Metrics) -> None:
+        self.spec = spec
+        self.runtime = runtime
+        self.http = http
+        self.metrics = metrics
+        self.machine = Lifecycle(limits_of(spec))
+        self.runtime.on_exit = self._on_exit
+        self._changed = asyncio.Event()
+        self._rt_lock = asyncio.Lock()
+        self._start_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
+        self._counts = (0, 0)
+        self.last_start: dict[str, float] = {}  # phase -> seconds, of the latest successful start
+        self.last_exit: ExitInfo | None = None
+        self.voices_cache: tuple[int, bytes, str] | None = None  # status, body, content type
+        # VRAM admission (manager-wide budget): set once this model's vram_mb is counted as in use
+        self.vram_admitted = False
+        self.admission: Callable[[ModelController], Awaitable[None]] | None = None
+        metrics.set_state(spec.id, self.machine.state)
+        metrics.inflight.labels(spec.id).set(0)
+        metrics.queue_depth.labels(spec.id).set(0)
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def state(self) -> State:
+        return self.machine.state
+
+    # -- effects ------------------------------------------------------------------------------
+
+    def _apply(self) -> None:
+        m = self.machine
+        transitions = m.take_transitions()
+        effects = m.take_effects()
+        if not transitions and not effects and (m.inflight, m.waiting) == self._counts:
+            return  # nothing happened (an idle tick): do not wake the waiters
+        self._counts = (m.inflight, m.waiting)
+        for tr in transitions:
+            self.metrics.set_state(self.id, tr.new)
+            fields: dict[str, Any] = {"from": tr.old.value, "to": tr.new.value, "reason": tr.reason}
+            if tr.new is State.FAILED:
+                fields["failures"] = m.failures
+                fields["retry_in_s"] = round(max(0.0, m.retry_at - time.monotonic()), 2)
+            lifecycle_event("state", self.id, **fields)
+        for eff in effects:
+            if eff.kind is EffectKind.START:
+                self.metrics.cold_starts.labels(self.id).inc()
+                self._start_task = asyncio.create_task(self._run_start(eff.attempt, adopt=False))
+            elif eff.kind is EffectKind.CANCEL_START:
+                if self._start_task is not None and not self._start_task.done():
+                    self._start_task.cancel()
+            elif eff.kind is EffectKind.STOP:
+                self._stop_task = asyncio.create_task(self._run_stop(eff.reason))
+        self.metrics.inflight.labels(self.id).set(m.inflight)
+        self.metrics.queue_depth.labels(self.id).set(m.waiting)
+        # every change may unblock a waiter (a WAKE effect, a state change, a freed slot): wake them all
+        old, self._changed = self._changed, asyncio.Event()
+        old.set()
+
+    # -- requests -----------------------------------------------------------------------------
+
+    async def acquire(self, is_disconnected: Callable[[], Awaitable[bool]] | None = None) -> None:
+        """Wait until a request may be proxied (admitted), or raise Rejected / ClientGone."""
+        m = self.machine
+        arrived = time.monotonic()
+        ticket, decision = m.arrive(arrived)
+        self._apply()
+        deadline = arrived + self.spec.hold_max_s
+        next_check = arrived + 1.0
+        while isinstance(decision, Wait):
+            assert ticket is not None
+            changed = self._changed
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                m.leave(ticket, time.monotonic())
+                self._apply()
+                self.metrics.requests.labels(self.id, "hold_timeout").inc()
+                raise Rejected(
+                    503,
+                    self.spec.retry_after_s,
+                    f"model {self.id!r} is {m.state.value} and was not ready within hold_max_s={self.spec.hold_max_s:g}s; retry later",
+                    "model_not_ready",
+                )
+            try:
+                await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
+            except TimeoutError:
+                pass
+            except asyncio.CancelledError:
+                m.leave(ticket, time.monotonic())
+                self._apply()
+                raise
+            if is_disconnected is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + 1.0
+                if await is_disconnected():  # the client went away while held: free its place
+                    m.leave(ticket, time.monotonic())
+                    self._apply()
+                    raise ClientGone()
+            decision = m.poll(ticket, time.monotonic())
+            self._apply()
+        if isinstance(decision, Reject):
+            self.metrics.requests.labels(self.id, decision.code).inc()
+            raise Rejected(decision.status, decision.retry_after_s, f"model {self.id!r}: {decision.reason}", decision.code)
+        assert isinstance(decision, Admit)
+
+    def release(self, ok: bool = True) -> None:
+        self.machine.finish(time.monotonic(), ok)
+        self.metrics.requests.labels(self.id, "ok" if ok else "error").inc()
+        self._apply()
+
+    # -- start --------------------------------------------------------------------------------
+
+    async def _run_start(self, attempt: int, adopt: bool) -> None:
+        t0 = time.monotonic()
+        phases: dict[str, float] = {}
+        lifecycle_event("start", self.id, attempt=attempt, runtime=self.runtime.kind, adopt=adopt)
+        try:
+            async with self._rt_lock:
+                try:
+                    async with asyncio.timeout(self.spec.start_timeout_s):
+                        if not adopt:
+                            if self.admission is not None:
+                                await self.admission(self)
+                            await self.runtime.start()
+                        t1 = time.monotonic()
+                        phases["container"] = t1 - t0
+                        await self._wait_ready()
+                        t2 = time.monotonic()
+                        phases["readiness"] = t2 - t1
+                        if self.spec.warmup is not None:
+                            await self._warmup()
+                        phases["warmup"] = time.monotonic() - t2
+                except TimeoutError:
+                    why = f"not ready within start_timeout_s={self.spec.start_timeout_s:g}s ({self._last_probe or 'no answer'})"
+                    await self._fail_start(attempt, why, "start_timeout")
+                    return
+                except StartError as exc:
+                    await self._fail_start(attempt, str(exc), "start_error")
+                    return
+        except asyncio.CancelledError:
+            lifecycle_event("start_cancelled", self.id, attempt=attempt)
+            return
+        phases["total"] = time.monotonic() - t0
+        for phase, secs in phases.items():
+            self.metrics.start_duration.labels(self.id, phase).observe(secs)
+        self.last_start = {k: round(v, 4) for k, v in phases.items()}
+        lifecycle_event("ready", self.id, attempt=attempt, **{f"{k}_s": round(v, 3) for k, v in phases.items()})
+        self.machine.started(attempt, time.monotonic())
+        self._apply()
+        if isinstance(self.runtime, RemoteRuntimeImpl) and self.machine.state is State.READY:
+            self.runtime.watch()
+
+    async def _fail_start(self, attempt: int, why: str, reason: str) -> None:
+        lifecycle_event("start_failed", self.id, attempt=attempt, error=why)
+        self.vram_admitted = False
+        self.metrics.start_failures.labels(self.id).inc()
+        self.metrics.crashes.labels(self.id, reason).inc()
+        self.machine.start_failed(attempt, time.monotonic(), why)
+        self._apply()
+        with contextlib.suppress(Exception):
+            await self.runtime.stop()  # a half-started runtime must not linger (still under the lock)
+
+    _last_probe: str = ""
+
+    async def probe(self) -> str | None:
+        """None when the readiness predicate holds, else what is wrong."""
+        r = self.spec.readiness
+        headers = {"Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else None
+        try:
+            resp = await self.http.get(self.runtime.base_url + r.path, timeout=r.timeout_s, headers=headers)
+        except httpx.HTTPError as exc:
+            return f"{r.path}: {type(exc).__name__}"
+        if resp.status_code != r.expect_status:
+            return f"{r.path} answered {resp.status_code}"
+        if r.json_field:
+            try:
+                value = _json_field(resp.json(), r.json_field)
+            except ValueError:
+                return f"{r.path} did not answer JSON"
+            if value is _MISSING:
+                return f"{r.path}: field {r.json_field!r} missing"
+            if value != r.json_value:
+                return f"{r.path}: {r.json_field}={value!r}, want {r.json_value!r}"
+        return None
+
+    async def _wait_ready(self) -> None:
+        r = self.spec.readiness
+        delay = r.initial_interval_s
+        while True:
+            why = await self.probe()
+            if why is None:
+                self._last_probe = ""
+                return
+            self._last_probe = why
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, r.max_interval_s)
+
+    async def _warmup(self) -> None:
+        w = self.spec.warmup
+        assert w is not None
+        headers = {"Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else {}
+        try:
+            async with self.http.stream(w.method, self.runtime.base_url + w.path, json=w.body or None, headers=headers, timeout=w.timeout_s) as resp:
+                async for _ in resp.aiter_raw():
+                    pass
+        except httpx.HTTPError as exc:
+            raise StartError(f"warm-up request {w.method} {w.path} failed: {type(exc).__name__}: {exc}") from None
+        if resp.status_code != w.expect_status:
+            raise StartError(f"warm-up request {w.method} {w.path} answered {resp.status_code}, want {w.expect_status}")
+
+    # -- stop ---------------------------------------------------------------------------------
+
+    async def _run_stop(self, reason: str) -> None:
+        t0 = time.monotonic()
+        if self._start_task is not None and not self._start_task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._start_task
+        async with self._rt_lock:
+            await self.runtime.stop()
+        self.vram_admitted = False
+        base = reason.split(" ")[0]
+        self.metrics.stops.labels(self.id, base).inc()
+        if reason == "idle":
+            self.metrics.idle_stops.labels(self.id).inc()
+        lifecycle_event("stopped", self.id, reason=reason, stop_s=round(time.monotonic() - t0, 3))
+        self.machine.stopped(time.monotonic())
+        self._apply()
+
+    # -- runtime exit -------------------------------------------------------------------------
+
+    def _on_exit(self, info: ExitInfo) -> None:
+        m = self.machine
+        unexpected = m.state in (State.READY, State.STARTING) or (m.state is State.DRAINING and not m.stopping)
+        self.last_exit = info
+        lifecycle_event("exit", self.id, reason=info.reason, exit_code=info.exit_code, message=info.message, unexpected=unexpected)
+        if unexpected:
+            self.metrics.crashes.labels(self.id, info.reason).inc()
+        m.exited(time.monotonic(), info.message)
+        self._apply()
+        if unexpected and m.state is State.FAILED:
+            # the runtime is gone (or unhealthy): clean up what is left, serialised with starts
+            asyncio.create_task(self._cleanup_after_exit())
+
+    async def _cleanup_after_exit(self) -> None:
+        async with self._rt_lock:
+            if self.machine.state is State.FAILED:
+                with contextlib.suppress(Exception):
+                    await self.runtime.stop()
+                self.vram_admitted = False
+
+    # -- admin & start-up ---------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.machine.tick(time.monotonic())
+        self._apply()
+
+    async def adopt(self) -> str:
+        """At manager start-up: take over a runtime already running (docker), without restarting it."""
+        found = await self.runtime.discover()
+        if found != "running":
+            return found
+        ready = await self.probe() is None
+        self.vram_admitted = True  # it holds its memory already
+        attempt = self.machine.adopt(time.monotonic(), ready=ready)
+        lifecycle_event("adopted", self.id, ready=ready, runtime=self.runtime.describe())
+        if not ready:
+            self._start_task = asyncio.create_task(self._run_start(attempt, adopt=True))
+        self._apply()
+        return "adopted"
+
+    async def load(self) -> None:
+        """Admin load: start if needed and wait until ready (bounded by hold_max_s), like a request."""
+        await self.acquire()
+        self.machine.finish(time.monotonic(), ok=True)
+        self._apply()
+
+    async def unload(self, reason: str = "unload") -> None:
+        """Drain and stop; returns when stopped."""
+        if self.machine.request_stop(time.monotonic(), reason):
+            self._apply()
+        await self.wait_settled()
+
+    async def wait_settled(self) -> None:
+        while self.machine.state is State.DRAINING or (self._stop_task is not None and not self._stop_task.done()):
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 0.5)
+
+    async def shutdown(self, stop_runtime: bool) -> None:
+        m = self.machine
+        if stop_runtime or not self.runtime.adoptable:
+            m.shutdown(time.monotonic())
+            self._apply()
+            await self.wait_settled()
+        else:
+            m.closing = True
+            if self._start_task is not None and not self._start_task.done():
+                self._start_task.cancel()
+            self._apply()
+            # let in-flight work finish (bounded); the runtime keeps running for the next manager
+            deadline = time.monotonic() + self.spec.drain_timeout_s
+            while m.inflight and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+        await self.runtime.close()
+
+    def status(self) -> dict[str, Any]:
+        m = self.machine
+        now = time.monotonic()
+        deadline = m.idle_deadline()
+        out: dict[str, Any] = {
+            "id": self.id,
+            "aliases": self.spec.aliases,
+            "state": m.state.value,
+            "runtime": self.runtime.describe(),
+            "requests_in_flight": m.inflight,
+            "queue_depth": m.waiting,
+            "idle_deadline_s": round(deadline - now, 2) if deadline is not None else None,
+            "idle_deadline": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + deadline - now)) if deadline is not None else None,
+            "idle_timeout_s": self.spec.idle_timeout_s,
+            "failures": m.failures,
+            "last_error": m.last_error or None,
+            "last_start_s": self.last_start or None,
+            "vram_mb": self.spec.vram_mb,
+        }
+        if self.last_exit is not None:
+            out["last_exit"] = {"reason": self.last_exit.reason, "exit_code": self.last_exit.exit_code, "message": self.last_exit.message}
+        if m.state is State.FAILED:
+            out["retry_in_s"] = round(max(0.0, m.retry_at - now), 2)
+        return out

@@ -1,0 +1,165 @@
+"""The set of models: builds a controller and runtime per models.json entry, adopts what runs,
+ticks idle deadlines, and reloads the registry restarting only the entries that changed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from voxgate_manager.config import DockerRuntime, ModelsFile, ModelSpec, ProcessRuntime, RemoteRuntime, load_models
+from voxgate_manager.controller import ModelController, lifecycle_event
+from voxgate_manager.lifecycle import State
+from voxgate_manager.metrics import Metrics
+from voxgate_manager.runtimes.base import Runtime, StartError
+from voxgate_manager.runtimes.docker import DockerEngine, DockerRuntimeImpl
+from voxgate_manager.runtimes.process import ProcessRuntimeImpl
+from voxgate_manager.runtimes.remote import RemoteRuntimeImpl
+from voxgate_manager.settings import ManagerSettings
+from voxgate_manager.upstream import make_upstream_client
+
+log = logging.getLogger("voxgate.manager")
+
+
+class Manager:
+    def __init__(self, settings: ManagerSettings, models: ModelsFile) -> None:
+        self.settings = settings
+        self.models = models
+        self.metrics = Metrics()
+        self.http = make_upstream_client()  # one pooled client for every model server
+        self.docker = DockerEngine(settings.instance)
+        self.controllers: dict[str, ModelController] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+
+    # -- construction -------------------------------------------------------------------------
+
+    def _runtime(self, spec: ModelSpec, ctl_ref: list[ModelController]) -> Runtime:
+        rt = spec.runtime
+        if isinstance(rt, DockerRuntime):
+            return DockerRuntimeImpl(spec, self.docker)
+        if isinstance(rt, ProcessRuntime):
+            return ProcessRuntimeImpl(spec)
+        if isinstance(rt, RemoteRuntime):
+            return RemoteRuntimeImpl(spec, probe=lambda: ctl_ref[0].probe())
+        raise TypeError(rt)
+
+    def _controller(self, spec: ModelSpec) -> ModelController:
+        ref: list[ModelController] = []
+        ctl = ModelController(spec, self._runtime(spec, ref), self.http, self.metrics)
+        ctl.admission = self._admit_vram
+        ref.append(ctl)
+        return ctl
+
+    async def _admit_vram(self, ctl: ModelController) -> None:
+        """Before a start: make room within VOXGATE_MANAGER_VRAM_BUDGET_MB by stopping idle models
+        (least recently used first), or wait for room; the start's own timeout bounds the wait."""
+        need, budget = ctl.spec.vram_mb or 0, self.settings.vram_budget_mb
+        if not need or not budget:
+            ctl.vram_admitted = True
+            return
+        if need > budget:
+            raise StartError(f"model {ctl.id!r} needs vram_mb={need} but VOXGATE_MANAGER_VRAM_BUDGET_MB is {budget}")
+        while True:
+            holders = [c for c in self.controllers.values() if c is not ctl and c.vram_admitted]
+            used = sum(c.spec.vram_mb or 0 for c in holders)
+            if used + need <= budget:
+                ctl.vram_admitted = True
+                return
+            idle = sorted((c for c in holders if c.state is State.READY and not c.machine.inflight and not c.machine.waiting),
+                          key=lambda c: c.machine.last_end)
+            if idle:
+                victim = idle[0]
+                lifecycle_event("vram_evict", victim.id, for_model=ctl.id, need_mb=need, used_mb=used, budget_mb=budget)
+                await victim.unload("vram")
+                continue
+            ctl._last_probe = (f"waiting for {need} MB of VRAM: {used} of {budget} MB held by "
+                               + ", ".join(f"{c.id} ({c.spec.vram_mb} MB, {c.state.value})" for c in holders))
+            await asyncio.sleep(0.25)
+
+    def _docker_specs(self, models: ModelsFile) -> dict[str, ModelSpec]:
+        return {m.id: m for m in models.models if isinstance(m.runtime, DockerRuntime)}
+
+    async def start(self) -> None:
+        for spec in self.models.models:
+            self.controllers[spec.id] = self._controller(spec)
+        if self._docker_specs(self.models):
+            if await asyncio.to_thread(self.docker.connect):
+                removed = await asyncio.to_thread(self.docker.reconcile, self._docker_specs(self.models))
+                for r in removed:
+                    lifecycle_event("orphan_removed", "-", container=r)
+                self.docker.follow_events(asyncio.get_running_loop())
+            else:
+                log.warning("%s; docker models will fail to start until it is", self.docker.error)
+        for ctl in self.controllers.values():
+            if ctl.runtime.adoptable and self.docker.client is not None:
+                try:
+                    await ctl.adopt()
+                except Exception as exc:  # one broken container must not stop the manager
+                    log.warning("model %s: adoption failed: %s", ctl.id, exc)
+        self._ticker = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_s)
+            for ctl in list(self.controllers.values()):
+                ctl.tick()
+
+    # -- lookup -------------------------------------------------------------------------------
+
+    def resolve(self, name: str | None) -> ModelController | None:
+        spec = self.models.resolve(name)
+        return self.controllers.get(spec.id) if spec else None
+
+    def status(self) -> list[dict[str, Any]]:
+        return [c.status() for c in self.controllers.values()]
+
+    # -- reload -------------------------------------------------------------------------------
+
+    async def reload(self, path: str | None = None) -> dict[str, list[str]]:
+        """Re-read models.json (ConfigError leaves everything as it was); restart only changed entries."""
+        async with self._reload_lock:
+            new = load_models(path or self.settings.config)
+            old_specs = {m.id: m for m in self.models.models}
+            new_specs = {m.id: m for m in new.models}
+            added = [i for i in new_specs if i not in old_specs]
+            removed = [i for i in old_specs if i not in new_specs]
+            changed = [i for i in new_specs if i in old_specs and new_specs[i].spec_hash() != old_specs[i].spec_hash()]
+            unchanged = [i for i in new_specs if i in old_specs and i not in changed]
+            # stop (drain) what goes away or changes; they restart on demand with the new entry
+            stopping = [self.controllers[i] for i in removed + changed]
+            await asyncio.gather(*(c.unload("reload") for c in stopping))
+            for i in removed:
+                ctl = self.controllers.pop(i)
+                await ctl.shutdown(stop_runtime=True)
+                self.docker.runtimes.pop(i, None)
+            self.models = new
+            for i in changed + added:
+                if i in self.controllers:
+                    old_ctl = self.controllers[i]
+                    await old_ctl.runtime.close()
+                self.docker.runtimes.pop(i, None)
+                self.controllers[i] = self._controller(new_specs[i])
+            # keep registry order
+            self.controllers = {m.id: self.controllers[m.id] for m in new.models}
+            if self._docker_specs(new) and self.docker.client is None and await asyncio.to_thread(self.docker.connect):
+                self.docker.follow_events(asyncio.get_running_loop())
+            if self.docker.client is not None:
+                await asyncio.to_thread(self.docker.reconcile, self._docker_specs(new))
+            result = {"added": added, "removed": removed, "changed": changed, "unchanged": unchanged}
+            lifecycle_event("reloaded", "-", **result)
+            return result
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await asyncio.gather(
+            *(c.shutdown(stop_runtime=self.settings.stop_on_exit) for c in self.controllers.values()), return_exceptions=True
+        )
+        self.docker.close()
+        await self.http.aclose()

@@ -1,0 +1,34 @@
+"""Manager settings from VOXGATE_* environment variables; the CLI flags override them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _keys(value: str) -> list[str]:
+    return [k.strip() for k in value.split(",") if k.strip()]
+
+
+@dataclass
+class ManagerSettings:
+    config: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_CONFIG", "models.json"))
+    host: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_HOST", "127.0.0.1"))
+    port: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_PORT", "8000")))
+    admin_host: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_ADMIN_HOST", "127.0.0.1"))
+    admin_port: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_ADMIN_PORT", "8001")))
+    # same variable as the server: clients use the same keys whether they reach a server or the manager
+    api_keys: list[str] = field(default_factory=lambda: _keys(_env("VOXGATE_API_KEYS", "")))
+    admin_key: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_ADMIN_KEY", ""))
+    # docker label value: several managers (or test runs) can share one dockerd without touching each other
+    instance: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_INSTANCE", "default"))
+    stop_on_exit: bool = field(default_factory=lambda: _env("VOXGATE_MANAGER_STOP_ON_EXIT", "0") in ("1", "true", "yes"))
+    max_body_bytes: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_MAX_BODY_BYTES", str(32 * 1024 * 1024))))
+    log_level: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_LOG_LEVEL", "info"))
+    # GPU memory the models may hold at once (sum of their vram_mb); 0: no admission control
+    vram_budget_mb: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_VRAM_BUDGET_MB", "0")))
+    tick_s: float = field(default_factory=lambda: float(_env("VOXGATE_MANAGER_TICK_S", "0.25")))
