@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import time
 from pathlib import Path
 
 import httpx
@@ -37,7 +38,7 @@ def server(turbo_ckpt: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
         "VOXGATE_CHATTERBOX_CHECKPOINT_DIR": str(turbo_ckpt["dir"]),
         "VOXGATE_CHATTERBOX_CHUNK_MAX_DURATION_S": "0.2",
         "VOXGATE_CHATTERBOX_MAX_DURATION_S": "0.4",
-        "VOXGATE_CHATTERBOX_MAX_DURATION_CAP_S": "2",
+        "VOXGATE_CHATTERBOX_MAX_DURATION_CAP_S": "8",
         "VOXGATE_CHATTERBOX_VOICE_MAP": "nova=joe",
         "HF_HUB_OFFLINE": "1",
     }, work / "server.log")
@@ -119,7 +120,7 @@ def test_seed_makes_output_reproducible(server: ServerProcess) -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [("temperature", 0), ("temperature", 9.5), ("top_p", 1.5), ("top_k", -1), ("repetition_penalty", 0.5),
-     ("seed", -3), ("max_duration_s", 3.0), ("max_duration_s", 0), ("top_k", 2.5), ("seed", "x")],
+     ("seed", -3), ("max_duration_s", 9.0), ("max_duration_s", 0), ("top_k", 2.5), ("seed", "x")],
 )
 def test_bad_generation_controls_are_400(server: ServerProcess, field: str, value: object) -> None:
     r = speech(server, **{field: value})
@@ -169,3 +170,28 @@ def test_hand_placed_short_clip_is_a_clear_400(server: ServerProcess, reference_
         assert httpx.get(f"{server.url}/health").status_code == 200
     finally:
         (server.voices_dir / "tiny.wav").unlink()
+
+
+def _audio_seconds_total(server: ServerProcess) -> float:
+    metrics = httpx.get(f"{server.url}/metrics").text
+    lines = [l for l in metrics.splitlines() if l.startswith("voxgate_audio_seconds_total")]
+    return float(lines[0].split()[-1]) if lines else 0.0  # no sample before the first request
+
+
+def test_client_disconnect_stops_generation(server: ServerProcess) -> None:
+    """A 40-chunk request (8 s of speech at 5 tokens a chunk) is abandoned after its first audio:
+    the one worker frees up and far less than the whole request is generated."""
+    text = " ".join(f"Sentence number {i} is here." for i in range(40))
+    before = _audio_seconds_total(server)
+    with httpx.Client(timeout=300) as client:
+        with client.stream("POST", f"{server.url}/v1/audio/speech", json={
+                "model": "chatterbox-turbo", "input": text, "voice": "alloy", "response_format": "pcm",
+                "max_duration_s": 8.0, "seed": 1}) as r:
+            assert r.status_code == 200
+            next(r.iter_bytes())
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{server.url}/health").json()["engines"]["chatterbox-turbo"]["active"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert httpx.get(f"{server.url}/health").json()["engines"]["chatterbox-turbo"]["active"] == 0
+    assert 'status="499"' in httpx.get(f"{server.url}/metrics").text
+    assert _audio_seconds_total(server) - before < 2.0
