@@ -7,7 +7,7 @@ of a few dozen speech tokens while the rest is still being generated.
 
 Settings (``VOXGATE_CHATTERBOX_*``): ``FAST`` (auto: on with CUDA, off on CPU; on; off),
 ``MAX_BATCH`` (16), ``MAX_LEN`` (1536 positions: prompt + generated tokens a request may use),
-``S3GEN_BATCH`` (16 vocoder pieces at once),
+``S3GEN_BATCH`` (16 vocoder pieces at once), ``S3GEN_TF32`` (true: TF32 matmuls, process-wide),
 ``FIRST_CHUNK_TOKENS`` (12), ``MAX_CHUNK_TOKENS`` (200), ``WATERMARK_FIRST_CHUNK`` (false).
 """
 
@@ -39,6 +39,7 @@ class FastSettings(BaseSettings):
     first_chunk_tokens: int = Field(12, ge=4, le=400)
     max_chunk_tokens: int = Field(200, ge=8, le=1000)
     s3gen_batch: int = Field(16, ge=1, le=64)
+    s3gen_tf32: bool = True
     watermark_first_chunk: bool = False
 
 
@@ -62,7 +63,7 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
             self.fast = FastTurbo(self.model, max_batch=fs.max_batch, max_len=fs.max_len,
                                   watermark=self.settings.watermark, first_chunk=fs.first_chunk_tokens,
                                   max_chunk=fs.max_chunk_tokens, watermark_first_chunk=fs.watermark_first_chunk,
-                                  s3gen_batch=fs.s3gen_batch,
+                                  s3gen_batch=fs.s3gen_batch, tf32=fs.s3gen_tf32,
                                   release_upstream_t3=True).start()
             seconds = self.fast.warmup(max_new_tokens=24 if self.device == "cuda" else 4)
         except Exception as exc:  # noqa: BLE001 - reported as a failed load
