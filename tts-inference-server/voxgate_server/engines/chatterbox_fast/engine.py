@@ -7,7 +7,7 @@ of a few dozen speech tokens while the rest is still being generated.
 
 Settings (``VOXGATE_CHATTERBOX_*``): ``FAST`` (auto: on with CUDA, off on CPU; on; off),
 ``MAX_BATCH`` (16), ``MAX_LEN`` (1536 positions: prompt + generated tokens a request may use),
-``S3GEN_BATCH`` (16 vocoder pieces at once), ``S3GEN_TF32`` (true: TF32 matmuls, process-wide),
+``S3GEN_BATCH`` (16 vocoder pieces at once), ``S3GEN_TF32`` (false; true: TF32 matmuls, process-wide),
 ``FIRST_CHUNK_TOKENS`` (12), ``MAX_CHUNK_TOKENS`` (200), ``WATERMARK_FIRST_CHUNK`` (false).
 """
 
@@ -39,7 +39,7 @@ class FastSettings(BaseSettings):
     first_chunk_tokens: int = Field(12, ge=4, le=400)
     max_chunk_tokens: int = Field(200, ge=8, le=1000)
     s3gen_batch: int = Field(16, ge=1, le=64)
-    s3gen_tf32: bool = True
+    s3gen_tf32: bool = False
     watermark_first_chunk: bool = False
 
 

@@ -24,13 +24,14 @@ class FastTurbo:
     def __init__(self, model: Any, *, max_batch: int = 16, max_len: int = 1536,
                  dtype: torch.dtype | None = None, cuda_graphs: bool | None = None, watermark: bool = True,
                  first_chunk: int = 12, max_chunk: int = 200, watermark_first_chunk: bool = False,
-                 s3gen_batch: int = 16, tf32: bool = True,
+                 s3gen_batch: int = 16, tf32: bool = False,
                  release_upstream_t3: bool = False) -> None:
         self.model = model
         if tf32 and torch.cuda.is_available():
             # S3Gen's flow is compute-bound in float32 once pieces are batched (measured: 205 ms
             # of kernels for 16 pieces on an H200); TF32 matmuls are what its convolutions
             # already use by default (cudnn.allow_tf32). Process-wide; T3 here runs in bf16.
+            # Off by default: one bench run with it on showed no gain beyond run-to-run noise.
             torch.backends.cuda.matmul.allow_tf32 = True
         self.decoder = BatchedT3Decoder(model.t3, max_batch=max_batch, max_len=max_len, dtype=dtype,
                                         cuda_graphs=cuda_graphs)
