@@ -15,9 +15,11 @@ def _piper(settings: Settings) -> Engine:
 
 
 def _chatterbox_turbo(settings: Settings) -> Engine:
-    from voxgate_server.engines.chatterbox_turbo.engine import ChatterboxTurboEngine
+    # The fast path (batched CUDA-graph decoding, streaming vocoder) is on by default with CUDA
+    # and falls back to the plain engine otherwise (VOXGATE_CHATTERBOX_FAST=auto|on|off).
+    from voxgate_server.engines.chatterbox_fast.engine import FastChatterboxTurboEngine
 
-    return ChatterboxTurboEngine(settings)
+    return FastChatterboxTurboEngine(settings)
 
 
 FACTORIES: dict[str, Callable[[Settings], Engine]] = {

@@ -1,0 +1,172 @@
+"""HTTP phase of the GPU bench: the voxgate server with the chatterbox-turbo engine.
+
+Starts ``python -m voxgate_server.cli`` on loopback with the random checkpoint, waits for
+/health, then streams ``/v1/audio/speech`` (response_format=pcm: 24 kHz 16-bit mono, no
+encoder cost in the figures) and measures time to the first audio byte, the whole clip, and
+aggregate audio seconds per second with 1/4/16 clients at once. Peak VRAM is what nvidia-smi
+reports for the server process (CUDA context included), sampled every 100 ms.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VramSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_mib = 0
+        self.peak_total_mib = 0
+        self.stop = threading.Event()
+        self.error: str | None = None
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory",
+                                      "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                                     timeout=5).stdout
+                for line in out.strip().splitlines():
+                    pid, mem = (x.strip() for x in line.split(","))
+                    if int(pid) == self.pid:
+                        self.peak_mib = max(self.peak_mib, int(mem))
+                tot = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                                     capture_output=True, text=True, timeout=5).stdout
+                self.peak_total_mib = max(self.peak_total_mib, int(tot.strip().splitlines()[0]))
+            except Exception as exc:  # noqa: BLE001
+                self.error = repr(exc)
+            self.stop.wait(0.1)
+
+
+def phase_http(args: Any) -> dict[str, Any]:
+    from gpu_turbo_bench import SR, TEXT, log  # type: ignore
+
+    port = _free_port()
+    env = dict(os.environ)
+    env.update({
+        "VOXGATE_ENGINES": "chatterbox-turbo",
+        "VOXGATE_HOST": "127.0.0.1",
+        "VOXGATE_PORT": str(port),
+        "VOXGATE_LOG_LEVEL": "warning",
+        "VOXGATE_CONCURRENCY": str(args.max_batch),
+        "VOXGATE_QUEUE_SIZE": "64",
+        "VOXGATE_CHATTERBOX_CHECKPOINT_DIR": args.ckpt,
+        "VOXGATE_CHATTERBOX_DEVICE": "cuda",
+        "VOXGATE_CHATTERBOX_FAST": "on",
+        "VOXGATE_CHATTERBOX_MAX_BATCH": str(args.max_batch),
+        "VOXGATE_CHATTERBOX_MAX_LEN": str(args.max_len),
+        "VOXGATE_VOICES_DIR": str(Path(args.out) / "voices"),
+        "HF_HUB_OFFLINE": "1",
+    })
+    t_start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "voxgate_server.cli"], env=env,
+                            stdout=open(Path(args.out) / "http_server.log", "w"), stderr=subprocess.STDOUT)
+    vram = VramSampler(proc.pid)
+    vram.start()
+    base = f"http://127.0.0.1:{port}"
+    res: dict[str, Any] = {}
+    try:
+        health: dict[str, Any] = {}
+        while time.perf_counter() - t_start < 300:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            try:
+                r = httpx.get(base + "/health", timeout=2)
+                health = r.json()
+                if r.status_code == 200 or health.get("status") == "failed":
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        res["health"] = health
+        res["ready_after_s"] = round(time.perf_counter() - t_start, 2)
+        res["load_s"] = health.get("engines", {}).get("chatterbox-turbo", {}).get("load_seconds")
+        if health.get("status") != "ok":
+            raise RuntimeError(f"server not ready: {health}")
+        body = {"model": "chatterbox-turbo", "input": TEXT, "voice": "alloy", "response_format": "pcm",
+                "max_duration_s": (args.tokens + 1) / 25.0}
+
+        def one(client: httpx.Client) -> dict[str, float]:
+            t0 = time.perf_counter()
+            first = None
+            n = 0
+            with client.stream("POST", base + "/v1/audio/speech", json=body, timeout=120) as r:
+                if r.status_code != 200:
+                    raise RuntimeError(f"HTTP {r.status_code}: {r.read()[:300]!r}")
+                for data in r.iter_bytes():
+                    if data and first is None:
+                        first = time.perf_counter() - t0
+                    n += len(data)
+            total = time.perf_counter() - t0
+            return {"first_audio_s": first or total, "total_s": total, "audio_s": n / 2 / SR}
+
+        with httpx.Client() as c:
+            one(c)  # warm
+            runs = [one(c) for _ in range(args.runs)]
+        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        res["one_stream_runs"] = [{k: round(v, 4) for k, v in r.items()} for r in runs]
+        res["rtf_median"] = round(med([r["total_s"] / r["audio_s"] for r in runs]), 4)
+        res["first_audio_s_median"] = round(med([r["first_audio_s"] for r in runs]), 4)
+        res["audio_s"] = round(runs[-1]["audio_s"], 3)
+        conc = {}
+        for c_n in args.concurrency:
+            results: list[dict[str, float]] = []
+            errors: list[str] = []
+            barrier = threading.Barrier(c_n + 1)
+
+            def worker() -> None:
+                with httpx.Client() as cl:
+                    barrier.wait()
+                    try:
+                        results.append(one(cl))
+                    except Exception as exc:  # noqa: BLE001
+                        errors.append(repr(exc))
+
+            ths = [threading.Thread(target=worker) for _ in range(c_n)]
+            for t in ths:
+                t.start()
+            barrier.wait()
+            t0 = time.perf_counter()
+            for t in ths:
+                t.join()
+            wall = time.perf_counter() - t0
+            audio = sum(r["audio_s"] for r in results)
+            conc[str(c_n)] = {"wall_s": round(wall, 3), "audio_s": round(audio, 2),
+                              "audio_s_per_s": round(audio / wall, 2), "errors": errors[:3],
+                              "first_audio_s_median": round(med([r["first_audio_s"] for r in results]), 4)
+                              if results else None}
+            log("http concurrency", c_n, conc[str(c_n)])
+        res["concurrency"] = conc
+    except Exception as exc:  # noqa: BLE001
+        res["error"] = repr(exc)
+    finally:
+        vram.stop.set()
+        vram.join(2)
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    res["peak_vram_gib"] = round(vram.peak_mib / 1024, 3)
+    res["peak_gpu_used_gib"] = round(vram.peak_total_mib / 1024, 3)
+    if vram.error:
+        res["vram_sampler_error"] = vram.error
+    return res

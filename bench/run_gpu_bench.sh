@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The GPU benchmark in one command, on a bare GPU machine with no network (H100/H200 image with
+# python3, torch+CUDA, transformers): install the carried wheels, build the random-weight
+# checkpoint with the project's tool, run bench/gpu_turbo_bench.py (upstream, in-process, HTTP).
+#
+#   WHEELS=.whl OUT=bench/results bash bench/run_gpu_bench.sh [extra gpu_turbo_bench.py args]
+#
+# WHEELS: folder of cp312 manylinux wheels (bench/fetch_gpu_wheels.sh downloads them).
+# OUT: where the JSON, Markdown and logs go. CKPT: checkpoint folder (built if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WHEELS=${WHEELS:-.whl}
+OUT=${OUT:-bench/results}
+CKPT=${CKPT:-/tmp/voxgate-turbo-ckpt}
+SITE=${SITE:-/tmp/voxgate-site}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+t0=$(date +%s)
+if [ -d "$WHEELS" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
+  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD/tts-inference-server:$PWD/bench${PYTHONPATH:+:$PYTHONPATH}"
+python3 bench/perth_random_weights.py
+t1=$(date +%s)
+if [ ! -f "$CKPT/conds.pt" ]; then
+  python3 tools/make_random_turbo_ckpt.py "$CKPT" --dtype bf16 --eos-logit-bias -10000 | tail -1
+fi
+t2=$(date +%s)
+echo "{\"install_s\": $((t1 - t0)), \"checkpoint_build_s\": $((t2 - t1))}" > "$OUT/setup_times.json"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" || true
+python3 bench/gpu_turbo_bench.py all --ckpt "$CKPT" --out "$OUT" "$@"

@@ -1,0 +1,113 @@
+"""The chatterbox-turbo engine with its fast path forced on, on CPU (float32, no CUDA graphs):
+streamed pieces per text chunk, upstream's clip length, concurrent requests, cancellation."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TOKENS_PER_CHUNK = 10  # chunk_max_duration_s=0.4 s at 25 tokens a second
+SAMPLES_PER_TEXT_CHUNK = (TOKENS_PER_CHUNK + 3) * 960  # upstream appends 3 silence tokens
+
+
+@pytest.fixture(scope="module")
+def engine(turbo_ckpt: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    from voxgate_server.engines.chatterbox_fast.engine import FastChatterboxTurboEngine, FastSettings
+    from voxgate_server.engines.chatterbox_turbo.settings import ChatterboxSettings
+    from voxgate_server.settings import Settings
+
+    eng = FastChatterboxTurboEngine(
+        Settings(voices_dir=tmp_path_factory.mktemp("fast_voices")),
+        ChatterboxSettings(checkpoint_dir=turbo_ckpt["dir"], device="cpu", chunk_max_duration_s=0.4,
+                           max_duration_s=2.0, warmup=False),
+        FastSettings(fast="on", max_batch=2, max_len=640, first_chunk_tokens=4, max_chunk_tokens=8),
+    )
+    eng.load()
+    yield eng
+    eng.close()
+    del eng
+    gc.collect()
+
+
+def _request(**kw):  # noqa: ANN003, ANN202
+    from voxgate_server.engines.base import SynthesisRequest
+
+    base = dict(chunks=["Hello there.", "This is the second sentence."], voice="default", options={"seed": 5})
+    base.update(kw)
+    return SynthesisRequest(**base)
+
+
+def _spoken(chunks) -> list[np.ndarray]:  # noqa: ANN001
+    """Concatenate the pieces of each text chunk (segment_end marks the end of one)."""
+    out, cur = [], []
+    for c in chunks:
+        assert c.sample_rate == 24000 and c.samples.dtype == np.float32
+        cur.append(c.samples)
+        if c.segment_end:
+            out.append(np.concatenate(cur))
+            cur = []
+    assert not cur
+    return out
+
+
+def test_fast_path_is_used_and_batches(engine) -> None:  # noqa: ANN001
+    assert engine.fast is not None
+    assert engine.max_concurrency() == 2
+
+
+def test_streams_pieces_below_the_sentence_with_upstream_length(engine) -> None:  # noqa: ANN001
+    chunks = list(engine.synthesize(_request()))
+    spoken = _spoken(chunks)
+    assert [len(s) for s in spoken] == [SAMPLES_PER_TEXT_CHUNK] * 2
+    pieces_first = next(i for i, c in enumerate(chunks) if c.segment_end)
+    assert pieces_first >= 2  # the first sentence left in several pieces
+    assert all(np.isfinite(s).all() and np.abs(s).max() <= 1.0 for s in spoken)
+
+
+def test_two_requests_at_once(engine) -> None:  # noqa: ANN001
+    results: dict[int, list[np.ndarray]] = {}
+    errors: list[BaseException] = []
+
+    texts = ["And request number two.", "Request number one."]
+
+    def run(k: int) -> None:
+        try:
+            req = _request(chunks=[texts[k]], options={"seed": k})
+            results[k] = _spoken(list(engine.synthesize(req)))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    assert not errors
+    assert [len(results[k][0]) for k in (0, 1)] == [SAMPLES_PER_TEXT_CHUNK] * 2
+
+
+def test_cancel_mid_stream(engine) -> None:  # noqa: ANN001
+    from voxgate_server.engines.base import Cancelled
+
+    req = _request()
+    got = 0
+    with pytest.raises(Cancelled):
+        for _chunk in engine.synthesize(req):
+            got += 1
+            req.cancel.set()
+    # stopped before the second sentence finished: a full request yields 2 x (pieces + end mark)
+    assert 1 <= got < 6
+
+
+def test_factory_builds_the_fast_engine_which_stays_off_on_cpu_by_default() -> None:
+    from voxgate_server.engines import create_engine
+    from voxgate_server.engines.chatterbox_fast.engine import FastChatterboxTurboEngine, FastSettings
+    from voxgate_server.settings import Settings
+
+    eng = create_engine("chatterbox-turbo", Settings(engines=["chatterbox-turbo"]))
+    assert isinstance(eng, FastChatterboxTurboEngine)
+    assert FastSettings().fast == "auto" and eng.fast is None

@@ -1,0 +1,186 @@
+"""The fast Turbo path (voxgate_server.engines.chatterbox_fast) against upstream, on CPU.
+
+Runs the real chatterbox-tts modules on the project's random-weight checkpoint (float32, no
+CUDA graphs: the same step function the GPU captures). The model must be unchanged: with
+greedy sampling the batched static-cache decoder must produce upstream ``T3.inference_turbo``'s
+tokens exactly, alone and with other requests joining and leaving the batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from voxgate_server.engines.chatterbox_fast import (  # noqa: E402
+    BatchedT3Decoder,
+    DecodeCancelled,
+    SamplingParams,
+    StreamingVocoder,
+)
+from voxgate_server.engines.chatterbox_fast.sampling import SamplingState, processed_scores  # noqa: E402
+
+TEXTS = [
+    "Good morning, and welcome to the weekly update.",
+    "Please remember that the office is closed on Monday.",
+    "Could you read the last paragraph aloud, slowly?",
+]
+GREEDY = SamplingParams(temperature=0.8, top_k=1, top_p=0.95, repetition_penalty=1.2)
+
+
+@pytest.fixture(scope="module")
+def model(turbo_ckpt):
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from chatterbox.tts_turbo import ChatterboxTurboTTS
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    return ChatterboxTurboTTS.from_local(str(turbo_ckpt["dir"]), device="cpu")
+
+
+def ids(model, text):
+    from chatterbox.tts_turbo import punc_norm
+
+    return model.tokenizer(punc_norm(text), return_tensors="pt", truncation=True).input_ids
+
+
+def upstream_greedy(model, text, max_gen_len):
+    cond = copy.copy(model.conds.t3)
+    with torch.inference_mode():
+        out = model.t3.inference_turbo(cond, ids(model, text), temperature=0.8, top_k=1, top_p=0.95,
+                                       repetition_penalty=1.2, max_gen_len=max_gen_len)
+    return out[0].tolist()
+
+
+@pytest.fixture(scope="module")
+def decoder(model):
+    dec = BatchedT3Decoder(model.t3, max_batch=4, max_len=640, device="cpu").start()
+    yield dec
+    dec.close()
+
+
+@pytest.fixture(scope="module")
+def reference(model):
+    caps = [14, 8, 11]  # different lengths: requests leave the batch at different steps
+    return {t: upstream_greedy(model, t, cap) for t, cap in zip(TEXTS, caps)}
+
+
+def test_greedy_tokens_equal_upstream_alone(model, decoder, reference):
+    want = reference[TEXTS[0]]
+    got = decoder.submit(model.conds.t3, ids(model, TEXTS[0]), GREEDY, max_new_tokens=len(want)).result(300)
+    assert len(want) == 15
+    assert got == want
+
+
+def test_greedy_tokens_equal_upstream_batched_join_and_leave(model, decoder, reference):
+    want = [reference[t] for t in TEXTS]
+    first = decoder.submit(model.conds.t3, ids(model, TEXTS[0]), GREEDY, max_new_tokens=len(want[0]))
+    second = decoder.submit(model.conds.t3, ids(model, TEXTS[1]), GREEDY, max_new_tokens=len(want[1]))
+    # the third joins while the others are mid-generation
+    it = iter(first)
+    seen = 0
+    while seen < 4:
+        seen += len(next(it))
+    third = decoder.submit(model.conds.t3, ids(model, TEXTS[2]), GREEDY, max_new_tokens=len(want[2]))
+    got = [first.result(300), second.result(300), third.result(300)]
+    assert got == want
+    assert decoder.step_rows > decoder.steps  # some steps really ran several requests at once
+
+
+def test_seeded_sampling_is_reproducible_and_independent_of_the_batch(model, decoder):
+    p = SamplingParams(seed=1234)
+    text = ids(model, TEXTS[1])
+    alone = decoder.submit(model.conds.t3, text, p, max_new_tokens=10).result(300)
+    other = decoder.submit(model.conds.t3, ids(model, TEXTS[0]), SamplingParams(seed=7), max_new_tokens=10)
+    together = decoder.submit(model.conds.t3, text, p, max_new_tokens=10).result(300)
+    other.result(300)
+    different = decoder.submit(model.conds.t3, text, SamplingParams(seed=99), max_new_tokens=10).result(300)
+    assert alone == together
+    assert alone != different
+    assert all(0 <= t < 6563 for t in alone)
+
+
+def test_cancel_stops_a_request(model, decoder):
+    cancel = threading.Event()
+    stream = decoder.submit(model.conds.t3, ids(model, TEXTS[2]), SamplingParams(), max_new_tokens=200,
+                            cancel=cancel)
+    got = 0
+    with pytest.raises(DecodeCancelled):
+        for batch in stream:
+            got += len(batch)
+            if got >= 3:
+                cancel.set()
+    assert 3 <= len(stream.tokens) < 200
+
+
+def test_processors_match_hugging_face_chain():
+    from transformers.generation.logits_process import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    V = 6563
+    params = [SamplingParams(0.7, 50, 0.9, 1.3), SamplingParams(1.3, 1000, 0.5, 2.0), SamplingParams(0.8, 0, 1.0, 1.0)]
+    st = SamplingState(len(params), V, torch.device("cpu"))
+    logits = torch.randn(len(params), V, generator=g) * 3
+    histories = [torch.randint(0, V, (n,), generator=g) for n in (5, 40, 1)]
+    for i, p in enumerate(params):
+        st.set_slot(i, p)
+        st.history[i, histories[i]] = True
+    ours = processed_scores(logits, st, torch.arange(len(params)))
+    for i, p in enumerate(params):
+        chain = LogitsProcessorList()
+        if p.temperature != 1.0:
+            chain.append(TemperatureLogitsWarper(p.temperature))
+        if p.top_k > 0:
+            chain.append(TopKLogitsWarper(p.top_k))
+        if p.top_p < 1.0:
+            chain.append(TopPLogitsWarper(p.top_p))
+        if p.repetition_penalty != 1.0:
+            chain.append(RepetitionPenaltyLogitsProcessor(p.repetition_penalty))
+        theirs = chain(histories[i][None], logits[i : i + 1].clone())[0]
+        assert torch.equal(torch.isinf(ours[i]), torch.isinf(theirs))
+        finite = torch.isfinite(theirs)
+        assert finite.sum() >= 1
+        torch.testing.assert_close(ours[i][finite], theirs[finite])
+
+
+def test_streaming_vocoder_chunks_are_complete_and_continuous(model):
+    n_tokens = 40
+    tokens = torch.randint(0, 6561, (n_tokens,), generator=torch.Generator().manual_seed(3)).tolist()
+    consumed = []
+
+    def feed():
+        for i in range(0, n_tokens, 5):
+            consumed.append(i + 5)
+            yield tokens[i : i + 5]
+
+    voc = StreamingVocoder(model.s3gen, watermarker=model.watermarker, first_chunk=8, growth=2.0, max_chunk=16,
+                           context=8, vocoder_context=6, watermark_first_chunk=False)
+    first_at = None
+    chunks = []
+    with torch.inference_mode():
+        for chunk in voc.stream(feed(), dict(model.conds.gen)):
+            if first_at is None:
+                first_at = consumed[-1]
+            chunks.append(chunk)
+    voc.close()
+    audio = np.concatenate(chunks)
+    assert len(chunks) >= 3
+    assert first_at is not None and first_at < n_tokens  # audio left before T3 had finished
+    assert audio.dtype == np.float32 and np.isfinite(audio).all()
+    assert len(audio) == (n_tokens + 3) * 960  # upstream: (tokens + 3 silence tokens) x 40 ms
+    assert np.abs(audio).max() <= 1.0
+    # no clicks at the joins: a step there is no larger than the clip's own largest steps
+    steps = np.abs(np.diff(audio))
+    joins = np.cumsum([len(c) for c in chunks])[:-1]
+    assert steps[joins - 1].max() <= np.quantile(steps, 0.999) + 1e-6

@@ -1,0 +1,366 @@
+"""``BatchedT3Decoder``: continuous batching of Turbo's speech-token generation.
+
+One scheduler thread owns the GPU for T3. Each loop it (1) admits waiting requests into free
+cache slots, running each one's prompt (conditioning + text + start token) as a separate
+eager prefill and sampling its first token; (2) runs ONE decode step for every active slot
+together: on CUDA a graph captured per (batch bucket, length bucket) is replayed, so a step is
+one launch instead of ~400; (3) hands each request its new token and retires the ones that hit
+the stop token, their cap, or cancellation. Requests therefore join and leave the batch at
+step granularity. On CPU the same step runs eagerly in float32 (what CI tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from voxgate_server.engines.chatterbox_fast.gpt2_static import StaticGPT2
+from voxgate_server.engines.chatterbox_fast.sampling import SamplingParams, SamplingState, sample
+
+log = logging.getLogger("voxgate.chatterbox_fast")
+
+START_SPEECH_TOKEN = 6561
+STOP_SPEECH_TOKEN = 6562
+_END = object()
+
+
+class DecodeCancelled(Exception):
+    pass
+
+
+class TokenStream:
+    """Speech tokens of one request, as they are generated (stop token excluded)."""
+
+    def __init__(self, max_new_tokens: int, cancel: threading.Event | None) -> None:
+        self.max_new_tokens = max_new_tokens
+        self._external = cancel  # the request's own event: read, never set here
+        self._cancelled = threading.Event()
+        self.tokens: list[int] = []
+        self._q: queue.Queue[Any] = queue.Queue()
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+        self.t_submit = time.perf_counter()
+        self.t_first: float | None = None
+        self.t_done: float | None = None
+
+    # producer side (scheduler thread)
+    def _push(self, tok: int) -> None:
+        if self.t_first is None:
+            self.t_first = time.perf_counter()
+        self.tokens.append(tok)
+        self._q.put(tok)
+
+    def _finish(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.t_done = time.perf_counter()
+        self.finished.set()
+        self._q.put(_END)
+
+    # consumer side
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set() or (self._external is not None and self._external.is_set())
+
+    def __iter__(self) -> Iterator[list[int]]:
+        """Yield lists of new tokens (everything available at once), until done."""
+        while True:
+            item = self._q.get()
+            batch: list[int] = []
+            while True:
+                if item is _END:
+                    if batch:
+                        yield batch
+                    if self.error is not None:
+                        raise self.error
+                    return
+                batch.append(item)
+                try:
+                    item = self._q.get_nowait()
+                except queue.Empty:
+                    break
+            yield batch
+
+    def result(self, timeout: float | None = None) -> list[int]:
+        if not self.finished.wait(timeout):
+            raise TimeoutError("decode did not finish")
+        if self.error is not None:
+            raise self.error
+        return list(self.tokens)
+
+
+@dataclasses.dataclass
+class _Job:
+    embeds: Tensor
+    params: SamplingParams
+    stream: TokenStream
+
+
+@dataclasses.dataclass
+class _Slot:
+    job: _Job
+    count: int = 0
+
+
+def _bucket_sizes(limit: int) -> list[int]:
+    out, b = [], 1
+    while b < limit:
+        out.append(b)
+        b *= 2
+    out.append(limit)
+    return out
+
+
+class BatchedT3Decoder:
+    """Continuous-batching speech-token generator over an upstream ``T3`` module's weights."""
+
+    def __init__(self, t3: torch.nn.Module, *, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None, max_batch: int = 16, max_len: int = 1536,
+                 cuda_graphs: bool | None = None, length_bucket: int = 256, compile: bool = False) -> None:
+        self.t3 = t3
+        self.device = torch.device(device) if device is not None else t3.speech_head.weight.device
+        on_cuda = self.device.type == "cuda"
+        self.dtype = dtype or (torch.bfloat16 if on_cuda else torch.float32)
+        self.cuda_graphs = on_cuda if cuda_graphs is None else (cuda_graphs and on_cuda)
+        self.max_batch = max_batch
+        self.max_len = max_len
+        self.length_bucket = length_bucket
+        self.model = StaticGPT2(t3, device=self.device, dtype=self.dtype, max_batch=max_batch, max_len=max_len)
+        vocab = self.model.head_w.shape[0]
+        self.vocab = vocab
+        self.sampling = SamplingState(max_batch, vocab, self.device)
+        self.tokens_buf = torch.zeros(max_batch, dtype=torch.long, device=self.device)
+        self.pos_buf = torch.zeros(max_batch, dtype=torch.long, device=self.device)
+        self.next_buf = torch.zeros(max_batch, dtype=torch.long, device=self.device)
+        self.batch_buckets = _bucket_sizes(max_batch)
+        if compile:  # one length (the mask does the rest): fewer shapes for Inductor to build
+            length_bucket = max_len
+        self.len_buckets = sorted({min(max_len, b) for b in range(length_bucket, max_len + length_bucket,
+                                                                   length_bucket)})
+        # torch.compile fuses the step's ~400 small kernels (LayerNorm, bias, GELU, residual,
+        # sampling) into far fewer; the CUDA graphs are still captured here, per bucket.
+        self._step_fn = (torch.compile(self._step_body, dynamic=False, fullgraph=False)
+                         if compile else self._step_body)
+        self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self._pool: Any = None
+        self._stream = torch.cuda.Stream(self.device) if on_cuda else None
+        self._slots: list[_Slot | None] = [None] * max_batch
+        self._pending: queue.Queue[_Job] = queue.Queue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.steps = 0
+        self.step_rows = 0
+
+    # -- public API ------------------------------------------------------------------------------
+
+    def start(self) -> "BatchedT3Decoder":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="t3-decoder", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def prompt_embeds(self, t3_cond: Any, text_tokens: Tensor) -> Tensor:
+        """[T, C] prefill embeddings, built by upstream's own ``prepare_input_embeds`` on a
+        copy of the conditionals (upstream caches an embedding inside the object it is given)."""
+        t3 = self.t3
+        cond = dataclasses.replace(t3_cond)
+        if text_tokens.dim() == 1:
+            text_tokens = text_tokens[None]
+        text_tokens = text_tokens.to(t3.speech_head.weight.device)
+        start = torch.full_like(text_tokens[:, :1], START_SPEECH_TOKEN)
+        with torch.inference_mode():
+            embeds, _ = t3.prepare_input_embeds(t3_cond=cond, text_tokens=text_tokens, speech_tokens=start,
+                                                cfg_weight=0.0)
+        if embeds.is_cuda:  # made on the caller's stream; the decoder thread reads it on its own
+            torch.cuda.current_stream(embeds.device).synchronize()
+        return embeds[0]
+
+    def submit(self, t3_cond: Any, text_tokens: Tensor, params: SamplingParams | None = None,
+               max_new_tokens: int = 1000, cancel: threading.Event | None = None) -> TokenStream:
+        """Queue one request; returns its stream at once. ``max_new_tokens`` counts every
+        sampled token (upstream's ``max_gen_len=N`` makes at most N + 1)."""
+        embeds = self.prompt_embeds(t3_cond, text_tokens)
+        return self.submit_embeds(embeds, params, max_new_tokens, cancel)
+
+    def submit_embeds(self, embeds: Tensor, params: SamplingParams | None = None, max_new_tokens: int = 1000,
+                      cancel: threading.Event | None = None) -> TokenStream:
+        room = self.max_len - embeds.shape[0]
+        if room < 1:
+            raise ValueError(f"prompt of {embeds.shape[0]} positions leaves no room in max_len {self.max_len}")
+        stream = TokenStream(max(1, min(max_new_tokens, room)), cancel)
+        self._pending.put(_Job(embeds.detach(), params or SamplingParams(), stream))
+        self._wake.set()
+        if self._thread is None:
+            raise RuntimeError("decoder not started")
+        return stream
+
+    def warmup(self) -> float:
+        """Capture every (batch, length) graph now rather than on first use; returns seconds."""
+        t0 = time.perf_counter()
+        if self.cuda_graphs:
+            with torch.cuda.stream(self._stream):
+                for b in self.batch_buckets:
+                    for n in self.len_buckets:
+                        self._graph(b, n)
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - t0
+
+    # -- scheduler -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        ctx = torch.cuda.stream(self._stream) if self._stream is not None else _nullctx()
+        with ctx, torch.inference_mode():
+            while not self._stop.is_set():
+                try:
+                    self._admit()
+                    if not any(self._slots):
+                        self._wake.wait(0.05)
+                        self._wake.clear()
+                        continue
+                    self._step()
+                except Exception as exc:  # fail every active request, keep serving
+                    log.exception("t3 decoder step failed")
+                    for i, s in enumerate(self._slots):
+                        if s is not None:
+                            s.job.stream._finish(exc)
+                            self._slots[i] = None
+
+    def _admit(self) -> None:
+        while True:
+            free = [i for i, s in enumerate(self._slots) if s is None]
+            if not free:
+                return
+            try:
+                job = self._pending.get_nowait()
+            except queue.Empty:
+                return
+            if job.stream.cancelled():
+                job.stream._finish(DecodeCancelled())
+                continue
+            slot = free[0]
+            try:
+                first = self._prefill(slot, job)
+            except Exception as exc:
+                job.stream._finish(exc)
+                continue
+            job.stream._push(first)
+            if job.stream.max_new_tokens <= 1:
+                job.stream._finish()
+                continue
+            self._slots[slot] = _Slot(job, count=1)
+
+    def _prefill(self, slot: int, job: _Job) -> int:
+        m, st = self.model, self.sampling
+        embeds = job.embeds.to(self.device)
+        T = embeds.shape[0]
+        hidden = m.prefill(slot, embeds)
+        logits = m.logits(hidden)
+        st.set_slot(slot, job.params)
+        st.history[slot, START_SPEECH_TOKEN] = True  # upstream: the first draw sees the start token
+        rows = torch.tensor([slot], device=self.device)
+        first = sample(logits, st, rows)
+        st.history[slot] = False  # afterwards, the history is the generated tokens only
+        st.history[slot, first] = True
+        self.tokens_buf[slot] = first[0]
+        self.pos_buf[slot] = T
+        return int(first[0])
+
+    def _step(self) -> None:
+        active = [i for i, s in enumerate(self._slots) if s is not None]
+        top = active[-1] + 1
+        B = next(b for b in self.batch_buckets if b >= top)
+        longest = max(int(self._slot_pos(i)) for i in active) + 1
+        L = next(n for n in self.len_buckets if n >= longest)
+        if self.cuda_graphs:
+            self._graph(B, L).replay()
+        else:
+            self._step_eager(B, L)
+        toks = self.next_buf[:B].tolist()
+        self.steps += 1
+        self.step_rows += len(active)
+        for i in active:
+            s = self._slots[i]
+            assert s is not None
+            stream = s.job.stream
+            if stream.cancelled():
+                stream._finish(DecodeCancelled())
+                self._slots[i] = None
+                continue
+            tok = toks[i]
+            if tok == STOP_SPEECH_TOKEN:
+                stream._finish()
+                self._slots[i] = None
+                continue
+            stream._push(tok)
+            s.count += 1
+            if s.count >= stream.max_new_tokens:
+                stream._finish()
+                self._slots[i] = None
+
+    def _slot_pos(self, i: int) -> int:
+        # host mirror of pos_buf: prompt length + tokens fed so far
+        s = self._slots[i]
+        assert s is not None
+        return s.job.embeds.shape[0] + s.count - 1
+
+    def _step_body(self, tokens: Tensor, pos: Tensor, L: int) -> tuple[Tensor, Tensor]:
+        m = self.model
+        hidden = m.decode(tokens, pos, L)
+        logits = m.logits(hidden)
+        rows = torch.arange(tokens.shape[0], device=tokens.device)
+        nxt = sample(logits, self.sampling, rows)
+        return nxt, (pos + 1).clamp(max=self.max_len - 1)
+
+    def _step_eager(self, B: int, L: int) -> None:
+        nxt, new_pos = self._step_fn(self.tokens_buf[:B], self.pos_buf[:B], L)
+        self.next_buf[:B] = nxt
+        self.tokens_buf[:B] = nxt
+        self.pos_buf[:B] = new_pos
+
+    def _graph(self, B: int, L: int) -> torch.cuda.CUDAGraph:
+        g = self._graphs.get((B, L))
+        if g is not None:
+            return g
+        # Warm up on this stream (lazy inits, autotuning), then capture. The step writes only
+        # into slots < B, whose state the next admission resets anyway.
+        saved = (self.tokens_buf.clone(), self.pos_buf.clone(), self.sampling.step.clone(),
+                 self.sampling.history.clone())
+        self._step_eager(B, L)
+        torch.cuda.current_stream(self.device).synchronize()
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, pool=self._pool, stream=torch.cuda.current_stream(self.device),
+                              capture_error_mode="thread_local"):
+            self._step_eager(B, L)
+        self.tokens_buf.copy_(saved[0])
+        self.pos_buf.copy_(saved[1])
+        self.sampling.step.copy_(saved[2])
+        self.sampling.history.copy_(saved[3])
+        self._graphs[(B, L)] = g
+        return g
+
+
+class _nullctx:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: Any) -> None:
+        return None

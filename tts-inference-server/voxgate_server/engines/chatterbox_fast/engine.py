@@ -1,0 +1,121 @@
+"""The chatterbox-turbo engine on the fast path: batched decoding and streaming below the sentence.
+
+Same engine as ``chatterbox_turbo`` (voices, options, limits, catalogue) with the per-chunk
+generate-then-vocode loop replaced by ``FastTurbo``: requests share one continuously batched
+T3 decode loop (so the server may run ``max_batch`` of them at once) and audio leaves in pieces
+of a few dozen speech tokens while the rest is still being generated.
+
+Settings (``VOXGATE_CHATTERBOX_*``): ``FAST`` (auto: on with CUDA, off on CPU; on; off),
+``MAX_BATCH`` (16), ``MAX_LEN`` (1536 positions: prompt + generated tokens a request may use),
+``S3GEN_BATCH`` (16 vocoder pieces at once), ``S3GEN_TF32`` (false; true: TF32 matmuls, process-wide),
+``FIRST_CHUNK_TOKENS`` (12), ``MAX_CHUNK_TOKENS`` (200), ``WATERMARK_FIRST_CHUNK`` (false).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from voxgate_server.engines.base import AudioChunk, Cancelled, EngineError, SynthesisRequest
+from voxgate_server.engines.chatterbox_turbo.engine import SAMPLE_RATE, ChatterboxTurboEngine
+from voxgate_server.engines.chatterbox_turbo.tokens import TOKENS_PER_SECOND
+from voxgate_server.settings import Settings
+
+log = logging.getLogger("voxgate.engine.chatterbox.fast")
+
+
+class FastSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOXGATE_CHATTERBOX_", extra="ignore")
+
+    fast: Literal["auto", "on", "off"] = "auto"
+    max_batch: int = Field(16, ge=1, le=256)
+    max_len: int = Field(1536, ge=512, le=8192)
+    first_chunk_tokens: int = Field(12, ge=4, le=400)
+    max_chunk_tokens: int = Field(200, ge=8, le=1000)
+    s3gen_batch: int = Field(16, ge=1, le=64)
+    s3gen_tf32: bool = False
+    watermark_first_chunk: bool = False
+
+
+class FastChatterboxTurboEngine(ChatterboxTurboEngine):
+    """``chatterbox-turbo`` with ``FastTurbo`` underneath when it is enabled."""
+
+    def __init__(self, settings: Settings, engine_settings: Any = None, fast: FastSettings | None = None) -> None:
+        super().__init__(settings, engine_settings)
+        self.fast_settings = fast or FastSettings()
+        self.fast: Any = None
+
+    def load(self) -> None:
+        super().load()
+        mode = self.fast_settings.fast
+        if mode == "off" or (mode == "auto" and self.device != "cuda"):
+            return
+        from voxgate_server.engines.chatterbox_fast.pipeline import FastTurbo
+
+        fs = self.fast_settings
+        try:
+            self.fast = FastTurbo(self.model, max_batch=fs.max_batch, max_len=fs.max_len,
+                                  watermark=self.settings.watermark, first_chunk=fs.first_chunk_tokens,
+                                  max_chunk=fs.max_chunk_tokens, watermark_first_chunk=fs.watermark_first_chunk,
+                                  s3gen_batch=fs.s3gen_batch, tf32=fs.s3gen_tf32,
+                                  release_upstream_t3=True).start()
+            seconds = self.fast.warmup(max_new_tokens=24 if self.device == "cuda" else 4)
+        except Exception as exc:  # noqa: BLE001 - reported as a failed load
+            raise EngineError(f"chatterbox fast path failed to start: {exc}") from exc
+        log.info("chatterbox fast path on %s: batch %d, %d positions, warm-up %.1f s", self.device,
+                 fs.max_batch, fs.max_len, seconds)
+
+    def close(self) -> None:
+        if self.fast is not None:
+            self.fast.close()
+            self.fast = None
+        super().close()
+
+    def max_concurrency(self) -> int | None:
+        return self.fast_settings.max_batch if self.fast is not None else super().max_concurrency()
+
+    def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
+        if self.fast is None:
+            yield from super().synthesize(request)
+            return
+        from voxgate_server.engines.chatterbox_fast.decoder import DecodeCancelled
+        from voxgate_server.engines.chatterbox_fast.sampling import SamplingParams
+
+        options = request.options
+        conds = self.conditionals_for(request.voice or self.settings.default_voice)
+        seed = options.get("seed")
+        base_seed = int(seed) if seed is not None else secrets.randbits(63)
+        budget_s = float(options.get("max_duration_s", self.settings.max_duration_s))
+        budget = max(1, int(budget_s * TOKENS_PER_SECOND))
+        chunk_cap = max(1, int(self.settings.chunk_max_duration_s * TOKENS_PER_SECOND))
+        s = self.settings
+        for index, text in enumerate(request.chunks):
+            if not text.strip():
+                continue
+            if budget <= 0:
+                log.info("max_duration_s reached: %d text chunk(s) not spoken", len(request.chunks) - index)
+                return
+            if request.cancel.is_set():
+                raise Cancelled()
+            params = SamplingParams(
+                temperature=float(options.get("temperature", s.temperature)),
+                top_k=int(options.get("top_k", s.top_k)),
+                top_p=float(options.get("top_p", s.top_p)),
+                repetition_penalty=float(options.get("repetition_penalty", s.repetition_penalty)),
+                seed=(base_seed + index) % (2**63),
+            )
+            samples_out = 0
+            try:
+                for piece in self.fast.stream(text, conds, params, min(budget, chunk_cap), request.cancel):
+                    samples_out += piece.size
+                    yield AudioChunk(samples=piece, sample_rate=SAMPLE_RATE, segment_end=False)
+            except DecodeCancelled:
+                raise Cancelled() from None
+            budget -= max(1, samples_out // (SAMPLE_RATE // TOKENS_PER_SECOND))
+            yield AudioChunk(samples=np.zeros(0, dtype=np.float32), sample_rate=SAMPLE_RATE, segment_end=True)

@@ -1,0 +1,155 @@
+"""Turbo's GPT-2-medium backbone re-stated over a static, batched KV cache.
+
+Upstream's ``T3.inference_turbo`` runs Hugging Face's ``GPT2Model`` with a growing cache: every
+step allocates, and ~400 small kernels are launched one by one from Python, so one token costs
+~9.5 ms on an H200 while the arithmetic needs well under one. Here the same weights (read from
+the loaded upstream module, never copied from disk again) drive a hand-written forward whose
+decode step has fixed shapes: ``[batch bucket, 1]`` queries against a ``[max_batch, heads,
+max_len, head_dim]`` cache cut to a length bucket, so it can be captured once per
+(batch, length) bucket as a CUDA graph and replayed. The maths is GPT-2's exactly (pre-LN,
+``gelu_new``, scale 1/sqrt(head_dim), learned absolute positions); in float32 it reproduces
+upstream's logits to rounding, which the CPU test checks token by token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class _Layer:
+    ln1_w: Tensor
+    ln1_b: Tensor
+    attn_w: Tensor  # [C, 3C] (GPT-2 Conv1D layout: y = x @ W + b)
+    attn_b: Tensor
+    proj_w: Tensor
+    proj_b: Tensor
+    ln2_w: Tensor
+    ln2_b: Tensor
+    fc_w: Tensor
+    fc_b: Tensor
+    fc2_w: Tensor
+    fc2_b: Tensor
+
+
+class StaticGPT2:
+    """Weights of one upstream T3 in ``dtype`` on ``device`` plus a static KV cache."""
+
+    def __init__(self, t3: torch.nn.Module, *, device: torch.device, dtype: torch.dtype,
+                 max_batch: int, max_len: int) -> None:
+        tf = t3.tfmr
+        cfg = t3.cfg
+        self.device = device
+        self.dtype = dtype
+        self.n_layer = cfg.n_layer
+        self.n_head = cfg.n_head
+        self.dim = cfg.hidden_size
+        self.head_dim = self.dim // self.n_head
+        self.eps = cfg.layer_norm_epsilon
+        if getattr(cfg, "activation_function", "gelu_new") != "gelu_new":
+            raise ValueError(f"unsupported activation {cfg.activation_function}")
+        self.max_batch = max_batch
+        self.max_len = max_len
+        if max_len > cfg.n_positions:
+            raise ValueError(f"max_len {max_len} > the model's {cfg.n_positions} positions")
+
+        def w(t: Tensor) -> Tensor:
+            return t.detach().to(device=device, dtype=dtype).contiguous()
+
+        self.layers = [
+            _Layer(w(b.ln_1.weight), w(b.ln_1.bias), w(b.attn.c_attn.weight), w(b.attn.c_attn.bias),
+                   w(b.attn.c_proj.weight), w(b.attn.c_proj.bias), w(b.ln_2.weight), w(b.ln_2.bias),
+                   w(b.mlp.c_fc.weight), w(b.mlp.c_fc.bias), w(b.mlp.c_proj.weight), w(b.mlp.c_proj.bias))
+            for b in tf.h
+        ]
+        self.wpe = w(tf.wpe.weight[:max_len])
+        self.lnf_w, self.lnf_b = w(tf.ln_f.weight), w(tf.ln_f.bias)
+        self.speech_emb = w(t3.speech_emb.weight)
+        self.head_w = w(t3.speech_head.weight)  # [V, C]
+        self.head_b = w(t3.speech_head.bias) if t3.speech_head.bias is not None else None
+        # keys and values side by side, so one indexed write stores both each step
+        shape = (self.n_layer, max_batch, 2, self.n_head, max_len, self.head_dim)
+        self.kv_cache = torch.zeros(shape, device=device, dtype=dtype)
+        self.fused_gelu = dtype != torch.float32 and device.type == "cuda" and self._fused_gelu_ok()
+
+    def _fused_gelu_ok(self) -> bool:
+        """cuBLASLt's bias+GELU(tanh) epilogue saves one kernel per layer; use it only if it
+        computes what ``gelu_new`` does (float32 keeps the plain ops: exactness vs upstream)."""
+        try:
+            layer = self.layers[0]
+            x = torch.randn(4, self.dim, device=self.device, dtype=self.dtype)
+            ref = F.gelu(torch.addmm(layer.fc_b, x, layer.fc_w).float(), approximate="tanh")
+            out = torch._addmm_activation(layer.fc_b, x, layer.fc_w, use_gelu=True).float()
+            return bool(((out - ref).norm() / ref.norm()) < 2e-2)
+        except Exception:  # noqa: BLE001 - older torch or no cuBLASLt: plain ops
+            return False
+
+    # -- pieces --------------------------------------------------------------------------------
+
+    def _ln(self, x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        return F.layer_norm(x, (self.dim,), w, b, self.eps)
+
+    def _mlp(self, x: Tensor, layer: _Layer) -> Tensor:
+        if self.fused_gelu:
+            h = torch._addmm_activation(layer.fc_b, x.reshape(-1, self.dim), layer.fc_w, use_gelu=True)
+        else:
+            h = F.gelu(torch.addmm(layer.fc_b, x.reshape(-1, self.dim), layer.fc_w), approximate="tanh")
+        return torch.addmm(layer.fc2_b, h, layer.fc2_w).view(x.shape)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Final LayerNorm + speech head, in float32 for sampling. ``hidden``: [B, C]."""
+        h = self._ln(hidden, self.lnf_w, self.lnf_b)
+        out = F.linear(h, self.head_w, self.head_b)
+        return out.float()
+
+    # -- prefill (one request, eager, variable length) -------------------------------------------
+
+    def prefill(self, slot: int, embeds: Tensor) -> Tensor:
+        """Run the conditioning+text+start embeddings ``[T, C]`` for one slot; fill its cache
+        rows ``0..T-1``; return the last position's hidden state ``[1, C]``."""
+        T = embeds.shape[0]
+        if T >= self.max_len:
+            raise ValueError(f"prompt of {T} positions does not fit max_len {self.max_len}")
+        H, D = self.n_head, self.head_dim
+        x = embeds.to(self.dtype) + self.wpe[:T]
+        for i, layer in enumerate(self.layers):
+            h = self._ln(x, layer.ln1_w, layer.ln1_b)
+            qkv = torch.addmm(layer.attn_b, h, layer.attn_w)  # [T, 3C]
+            q, k, v = qkv.view(T, 3, H, D).permute(1, 2, 0, 3)  # each [H, T, D]
+            self.kv_cache[i, slot, 0, :, :T] = k
+            self.kv_cache[i, slot, 1, :, :T] = v
+            a = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0]
+            a = a.permute(1, 0, 2).reshape(T, self.dim)
+            x = x + torch.addmm(layer.proj_b, a, layer.proj_w)
+            x = x + self._mlp(self._ln(x, layer.ln2_w, layer.ln2_b), layer)
+        return x[-1:]
+
+    # -- one decode step for slots 0..B-1 (static shapes: graph-capturable) ---------------------
+
+    def decode(self, tokens: Tensor, pos: Tensor, length: int) -> Tensor:
+        """Embed ``tokens`` [B] at positions ``pos`` [B], attend over cache[:length]; returns
+        hidden [B, C]. Writes this step's keys/values at ``pos``."""
+        B = tokens.shape[0]
+        H, D = self.n_head, self.head_dim
+        x = F.embedding(tokens, self.speech_emb) + F.embedding(pos, self.wpe)  # [B, C]
+        rows = torch.arange(B, device=tokens.device)
+        # key j is visible to row b iff j <= pos[b]; one additive mask for all layers
+        visible = torch.arange(length, device=tokens.device)[None, :] <= pos[:, None]
+        mask = torch.zeros(B, 1, 1, length, device=tokens.device, dtype=self.dtype)
+        mask = mask.masked_fill(~visible[:, None, None, :], float("-inf"))
+        for i, layer in enumerate(self.layers):
+            h = self._ln(x, layer.ln1_w, layer.ln1_b)
+            qkv = torch.addmm(layer.attn_b, h, layer.attn_w).view(B, 3, H, D)
+            kv = self.kv_cache[i]
+            kv[rows, :, :, pos] = qkv[:, 1:]  # [B, 2, H, D]
+            a = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[:B, 0, :, :length], kv[:B, 1, :, :length],
+                                               attn_mask=mask)
+            a = a.reshape(B, self.dim)
+            x = x + torch.addmm(layer.proj_b, a, layer.proj_w)
+            x = x + self._mlp(self._ln(x, layer.ln2_w, layer.ln2_b), layer)
+        return x
+

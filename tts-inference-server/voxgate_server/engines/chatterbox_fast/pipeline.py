@@ -1,0 +1,103 @@
+"""``FastTurbo``: text -> streamed audio on a loaded upstream ``ChatterboxTurboTTS``.
+
+Glue between the pieces: upstream's tokenizer and ``punc_norm``, the continuous-batching T3
+decoder, and the streaming vocoder (weights shared with the upstream modules).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from voxgate_server.engines.chatterbox_fast.decoder import BatchedT3Decoder, TokenStream
+from voxgate_server.engines.chatterbox_fast.sampling import SamplingParams
+from voxgate_server.engines.chatterbox_fast.vocoder import StreamingVocoder
+
+
+class FastTurbo:
+    """Streaming, batching Turbo on top of upstream's loaded modules (weights shared)."""
+
+    def __init__(self, model: Any, *, max_batch: int = 16, max_len: int = 1536,
+                 dtype: torch.dtype | None = None, cuda_graphs: bool | None = None, watermark: bool = True,
+                 first_chunk: int = 12, max_chunk: int = 200, watermark_first_chunk: bool = False,
+                 s3gen_batch: int = 16, tf32: bool = False,
+                 release_upstream_t3: bool = False) -> None:
+        self.model = model
+        if tf32 and torch.cuda.is_available():
+            # S3Gen's flow is compute-bound in float32 once pieces are batched (measured: 205 ms
+            # of kernels for 16 pieces on an H200); TF32 matmuls are what its convolutions
+            # already use by default (cudnn.allow_tf32). Process-wide; T3 here runs in bf16.
+            # Off by default: one bench run with it on showed no gain beyond run-to-run noise.
+            torch.backends.cuda.matmul.allow_tf32 = True
+        self.decoder = BatchedT3Decoder(model.t3, max_batch=max_batch, max_len=max_len, dtype=dtype,
+                                        cuda_graphs=cuda_graphs)
+        if release_upstream_t3:
+            # The decoder holds its own copy of the transformer; upstream's (fp32 on the GPU)
+            # is only needed by upstream's own generate(). The embeddings stay (prefill input).
+            model.t3.tfmr = None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        self.vocoder = StreamingVocoder(model.s3gen, watermarker=self._watermarker(model) if watermark else None,
+                                        first_chunk=first_chunk, max_chunk=max_chunk,
+                                        watermark_first_chunk=watermark_first_chunk, s3gen_batch=s3gen_batch)
+        self.sample_rate = model.sr
+
+    @staticmethod
+    def _watermarker(model: Any) -> Any:
+        """Upstream's Perth watermarker, with its network on the GPU when there is one (upstream
+        leaves it on the CPU, where 16 streams' chunks would queue for it)."""
+        wm = model.watermarker
+        net = getattr(wm, "perth_net", None)
+        dev = model.s3gen.device
+        if net is None or dev.type != "cuda":
+            return wm
+        import copy
+
+        gpu = copy.copy(wm)
+        gpu.perth_net = copy.deepcopy(net).to(dev)
+        return gpu
+
+    def start(self) -> "FastTurbo":
+        self.decoder.start()
+        return self
+
+    def warmup(self, text: str = "Warm up the decoder and the vocoder.", max_new_tokens: int = 60) -> float:
+        """Capture the decoder's graphs and run one short request through every stage."""
+        import time
+
+        t0 = time.perf_counter()
+        self.decoder.warmup()
+        for _ in self.stream(text, max_new_tokens=max_new_tokens):
+            pass
+        return time.perf_counter() - t0
+
+    def s3gen_stats(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.vocoder.stats.items()}
+
+    def close(self) -> None:
+        self.decoder.close()
+        self.vocoder.close()
+
+    def text_tokens(self, text: str) -> torch.Tensor:
+        from chatterbox.tts_turbo import punc_norm
+
+        ids = self.model.tokenizer(punc_norm(text), return_tensors="pt", truncation=True).input_ids
+        return ids
+
+    def tokens(self, text: str, conds: Any = None, params: SamplingParams | None = None,
+               max_new_tokens: int = 1000, cancel: threading.Event | None = None) -> TokenStream:
+        conds = conds if conds is not None else self.model.conds
+        return self.decoder.submit(conds.t3, self.text_tokens(text), params, max_new_tokens, cancel)
+
+    def stream(self, text: str, conds: Any = None, params: SamplingParams | None = None,
+               max_new_tokens: int = 1000, cancel: threading.Event | None = None) -> Iterator[np.ndarray]:
+        conds = conds if conds is not None else self.model.conds
+        ts = self.tokens(text, conds, params, max_new_tokens, cancel)
+        try:
+            yield from self.vocoder.stream(ts, conds.gen)
+        finally:
+            ts.cancel()

@@ -1,0 +1,184 @@
+"""``StreamingVocoder``: speech tokens -> audio in chunks while T3 is still generating.
+
+Upstream runs S3Gen once on the finished token list. Here S3Gen's two stages run per chunk:
+- flow (tokens -> mel) on ``context`` already-voiced tokens + the new ones, ``finalize=False``
+  until the end (S3Gen then withholds the mel of its 3 look-ahead tokens, as designed for
+  streaming), keeping only the new tokens' frames;
+- HiFT (mel -> wave) on the new frames plus ``vocoder_context`` frames before them, with the
+  excitation signal of the overlap carried over (``cache_source``, HiFT's own mechanism against
+  phase jumps), and a short raised-cosine crossfade over the last ``crossfade`` samples.
+Chunk sizes grow (first ``first_chunk`` tokens, then x``growth`` up to ``max_chunk``), so the first
+audio leaves after a dozen or so tokens while long clips cost few S3Gen calls. The clip ends with
+upstream's three silence tokens; the first 40 ms get upstream's fade-in.
+
+Watermarking (Perth, CPU) runs on a worker pool, chunk by chunk in order, overlapping the GPU;
+the first chunk is not held back for it unless ``watermark_first_chunk`` is set.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker
+
+SPEECH_VOCAB = 6561
+S3GEN_SIL = 4299
+LOOKAHEAD = 3  # S3Gen flow's pre_lookahead_len (tokens)
+MEL_PER_TOKEN = 2
+SAMPLES_PER_MEL = 480  # 24 kHz / 50 Hz
+SAMPLES_PER_TOKEN = MEL_PER_TOKEN * SAMPLES_PER_MEL
+
+
+def chunk_schedule(first: int, growth: float, largest: int) -> Iterator[int]:
+    size = float(first)
+    while True:
+        yield max(1, int(size))
+        size = min(float(largest), size * growth)
+
+
+class StreamingVocoder:
+    def __init__(self, s3gen: torch.nn.Module, *, watermarker: Any | None = None, first_chunk: int = 12,
+                 growth: float = 3.0, max_chunk: int = 200, context: int = 24, vocoder_context: int = 12,
+                 crossfade: int = 960, watermark_first_chunk: bool = False,
+                 watermark_workers: int = 8, n_cfm_timesteps: int = 2, s3gen_batch: int = 16,
+                 s3gen_threads: int = 1) -> None:
+        self.s3gen = s3gen
+        self.watermarker = watermarker
+        self.first_chunk = first_chunk
+        self.growth = growth
+        self.max_chunk = max_chunk
+        self.context = context
+        self.vocoder_context = vocoder_context
+        self.crossfade = crossfade
+        self.watermark_first_chunk = watermark_first_chunk
+        self.n_cfm_timesteps = n_cfm_timesteps
+        self.sample_rate = 24000
+        self.worker = S3GenWorker(s3gen, n_cfm_timesteps=n_cfm_timesteps, max_batch=s3gen_batch,
+                                  threads=s3gen_threads)
+        self._pool = cf.ThreadPoolExecutor(watermark_workers, thread_name_prefix="watermark") if watermarker else None
+        t = torch.linspace(0, np.pi, crossfade)
+        self._fade_in = ((1 - torch.cos(t)) / 2).numpy().astype(np.float32)
+        self._fade_out = 1.0 - self._fade_in
+        n_trim = self.sample_rate // 50
+        trim = np.zeros(2 * n_trim, dtype=np.float32)
+        trim[n_trim:] = (np.cos(np.linspace(np.pi, 0, n_trim)) + 1) / 2
+        self._trim_fade = trim
+
+    @property
+    def stats(self) -> dict[str, float]:
+        return self.worker.stats
+
+    def close(self) -> None:
+        self.worker.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    # -- S3Gen stages: queued to the shared worker, which batches them across requests ------------
+
+    def _flow(self, tokens: list[int], ref: dict, finalize: bool) -> torch.Tensor:
+        """Mel [80, frames] of ``tokens``, without the look-ahead tokens' frames unless final.
+
+        In chatterbox-tts 0.1.7 the flow's own ``finalize=False`` fails (it trims the encoder
+        output but not its mask, and sizes meanflow's noise for every token), so the flow runs
+        finalized and the look-ahead frames are dropped here; the next chunk redoes them with
+        their right context."""
+        mel = self.worker.flow(tokens, ref).result()
+        if not finalize:
+            mel = mel[:, : mel.shape[1] - LOOKAHEAD * MEL_PER_TOKEN]
+        return mel
+
+    def _hift(self, mel: torch.Tensor, cache_source: torch.Tensor | None) -> tuple[np.ndarray, torch.Tensor]:
+        if mel.is_cuda:  # made on this thread's stream; the worker reads it on its own
+            torch.cuda.current_stream(mel.device).synchronize()
+        return self.worker.hift(mel, cache_source).result()
+
+    def _watermark(self, samples: np.ndarray) -> np.ndarray:
+        assert self.watermarker is not None
+        out = self.watermarker.apply_watermark(samples, sample_rate=self.sample_rate)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    # -- streaming ---------------------------------------------------------------------------------
+
+    def stream(self, token_batches: Iterable[list[int]], ref_dict: dict) -> Iterator[np.ndarray]:
+        """Yield float32 24 kHz chunks for the tokens ``token_batches`` delivers (lists of ints,
+        any sizes; start/stop tokens are dropped as upstream does)."""
+        pending: list[cf.Future[np.ndarray] | np.ndarray] = []
+        first = True
+        for chunk in self._chunks(token_batches, ref_dict):
+            if self._pool is None or (first and not self.watermark_first_chunk):
+                pending.append(chunk)
+            else:
+                pending.append(self._pool.submit(self._watermark, chunk))
+            first = False
+            # hand over everything that is ready, in order, without waiting on the pool
+            while pending and (isinstance(pending[0], np.ndarray) or pending[0].done()):
+                head = pending.pop(0)
+                yield head if isinstance(head, np.ndarray) else head.result()
+        for head in pending:
+            yield head if isinstance(head, np.ndarray) else head.result()
+
+    def _chunks(self, token_batches: Iterable[list[int]], ref: dict) -> Iterator[np.ndarray]:
+        tokens: list[int] = []
+        voiced = 0  # tokens whose mel has been produced
+        mel_hist: torch.Tensor | None = None  # all mel frames so far [80, 2*voiced]
+        src_hist: torch.Tensor | None = None  # excitation of the last HiFT call
+        src_start = 0  # absolute sample where src_hist starts
+        emitted = 0  # absolute samples handed out
+        tail: np.ndarray | None = None  # held-back samples [emitted, emitted + crossfade)
+        sizes = chunk_schedule(self.first_chunk, self.growth, self.max_chunk)
+        need = next(sizes)
+
+        def run(final: bool) -> np.ndarray | None:
+            nonlocal voiced, mel_hist, src_hist, src_start, emitted, tail
+            ctx0 = max(0, voiced - self.context)
+            mel = self._flow(tokens[ctx0:], ref, finalize=final)
+            new = mel[:, (voiced - ctx0) * MEL_PER_TOKEN:]
+            if new.shape[1] == 0:
+                return None
+            mel_hist = new if mel_hist is None else torch.cat([mel_hist, new], dim=1)
+            voiced = mel_hist.shape[1] // MEL_PER_TOKEN
+            end_frame = mel_hist.shape[1]
+            # vocode from a few frames before the first sample not yet final
+            start_frame = max(0, emitted // SAMPLES_PER_MEL - self.vocoder_context)
+            cache = None
+            if src_hist is not None:
+                a = start_frame * SAMPLES_PER_MEL - src_start
+                cache = src_hist[a:] if a >= 0 else None
+            audio, src = self._hift(mel_hist[:, start_frame:end_frame], cache)
+            src_hist, src_start = src, start_frame * SAMPLES_PER_MEL
+            base = start_frame * SAMPLES_PER_MEL
+            if base == 0:
+                audio[: len(self._trim_fade)] *= self._trim_fade[: len(audio)]
+            seg = audio[emitted - base:]  # starts at sample `emitted`
+            if tail is not None:
+                n = min(len(tail), len(seg))
+                seg = seg.copy()
+                seg[:n] = tail[:n] * self._fade_out[:n] + seg[:n] * self._fade_in[:n]
+            if final:
+                tail = None
+                out = seg
+            else:
+                keep = min(self.crossfade, len(seg))
+                tail = seg[len(seg) - keep:].copy()
+                out = seg[: len(seg) - keep]
+            emitted += len(out)
+            return out
+
+        for batch in token_batches:
+            tokens.extend(t for t in batch if t < SPEECH_VOCAB)
+            while len(tokens) - voiced >= need + LOOKAHEAD:
+                out = run(final=False)
+                need = next(sizes)
+                if out is not None and out.size:
+                    yield out
+        tokens.extend([S3GEN_SIL] * 3)
+        out = run(final=True)
+        if out is not None and out.size:
+            yield out
+        elif tail is not None and tail.size:
+            yield tail
