@@ -18,13 +18,14 @@ so fewer calls is most of the S3Gen cost. With ``lead_s=None`` the growth schedu
 end. The clip ends with upstream's three silence tokens; the first 40 ms get
 upstream's fade-in.
 
-Watermarking (Perth, CPU) runs on a worker pool, chunk by chunk in order, overlapping the GPU;
-the first chunk is not held back for it unless ``watermark_first_chunk`` is set.
+Watermarking (Perth) runs on each chunk as soon as it is voiced, before it is handed out; the
+first chunk is not held back for it unless ``watermark_first_chunk`` is set. (It used to run on a
+pool and a chunk was released only once the next one was voiced; with paced chunks the next one
+can come seconds later, so a finished chunk waited for it.)
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -53,7 +54,7 @@ class StreamingVocoder:
     def __init__(self, s3gen: torch.nn.Module, *, watermarker: Any | None = None, first_chunk: int = 12,
                  growth: float = 3.0, max_chunk: int = 256, context: int = 24, vocoder_context: int = 12,
                  crossfade: int = 960, watermark_first_chunk: bool = False,
-                 watermark_workers: int = 8, n_cfm_timesteps: int = 2, s3gen_batch: int = 16,
+                 n_cfm_timesteps: int = 2, s3gen_batch: int = 16,
                  s3gen_threads: int = 1, lead_s: float | None = 0.35, buffer_s: float = 1.5) -> None:
         self.s3gen = s3gen
         self.lead_s = lead_s
@@ -70,7 +71,6 @@ class StreamingVocoder:
         self.sample_rate = 24000
         self.worker = S3GenWorker(s3gen, n_cfm_timesteps=n_cfm_timesteps, max_batch=s3gen_batch,
                                   threads=s3gen_threads)
-        self._pool = cf.ThreadPoolExecutor(watermark_workers, thread_name_prefix="watermark") if watermarker else None
         t = torch.linspace(0, np.pi, crossfade)
         self._fade_in = ((1 - torch.cos(t)) / 2).numpy().astype(np.float32)
         self._fade_out = 1.0 - self._fade_in
@@ -85,8 +85,6 @@ class StreamingVocoder:
 
     def close(self) -> None:
         self.worker.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
 
     # -- S3Gen stages: queued to the shared worker, which batches them across requests ------------
 
@@ -117,20 +115,12 @@ class StreamingVocoder:
     def stream(self, token_batches: Iterable[list[int]], ref_dict: dict) -> Iterator[np.ndarray]:
         """Yield float32 24 kHz chunks for the tokens ``token_batches`` delivers (lists of ints,
         any sizes; start/stop tokens are dropped as upstream does)."""
-        pending: list[cf.Future[np.ndarray] | np.ndarray] = []
         first = True
         for chunk in self._chunks(token_batches, ref_dict):
-            if self._pool is None or (first and not self.watermark_first_chunk):
-                pending.append(chunk)
-            else:
-                pending.append(self._pool.submit(self._watermark, chunk))
+            if self.watermarker is not None and (not first or self.watermark_first_chunk):
+                chunk = self._watermark(chunk)
             first = False
-            # hand over everything that is ready, in order, without waiting on the pool
-            while pending and (isinstance(pending[0], np.ndarray) or pending[0].done()):
-                head = pending.pop(0)
-                yield head if isinstance(head, np.ndarray) else head.result()
-        for head in pending:
-            yield head if isinstance(head, np.ndarray) else head.result()
+            yield chunk
 
     def _chunks(self, token_batches: Iterable[list[int]], ref: dict) -> Iterator[np.ndarray]:
         tokens: list[int] = []
