@@ -205,12 +205,20 @@ def phase_fast(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         first = None
         samples = 0
+        chunks = 0
+        play_end = 0.0  # when a real-time player started at the first chunk runs out of audio
+        stall = 0.0  # seconds such a player would wait for later chunks (0: gapless stream)
         for chunk in ft.stream(TEXT, max_new_tokens=n + 1):
+            now = time.perf_counter() - t0
             if first is None:
-                first = time.perf_counter() - t0
+                first = play_end = now
+            stall += max(0.0, now - play_end)
+            play_end = max(play_end, now) + len(chunk) / SR
             samples += len(chunk)
+            chunks += 1
         total = time.perf_counter() - t0
-        return {"first_audio_s": first or total, "total_s": total, "audio_s": samples / SR}
+        return {"first_audio_s": first or total, "total_s": total, "audio_s": samples / SR,
+                "chunks": chunks, "playback_stall_s": stall}
 
     runs = [one_clip() for _ in range(args.runs)]
     res["one_stream_runs"] = [{k: round(v, 4) for k, v in r.items()} for r in runs]
@@ -218,6 +226,8 @@ def phase_fast(args: argparse.Namespace) -> dict[str, Any]:
     res["rtf_median"] = round(med([r["total_s"] / r["audio_s"] for r in runs]), 4)
     res["first_audio_s_median"] = round(med([r["first_audio_s"] for r in runs]), 4)
     res["audio_s"] = round(runs[-1]["audio_s"], 3)
+    res["one_stream_chunks"] = [r["chunks"] for r in runs]
+    res["one_stream_playback_stall_s_max"] = round(max(r["playback_stall_s"] for r in runs), 4)
 
     conc = {}
     for c in args.concurrency:
@@ -240,9 +250,33 @@ def phase_fast(args: argparse.Namespace) -> dict[str, Any]:
         conc[str(c)] = {"wall_s": round(wall, 3), "audio_s": round(audio, 2),
                         "audio_s_per_s": round(audio / wall, 2),
                         "first_audio_s_median": round(med([r["first_audio_s"] for r in results]), 4),
-                        "first_audio_s_max": round(max(r["first_audio_s"] for r in results), 4)}
+                        "first_audio_s_max": round(max(r["first_audio_s"] for r in results), 4),
+                        "chunks_per_clip_mean": round(sum(r["chunks"] for r in results) / c, 2),
+                        "playback_stall_s_max": round(max(r["playback_stall_s"] for r in results), 4)}
         log("concurrency", c, conc[str(c)])
     res["concurrency"] = conc
+    # same run, same process: the previous fixed chunk schedule (12, x3 up to max_chunk) at the
+    # highest concurrency, so the paced schedule's effect is measured against it directly
+    c = max(args.concurrency)
+    lead = ft.vocoder.lead_s
+    ft.vocoder.lead_s = None
+    results = []
+    barrier = threading.Barrier(c + 1)
+    ths = [threading.Thread(target=worker) for _ in range(c)]
+    for t in ths:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in ths:
+        t.join()
+    wall = time.perf_counter() - t0
+    ft.vocoder.lead_s = lead
+    audio = sum(r["audio_s"] for r in results)
+    res["fixed_schedule"] = {"concurrency": c, "wall_s": round(wall, 3), "audio_s_per_s": round(audio / wall, 2),
+                             "first_audio_s_median": round(med([r["first_audio_s"] for r in results]), 4),
+                             "chunks_per_clip_mean": round(sum(r["chunks"] for r in results) / c, 2),
+                             "playback_stall_s_max": round(max(r["playback_stall_s"] for r in results), 4)}
+    log("fixed schedule", res["fixed_schedule"])
     res["peak_alloc_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     res["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 3)
     res["decoder_steps"] = ft.decoder.steps
@@ -326,6 +360,13 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{g(ht, 'peak_vram_gib')} (nvidia-smi, whole process) | <= 6 GB at 16 |",
         f"| load time (s) | {g(up, 'load_s')} | {g(fa, 'load_s')} + warm-up {g(fa, 'warmup_s')} | "
         f"{g(ht, 'load_s')} | |",
+        f"| audio chunks a clip: one stream / mean at 16 | | {g(fa, 'one_stream_chunks')} / "
+        f"{g(fa, 'concurrency', '16', 'chunks_per_clip_mean')} | | |",
+        f"| playback stall, worst clip (s): one stream / 16 concurrent | | "
+        f"{g(fa, 'one_stream_playback_stall_s_max')} / {g(fa, 'concurrency', '16', 'playback_stall_s_max')} | | 0 |",
+        f"| same run, previous fixed chunk schedule at 16: audio s per s / chunks a clip / worst stall (s) | | "
+        f"{g(fa, 'fixed_schedule', 'audio_s_per_s')} / {g(fa, 'fixed_schedule', 'chunks_per_clip_mean')} / "
+        f"{g(fa, 'fixed_schedule', 'playback_stall_s_max')} | | |",
         f"| T3 ms per speech token, one stream | ~{_per_token(up, n)} (generate total) | "
         f"{g(fa, 't3_one_stream', 'ms_per_token')} | | |",
         "",

@@ -165,18 +165,19 @@ def test_streaming_vocoder_chunks_are_complete_and_continuous(model):
             yield tokens[i : i + 5]
 
     voc = StreamingVocoder(model.s3gen, watermarker=model.watermarker, first_chunk=8, growth=2.0, max_chunk=16,
-                           context=8, vocoder_context=6, watermark_first_chunk=False)
-    first_at = None
+                           context=8, vocoder_context=6, watermark_first_chunk=False, lead_s=None)
+    received_at = []  # tokens fed when each chunk came out
     chunks = []
     with torch.inference_mode():
         for chunk in voc.stream(feed(), dict(model.conds.gen)):
-            if first_at is None:
-                first_at = consumed[-1]
+            received_at.append(consumed[-1])
             chunks.append(chunk)
     voc.close()
     audio = np.concatenate(chunks)
     assert len(chunks) >= 3
-    assert first_at is not None and first_at < n_tokens  # audio left before T3 had finished
+    # every chunk but the last left before T3 had finished: watermarked ones are not held back
+    # until the next chunk is voiced
+    assert max(received_at[:-1]) < n_tokens
     assert audio.dtype == np.float32 and np.isfinite(audio).all()
     assert len(audio) == (n_tokens + 3) * 960  # upstream: (tokens + 3 silence tokens) x 40 ms
     assert np.abs(audio).max() <= 1.0
@@ -184,3 +185,43 @@ def test_streaming_vocoder_chunks_are_complete_and_continuous(model):
     steps = np.abs(np.diff(audio))
     joins = np.cumsum([len(c) for c in chunks])[:-1]
     assert steps[joins - 1].max() <= np.quantile(steps, 0.999) + 1e-6
+
+
+def _stream_chunks(voc: StreamingVocoder, tokens: list[int], model, step: int = 4) -> list[np.ndarray]:
+    def feed():
+        for i in range(0, len(tokens), step):
+            yield tokens[i : i + step]
+
+    with torch.inference_mode():
+        chunks = list(voc.stream(feed(), dict(model.conds.gen)))
+    voc.close()
+    return chunks
+
+
+def test_paced_chunks_voice_what_waits_only_when_playback_needs_it(model):
+    n_tokens = 40
+    tokens = torch.randint(0, 6561, (n_tokens,), generator=torch.Generator().manual_seed(4)).tolist()
+    kw = dict(first_chunk=8, growth=3.0, context=8, vocoder_context=6)
+    # tokens arrive faster than playback: the first chunk's 0.28 s (8 tokens, less the held-back
+    # crossfade) never runs dry, so the rest is voiced in one final call
+    fast = _stream_chunks(StreamingVocoder(model.s3gen, max_chunk=64, lead_s=0.0, buffer_s=0.0, **kw), tokens, model)
+    # growth schedule (8, then 24 waiting tokens) until 1 s of audio is out, then paced as above
+    buffered = _stream_chunks(StreamingVocoder(model.s3gen, max_chunk=64, lead_s=0.0, buffer_s=1.0, **kw),
+                              tokens, model)
+    # playback always about to run dry (lead longer than any buffer): a chunk per 8 waiting tokens
+    eager = _stream_chunks(StreamingVocoder(model.s3gen, max_chunk=64, lead_s=100.0, buffer_s=0.0, **kw),
+                           tokens, model)
+    # cap: never more than max_chunk waiting tokens in one piece
+    capped = _stream_chunks(StreamingVocoder(model.s3gen, max_chunk=12, lead_s=0.0, buffer_s=0.0, **kw),
+                            tokens, model)
+    assert len(fast) == 2
+    assert len(buffered) == 3
+    assert len(eager) >= 4
+    assert len(capped) >= 3
+    for chunks in (fast, buffered, eager, capped):
+        audio = np.concatenate(chunks)
+        assert len(audio) == (n_tokens + 3) * 960
+        assert np.isfinite(audio).all() and np.abs(audio).max() <= 1.0
+        steps = np.abs(np.diff(audio))
+        joins = np.cumsum([len(c) for c in chunks])[:-1]
+        assert steps[joins - 1].max() <= np.quantile(steps, 0.999) + 1e-6

@@ -37,7 +37,10 @@ class FastSettings(BaseSettings):
     max_batch: int = Field(16, ge=1, le=256)
     max_len: int = Field(1536, ge=512, le=8192)
     first_chunk_tokens: int = Field(12, ge=4, le=400)
-    max_chunk_tokens: int = Field(200, ge=8, le=1000)
+    max_chunk_tokens: int = Field(256, ge=8, le=1000)
+    # once 1.5 s of audio is out, the next chunk is voiced when the buffered audio falls to this
+    # many seconds (docs/gpu-performance.md); < 0: the fixed x3 schedule to the end
+    chunk_lead_s: float = Field(0.35, le=10.0)
     s3gen_batch: int = Field(16, ge=1, le=64)
     s3gen_tf32: bool = False
     watermark_first_chunk: bool = False
@@ -64,6 +67,7 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
                                   watermark=self.settings.watermark, first_chunk=fs.first_chunk_tokens,
                                   max_chunk=fs.max_chunk_tokens, watermark_first_chunk=fs.watermark_first_chunk,
                                   s3gen_batch=fs.s3gen_batch, tf32=fs.s3gen_tf32,
+                                  chunk_lead_s=fs.chunk_lead_s if fs.chunk_lead_s >= 0 else None,
                                   release_upstream_t3=True).start()
             seconds = self.fast.warmup(max_new_tokens=24 if self.device == "cuda" else 4)
         except Exception as exc:  # noqa: BLE001 - reported as a failed load

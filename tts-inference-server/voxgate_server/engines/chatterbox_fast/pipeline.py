@@ -23,8 +23,8 @@ class FastTurbo:
 
     def __init__(self, model: Any, *, max_batch: int = 16, max_len: int = 1536,
                  dtype: torch.dtype | None = None, cuda_graphs: bool | None = None, watermark: bool = True,
-                 first_chunk: int = 12, max_chunk: int = 200, watermark_first_chunk: bool = False,
-                 s3gen_batch: int = 16, tf32: bool = False,
+                 first_chunk: int = 12, max_chunk: int = 256, watermark_first_chunk: bool = False,
+                 s3gen_batch: int = 16, tf32: bool = False, chunk_lead_s: float | None = 0.35,
                  release_upstream_t3: bool = False) -> None:
         self.model = model
         if tf32 and torch.cuda.is_available():
@@ -43,7 +43,8 @@ class FastTurbo:
                 torch.cuda.empty_cache()
         self.vocoder = StreamingVocoder(model.s3gen, watermarker=self._watermarker(model) if watermark else None,
                                         first_chunk=first_chunk, max_chunk=max_chunk,
-                                        watermark_first_chunk=watermark_first_chunk, s3gen_batch=s3gen_batch)
+                                        watermark_first_chunk=watermark_first_chunk, s3gen_batch=s3gen_batch,
+                                        lead_s=chunk_lead_s)
         self.sample_rate = model.sr
 
     @staticmethod

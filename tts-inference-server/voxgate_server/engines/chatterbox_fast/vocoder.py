@@ -7,17 +7,26 @@ Upstream runs S3Gen once on the finished token list. Here S3Gen's two stages run
 - HiFT (mel -> wave) on the new frames plus ``vocoder_context`` frames before them, with the
   excitation signal of the overlap carried over (``cache_source``, HiFT's own mechanism against
   phase jumps), and a short raised-cosine crossfade over the last ``crossfade`` samples.
-Chunk sizes grow (first ``first_chunk`` tokens, then x``growth`` up to ``max_chunk``), so the first
-audio leaves after a dozen or so tokens while long clips cost few S3Gen calls. The clip ends with
-upstream's three silence tokens; the first 40 ms get upstream's fade-in.
+Which tokens go into which chunk: the first chunk is ``first_chunk`` tokens, so the first audio
+leaves after a dozen or so tokens, and chunks grow x``growth`` (up to ``max_chunk``) until
+``buffer_s`` seconds of audio are out. From then on (``lead_s`` set, the default) chunks are paced
+by playback: the next one waits until the audio handed out would run dry within ``lead_s``
+seconds, or ``max_chunk`` tokens are waiting, and then voices every token there is. T3 runs
+10-25x faster than real time, so a sentence usually needs three S3Gen calls (12, 36, the rest)
+instead of one per growth step; each call re-runs the voice's 250-token prompt through the flow,
+so fewer calls is most of the S3Gen cost. With ``lead_s=None`` the growth schedule runs to the
+end. The clip ends with upstream's three silence tokens; the first 40 ms get
+upstream's fade-in.
 
-Watermarking (Perth, CPU) runs on a worker pool, chunk by chunk in order, overlapping the GPU;
-the first chunk is not held back for it unless ``watermark_first_chunk`` is set.
+Watermarking (Perth) runs on each chunk as soon as it is voiced, before it is handed out; the
+first chunk is not held back for it unless ``watermark_first_chunk`` is set. (It used to run on a
+pool and a chunk was released only once the next one was voiced; with paced chunks the next one
+can come seconds later, so a finished chunk waited for it.)
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -43,11 +52,13 @@ def chunk_schedule(first: int, growth: float, largest: int) -> Iterator[int]:
 
 class StreamingVocoder:
     def __init__(self, s3gen: torch.nn.Module, *, watermarker: Any | None = None, first_chunk: int = 12,
-                 growth: float = 3.0, max_chunk: int = 200, context: int = 24, vocoder_context: int = 12,
+                 growth: float = 3.0, max_chunk: int = 256, context: int = 24, vocoder_context: int = 12,
                  crossfade: int = 960, watermark_first_chunk: bool = False,
-                 watermark_workers: int = 8, n_cfm_timesteps: int = 2, s3gen_batch: int = 16,
-                 s3gen_threads: int = 1) -> None:
+                 n_cfm_timesteps: int = 2, s3gen_batch: int = 16,
+                 s3gen_threads: int = 1, lead_s: float | None = 0.35, buffer_s: float = 1.5) -> None:
         self.s3gen = s3gen
+        self.lead_s = lead_s
+        self.buffer_s = buffer_s
         self.watermarker = watermarker
         self.first_chunk = first_chunk
         self.growth = growth
@@ -60,7 +71,6 @@ class StreamingVocoder:
         self.sample_rate = 24000
         self.worker = S3GenWorker(s3gen, n_cfm_timesteps=n_cfm_timesteps, max_batch=s3gen_batch,
                                   threads=s3gen_threads)
-        self._pool = cf.ThreadPoolExecutor(watermark_workers, thread_name_prefix="watermark") if watermarker else None
         t = torch.linspace(0, np.pi, crossfade)
         self._fade_in = ((1 - torch.cos(t)) / 2).numpy().astype(np.float32)
         self._fade_out = 1.0 - self._fade_in
@@ -75,8 +85,6 @@ class StreamingVocoder:
 
     def close(self) -> None:
         self.worker.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
 
     # -- S3Gen stages: queued to the shared worker, which batches them across requests ------------
 
@@ -107,20 +115,12 @@ class StreamingVocoder:
     def stream(self, token_batches: Iterable[list[int]], ref_dict: dict) -> Iterator[np.ndarray]:
         """Yield float32 24 kHz chunks for the tokens ``token_batches`` delivers (lists of ints,
         any sizes; start/stop tokens are dropped as upstream does)."""
-        pending: list[cf.Future[np.ndarray] | np.ndarray] = []
         first = True
         for chunk in self._chunks(token_batches, ref_dict):
-            if self._pool is None or (first and not self.watermark_first_chunk):
-                pending.append(chunk)
-            else:
-                pending.append(self._pool.submit(self._watermark, chunk))
+            if self.watermarker is not None and (not first or self.watermark_first_chunk):
+                chunk = self._watermark(chunk)
             first = False
-            # hand over everything that is ready, in order, without waiting on the pool
-            while pending and (isinstance(pending[0], np.ndarray) or pending[0].done()):
-                head = pending.pop(0)
-                yield head if isinstance(head, np.ndarray) else head.result()
-        for head in pending:
-            yield head if isinstance(head, np.ndarray) else head.result()
+            yield chunk
 
     def _chunks(self, token_batches: Iterable[list[int]], ref: dict) -> Iterator[np.ndarray]:
         tokens: list[int] = []
@@ -132,6 +132,19 @@ class StreamingVocoder:
         tail: np.ndarray | None = None  # held-back samples [emitted, emitted + crossfade)
         sizes = chunk_schedule(self.first_chunk, self.growth, self.max_chunk)
         need = next(sizes)
+        started: float | None = None  # when the first audio was handed out (playback starts)
+
+        def due() -> bool:
+            """Whether to voice the waiting tokens now (not counting the look-ahead ones)."""
+            waiting = len(tokens) - voiced - LOOKAHEAD
+            if self.lead_s is None or started is None or emitted < self.buffer_s * self.sample_rate:
+                return waiting >= need  # growth schedule: first chunk, then build a buffer
+            if waiting < self.first_chunk:
+                return False
+            if waiting >= self.max_chunk:
+                return True
+            ahead = emitted / self.sample_rate - (time.perf_counter() - started)
+            return ahead <= self.lead_s
 
         def run(final: bool) -> np.ndarray | None:
             nonlocal voiced, mel_hist, src_hist, src_start, emitted, tail
@@ -171,10 +184,12 @@ class StreamingVocoder:
 
         for batch in token_batches:
             tokens.extend(t for t in batch if t < SPEECH_VOCAB)
-            while len(tokens) - voiced >= need + LOOKAHEAD:
+            while due():
                 out = run(final=False)
                 need = next(sizes)
                 if out is not None and out.size:
+                    if started is None:
+                        started = time.perf_counter()
                     yield out
         tokens.extend([S3GEN_SIL] * 3)
         out = run(final=True)
