@@ -95,31 +95,15 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
         conds = self.conditionals_for(request.voice or self.settings.default_voice)
         seed = options.get("seed")
         base_seed = int(seed) if seed is not None else secrets.randbits(63)
-        budget_s = float(options.get("max_duration_s", self.settings.max_duration_s))
-        budget = max(1, int(budget_s * TOKENS_PER_SECOND))
-        chunk_cap = max(1, int(self.settings.chunk_max_duration_s * TOKENS_PER_SECOND))
-        s = self.settings
-        for index, text in enumerate(request.chunks):
-            if not text.strip():
-                continue
-            if budget <= 0:
-                log.info("max_duration_s reached: %d text chunk(s) not spoken", len(request.chunks) - index)
-                return
-            if request.cancel.is_set():
-                raise Cancelled()
-            params = SamplingParams(
-                temperature=float(options.get("temperature", s.temperature)),
-                top_k=int(options.get("top_k", s.top_k)),
-                top_p=float(options.get("top_p", s.top_p)),
-                repetition_penalty=float(options.get("repetition_penalty", s.repetition_penalty)),
-                seed=(base_seed + index) % (2**63),
-            )
+        sampling = self.sampling_options(options)
+        for index, text, budget in self.budgeted_chunks(request):
+            params = SamplingParams(**sampling, seed=(base_seed + index) % (2**63))
             samples_out = 0
             try:
-                for piece in self.fast.stream(text, conds, params, min(budget, chunk_cap), request.cancel):
+                for piece in self.fast.stream(text, conds, params, budget.next_cap, request.cancel):
                     samples_out += piece.size
                     yield AudioChunk(samples=piece, sample_rate=SAMPLE_RATE, segment_end=False)
             except DecodeCancelled:
                 raise Cancelled() from None
-            budget -= max(1, samples_out // (SAMPLE_RATE // TOKENS_PER_SECOND))
+            budget.spend(samples_out // (SAMPLE_RATE // TOKENS_PER_SECOND))
             yield AudioChunk(samples=np.zeros(0, dtype=np.float32), sample_rate=SAMPLE_RATE, segment_end=True)

@@ -44,6 +44,25 @@ GENERATION_PARAMS = ("temperature", "top_p", "top_k", "repetition_penalty", "see
 MAX_SEED = 2**63 - 1
 
 
+class TokenBudget:
+    """Speech tokens a request may still make, and the most one text chunk may make."""
+
+    def __init__(self, request_seconds: float, chunk_seconds: float) -> None:
+        self.left = max(1, int(request_seconds * TOKENS_PER_SECOND))
+        self.chunk_cap = max(1, int(chunk_seconds * TOKENS_PER_SECOND))
+
+    @property
+    def exhausted(self) -> bool:
+        return self.left <= 0
+
+    @property
+    def next_cap(self) -> int:
+        return min(self.left, self.chunk_cap)
+
+    def spend(self, tokens: int) -> None:
+        self.left -= max(1, tokens)
+
+
 class ChatterboxTurboEngine(Engine):
     id = "chatterbox-turbo"
 
@@ -167,15 +186,39 @@ class ChatterboxTurboEngine(Engine):
                 raise InvalidRequest(f"'{name}' must be {rule} (got {value}).", param=name, code="invalid_value")
         return out
 
-    def sampling_params(self, options: Mapping[str, Any], max_tokens: int) -> SamplingParams:
+    def sampling_options(self, options: Mapping[str, Any]) -> dict[str, float | int]:
+        """The request's sampling controls over the engine's defaults (shared by both paths)."""
         s = self.settings
-        return SamplingParams(
-            temperature=float(options.get("temperature", s.temperature)),
-            top_p=float(options.get("top_p", s.top_p)),
-            top_k=int(options.get("top_k", s.top_k)),
-            repetition_penalty=float(options.get("repetition_penalty", s.repetition_penalty)),
-            max_tokens=max_tokens,
+        return {
+            "temperature": float(options.get("temperature", s.temperature)),
+            "top_p": float(options.get("top_p", s.top_p)),
+            "top_k": int(options.get("top_k", s.top_k)),
+            "repetition_penalty": float(options.get("repetition_penalty", s.repetition_penalty)),
+        }
+
+    def sampling_params(self, options: Mapping[str, Any], max_tokens: int) -> SamplingParams:
+        return SamplingParams(**self.sampling_options(options), max_tokens=max_tokens)
+
+    def budgeted_chunks(self, request: SynthesisRequest) -> Iterator[tuple[int, str, TokenBudget]]:
+        """The request's text chunks with the token budget that bounds each one.
+
+        Skips empty chunks, stops (logging what is left unspoken) once ``max_duration_s`` is
+        spent, and raises ``Cancelled`` when the client has gone. Callers ``spend`` what each
+        chunk used.
+        """
+        budget = TokenBudget(
+            float(request.options.get("max_duration_s", self.settings.max_duration_s)),
+            self.settings.chunk_max_duration_s,
         )
+        for index, text in enumerate(request.chunks):
+            if not text.strip():
+                continue
+            if budget.exhausted:
+                log.info("max_duration_s reached: %d text chunk(s) not spoken", len(request.chunks) - index)
+                return
+            if request.cancel.is_set():
+                raise Cancelled()
+            yield index, text, budget
 
     # -- voices -------------------------------------------------------------------------------
 
@@ -227,21 +270,11 @@ class ChatterboxTurboEngine(Engine):
         options = request.options
         shared = self.conditionals_for(request.voice or self.settings.default_voice)
         generator = self.new_generator(options.get("seed"))
-        budget_s = float(options.get("max_duration_s", self.settings.max_duration_s))
-        budget = max(1, int(budget_s * TOKENS_PER_SECOND))
-        chunk_cap = max(1, int(self.settings.chunk_max_duration_s * TOKENS_PER_SECOND))
-        for index, text in enumerate(request.chunks):
-            if not text.strip():
-                continue
-            if budget <= 0:
-                log.info("max_duration_s reached: %d text chunk(s) not spoken", len(request.chunks) - index)
-                return
-            if request.cancel.is_set():
-                raise Cancelled()
+        for _, text, budget in self.budgeted_chunks(request):
             conds = private_copy(shared)
-            params = self.sampling_params(options, min(budget, chunk_cap))
+            params = self.sampling_params(options, budget.next_cap)
             tokens = self.speech_tokens(text, conds, params, generator, request.cancel)
-            budget -= max(1, int(tokens.numel()))
+            budget.spend(int(tokens.numel()))
             if request.cancel.is_set():
                 raise Cancelled()
             samples = self.waveform(tokens, conds, generator)
