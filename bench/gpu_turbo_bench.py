@@ -189,7 +189,11 @@ def phase_fast(args: argparse.Namespace) -> dict[str, Any]:
         log("greedy equality", json.dumps(eq))
 
     # 2. the engine's fast path (bf16, graphs, batching, streaming)
-    ft = FastTurbo(model, max_batch=args.max_batch, max_len=args.max_len, release_upstream_t3=True).start()
+    from voxgate_server.engines.chatterbox_fast.engine import FastSettings
+
+    fs = FastSettings()  # the engine's defaults (environment included), as the server runs them
+    ft = FastTurbo(model, max_batch=args.max_batch, max_len=args.max_len, release_upstream_t3=True,
+                   decode_ahead=fs.decode_ahead, tokenizer_on_cpu=fs.speech_tokenizer_on_cpu).start()
     torch.cuda.empty_cache()
     res["warmup_s"] = round(ft.warmup(), 2)
     torch.cuda.reset_peak_memory_stats()

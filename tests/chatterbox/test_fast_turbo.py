@@ -57,9 +57,11 @@ def upstream_greedy(model, text, max_gen_len):
     return out[0].tolist()
 
 
-@pytest.fixture(scope="module")
-def decoder(model):
-    dec = BatchedT3Decoder(model.t3, max_batch=4, max_len=640, device="cpu").start()
+@pytest.fixture(scope="module", params=[1, 3], ids=["ahead1", "ahead3"])
+def decoder(model, request):
+    # ahead=3: steps are queued before the previous ones' tokens are read (the GPU default is 2);
+    # retired requests must ignore the steps launched for them after they stopped
+    dec = BatchedT3Decoder(model.t3, max_batch=4, max_len=640, device="cpu", ahead=request.param).start()
     yield dec
     dec.close()
 
@@ -225,3 +227,23 @@ def test_paced_chunks_voice_what_waits_only_when_playback_needs_it(model):
         steps = np.abs(np.diff(audio))
         joins = np.cumsum([len(c) for c in chunks])[:-1]
         assert steps[joins - 1].max() <= np.quantile(steps, 0.999) + 1e-6
+
+
+def test_speech_tokenizer_on_the_cpu_answers_as_before(model):
+    """``tokenizer_on_cpu`` moves S3Gen's speech tokenizer off the GPU: same tokens, on the
+    device S3Gen's callers expect, and ``S3Gen.device`` (its first parameter) unchanged."""
+    from voxgate_server.engines.chatterbox_fast.pipeline import CpuSpeechTokenizer
+
+    inner = model.s3gen.tokenizer
+    wrapped = CpuSpeechTokenizer(inner, torch.device("cpu"))
+    assert next(wrapped.parameters()).device == torch.device("cpu")
+    assert next(wrapped.parameters()) is wrapped.device_anchor
+    t = np.linspace(0, 3, 16000 * 3, dtype=np.float32)
+    wave = (0.3 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 3 * t)).astype(np.float32)
+    with torch.inference_mode():
+        want, want_len = inner([wave], max_len=40)
+        got, got_len = wrapped([wave], max_len=40)
+        got_t, _ = wrapped(torch.from_numpy(wave)[None], max_len=40)
+    assert want.shape[1] == 40
+    assert torch.equal(got, want) and torch.equal(got_len, want_len)
+    assert torch.equal(got_t, want)

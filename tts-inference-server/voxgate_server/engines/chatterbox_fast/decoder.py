@@ -2,15 +2,22 @@
 
 One scheduler thread owns the GPU for T3. Each loop it (1) admits waiting requests into free
 cache slots, running each one's prompt (conditioning + text + start token) as a separate
-eager prefill and sampling its first token; (2) runs ONE decode step for every active slot
+eager prefill and sampling its first token; (2) launches ONE decode step for every active slot
 together: on CUDA a graph captured per (batch bucket, length bucket) is replayed, so a step is
 one launch instead of ~400; (3) hands each request its new token and retires the ones that hit
 the stop token, their cap, or cancellation. Requests therefore join and leave the batch at
 step granularity. On CPU the same step runs eagerly in float32 (what CI tests).
+
+Steps are launched ``ahead`` deep: a step's input token is already on the device (the previous
+step wrote it), so the next step is queued before the host reads the last one's tokens. The GPU
+then never waits for the host's bookkeeping, nor for the GIL while another thread (the S3Gen
+worker launching its kernels) holds it. The price: a request that stops is noticed up to
+``ahead - 1`` steps late, and those steps' tokens for it are discarded.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import queue
@@ -108,7 +115,17 @@ class _Job:
 @dataclasses.dataclass
 class _Slot:
     job: _Job
-    count: int = 0
+    count: int = 0  # tokens handed to the request (the prefill's first one included)
+    launched: int = 0  # decode steps launched for it (collected or not)
+
+
+@dataclasses.dataclass
+class _Launch:
+    """One decode step in flight: which requests it served, and where its tokens land."""
+
+    slots: list[tuple[int, _Slot]]
+    host: Tensor  # [max_batch] next tokens, copied to (pinned) host memory
+    event: Any  # torch.cuda.Event recorded after the copy, or None on CPU
 
 
 def _bucket_sizes(limit: int) -> list[int]:
@@ -125,7 +142,8 @@ class BatchedT3Decoder:
 
     def __init__(self, t3: torch.nn.Module, *, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, max_batch: int = 16, max_len: int = 1536,
-                 cuda_graphs: bool | None = None, length_bucket: int = 256, compile: bool = False) -> None:
+                 cuda_graphs: bool | None = None, length_bucket: int = 256, compile: bool = False,
+                 ahead: int | None = None) -> None:
         self.t3 = t3
         self.device = torch.device(device) if device is not None else t3.speech_head.weight.device
         on_cuda = self.device.type == "cuda"
@@ -154,6 +172,12 @@ class BatchedT3Decoder:
         self._pool: Any = None
         self._stream = torch.cuda.Stream(self.device) if on_cuda else None
         self._slots: list[_Slot | None] = [None] * max_batch
+        self.ahead = max(1, ahead if ahead is not None else (2 if on_cuda else 1))
+        self._inflight: collections.deque[_Launch] = collections.deque()
+        # a ring of host buffers, one per step in flight (pinned: the copy is asynchronous)
+        self._host_bufs = [torch.zeros(max_batch, dtype=torch.long, pin_memory=on_cuda)
+                           for _ in range(self.ahead + 1)]
+        self._next_host = 0
         self._pending: queue.Queue[_Job] = queue.Queue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -230,13 +254,18 @@ class BatchedT3Decoder:
             while not self._stop.is_set():
                 try:
                     self._admit()
-                    if not any(self._slots):
-                        self._wake.wait(0.05)
-                        self._wake.clear()
+                    if any(self._slots) and len(self._inflight) < self.ahead:
+                        self._launch()
+                        if len(self._inflight) < self.ahead:
+                            continue  # queue another step before reading this one
+                    if self._inflight:
+                        self._collect(self._inflight.popleft())
                         continue
-                    self._step()
+                    self._wake.wait(0.05)
+                    self._wake.clear()
                 except Exception as exc:  # fail every active request, keep serving
                     log.exception("t3 decoder step failed")
+                    self._inflight.clear()
                     for i, s in enumerate(self._slots):
                         if s is not None:
                             s.job.stream._finish(exc)
@@ -282,22 +311,42 @@ class BatchedT3Decoder:
         self.pos_buf[slot] = T
         return int(first[0])
 
-    def _step(self) -> None:
-        active = [i for i, s in enumerate(self._slots) if s is not None]
-        top = active[-1] + 1
+    def _launch(self) -> None:
+        """Queue one decode step for every active slot; its tokens are read by ``_collect``."""
+        active = [(i, s) for i, s in enumerate(self._slots) if s is not None]
+        top = active[-1][0] + 1
         B = next(b for b in self.batch_buckets if b >= top)
-        longest = max(int(self._slot_pos(i)) for i in active) + 1
+        # the step writes each slot's key at its position on the device (prompt + steps so far)
+        longest = min(self.max_len, max(s.job.embeds.shape[0] + s.launched for _, s in active) + 1)
         L = next(n for n in self.len_buckets if n >= longest)
         if self.cuda_graphs:
             self._graph(B, L).replay()
         else:
             self._step_eager(B, L)
-        toks = self.next_buf[:B].tolist()
+        host = self._host_bufs[self._next_host]
+        self._next_host = (self._next_host + 1) % len(self._host_bufs)
+        event = None
+        if self.device.type == "cuda":
+            host.copy_(self.next_buf, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            host.copy_(self.next_buf)
+        for _, s in active:
+            s.launched += 1
         self.steps += 1
         self.step_rows += len(active)
-        for i in active:
-            s = self._slots[i]
-            assert s is not None
+        self._inflight.append(_Launch(active, host, event))
+
+    def _collect(self, launch: _Launch) -> None:
+        """Hand out one launched step's tokens; retire requests that stopped, hit their cap or
+        were cancelled (a request retired by an earlier step ignores its later ones)."""
+        if launch.event is not None:
+            launch.event.synchronize()
+        toks = launch.host.tolist()
+        for i, s in launch.slots:
+            if self._slots[i] is not s:
+                continue
             stream = s.job.stream
             if stream.cancelled():
                 stream._finish(DecodeCancelled())
@@ -313,12 +362,6 @@ class BatchedT3Decoder:
             if s.count >= stream.max_new_tokens:
                 stream._finish()
                 self._slots[i] = None
-
-    def _slot_pos(self, i: int) -> int:
-        # host mirror of pos_buf: prompt length + tokens fed so far
-        s = self._slots[i]
-        assert s is not None
-        return s.job.embeds.shape[0] + s.count - 1
 
     def _step_body(self, tokens: Tensor, pos: Tensor, L: int) -> tuple[Tensor, Tensor]:
         m = self.model

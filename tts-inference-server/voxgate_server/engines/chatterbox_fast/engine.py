@@ -44,6 +44,9 @@ class FastSettings(BaseSettings):
     s3gen_batch: int = Field(16, ge=1, le=64)
     s3gen_tf32: bool = False
     watermark_first_chunk: bool = False
+    # decode steps queued ahead of reading their tokens (docs/gpu-performance.md)
+    decode_ahead: int = Field(2, ge=1, le=8)
+    speech_tokenizer_on_cpu: bool = True
 
 
 class FastChatterboxTurboEngine(ChatterboxTurboEngine):
@@ -68,7 +71,8 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
                                   max_chunk=fs.max_chunk_tokens, watermark_first_chunk=fs.watermark_first_chunk,
                                   s3gen_batch=fs.s3gen_batch, tf32=fs.s3gen_tf32,
                                   chunk_lead_s=fs.chunk_lead_s if fs.chunk_lead_s >= 0 else None,
-                                  release_upstream_t3=True).start()
+                                  release_upstream_t3=True, decode_ahead=fs.decode_ahead,
+                                  tokenizer_on_cpu=fs.speech_tokenizer_on_cpu).start()
             seconds = self.fast.warmup(max_new_tokens=24 if self.device == "cuda" else 4)
         except Exception as exc:  # noqa: BLE001 - reported as a failed load
             raise EngineError(f"chatterbox fast path failed to start: {exc}") from exc

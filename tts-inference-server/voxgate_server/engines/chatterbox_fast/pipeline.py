@@ -18,6 +18,26 @@ from voxgate_server.engines.chatterbox_fast.sampling import SamplingParams
 from voxgate_server.engines.chatterbox_fast.vocoder import StreamingVocoder
 
 
+class CpuSpeechTokenizer(torch.nn.Module):
+    """Upstream's S3 speech tokenizer run on the CPU, answering on ``device`` as before."""
+
+    def __init__(self, inner: torch.nn.Module, device: torch.device) -> None:
+        super().__init__()
+        # upstream's ``S3Gen.device`` is the device of the tokenizer's first parameter: keep
+        # answering the GPU there (registered before ``inner``, so it comes first)
+        self.device_anchor = torch.nn.Parameter(torch.empty(0, device=device), requires_grad=False)
+        self.inner = inner.to("cpu")
+        self.answer_device = device
+
+    def forward(self, wavs: Any, accelerator: Any = None, max_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(wavs, torch.Tensor):
+            wavs = wavs.cpu()
+        elif isinstance(wavs, list):
+            wavs = [w.cpu() if isinstance(w, torch.Tensor) else w for w in wavs]
+        tokens, lens = self.inner(wavs, max_len=max_len)
+        return tokens.to(self.answer_device), lens.to(self.answer_device)
+
+
 class FastTurbo:
     """Streaming, batching Turbo on top of upstream's loaded modules (weights shared)."""
 
@@ -25,7 +45,8 @@ class FastTurbo:
                  dtype: torch.dtype | None = None, cuda_graphs: bool | None = None, watermark: bool = True,
                  first_chunk: int = 12, max_chunk: int = 256, watermark_first_chunk: bool = False,
                  s3gen_batch: int = 16, tf32: bool = False, chunk_lead_s: float | None = 0.35,
-                 release_upstream_t3: bool = False) -> None:
+                 release_upstream_t3: bool = False, decode_ahead: int | None = None,
+                 tokenizer_on_cpu: bool = False) -> None:
         self.model = model
         if tf32 and torch.cuda.is_available():
             # S3Gen's flow is compute-bound in float32 once pieces are batched (measured: 205 ms
@@ -34,13 +55,18 @@ class FastTurbo:
             # Off by default: one bench run with it on showed no gain beyond run-to-run noise.
             torch.backends.cuda.matmul.allow_tf32 = True
         self.decoder = BatchedT3Decoder(model.t3, max_batch=max_batch, max_len=max_len, dtype=dtype,
-                                        cuda_graphs=cuda_graphs)
+                                        cuda_graphs=cuda_graphs, ahead=decode_ahead)
         if release_upstream_t3:
             # The decoder holds its own copy of the transformer; upstream's (fp32 on the GPU)
             # is only needed by upstream's own generate(). The embeddings stay (prefill input).
             model.t3.tfmr = None
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+        if tokenizer_on_cpu and model.s3gen.device.type == "cuda":
+            # S3Gen's speech tokenizer only reads a new voice's clip (once per voice: conditionals
+            # are cached), never the speech being made; its weights need not hold VRAM
+            model.s3gen.tokenizer = CpuSpeechTokenizer(model.s3gen.tokenizer, model.s3gen.device)
+            torch.cuda.empty_cache()
         self.vocoder = StreamingVocoder(model.s3gen, watermarker=self._watermarker(model) if watermark else None,
                                         first_chunk=first_chunk, max_chunk=max_chunk,
                                         watermark_first_chunk=watermark_first_chunk, s3gen_batch=s3gen_batch,

@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""Which fast-path settings pay on this GPU: each knob against its baseline, same process, same run.
+
+    python bench/gpu_knobs_bench.py --ckpt CKPT [--json OUT] [--sections mem,t3,flow,clips]
+
+- ``mem``: where the VRAM goes after loading (parameters per module, allocated).
+- ``t3prof``: the kernels of one decode step (batch 1 and 16), by total GPU time.
+- ``t3``: the T3 decoder alone: graph replay only (GPU time of a step, no host work) against the
+  scheduler's ms per token, for ``ahead`` 1/2/3 (steps queued before the host reads the last
+  one), one stream and 16, each also with a thread running S3Gen flow calls at the same time
+  (what the engine does while it decodes), under the default and a 0.5 ms GIL switch interval.
+- ``flow``: S3Gen flow calls in float32 against bf16 autocast: wall, and how far the mel moves
+  (against how far other noise moves it).
+- ``clips``: whole clips through ``FastTurbo`` (RTF of one stream, first audio, audio s/s at 16)
+  for the combinations that the sections above single out (``--variant`` JSON: FastTurbo keyword
+  arguments; run each variant in its own process for a fair A/B, as ``bench/gpu_knobs.sh`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tts-inference-server"))
+
+TEXT = "Good morning, and welcome to the weekly update. The server handled more requests than ever this week."
+SR = 24000
+
+
+def emit(row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+
+
+def section_mem(model: Any, torch: Any, rows: list) -> None:
+    def gib(mod: Any) -> float:
+        return round(sum(p.numel() * p.element_size() for p in mod.parameters()) / 2**30, 3)
+
+    s3 = model.s3gen
+    emit({"section": "mem", "allocated_gib": round(torch.cuda.memory_allocated() / 2**30, 3),
+          "t3_gib": gib(model.t3), "t3_tfmr_gib": gib(model.t3.tfmr) if model.t3.tfmr is not None else 0,
+          "s3gen_flow_gib": gib(s3.flow), "s3gen_hift_gib": gib(s3.mel2wav),
+          "s3gen_tokenizer_gib": gib(s3.tokenizer), "s3gen_speaker_gib": gib(s3.speaker_encoder),
+          "ve_gib": gib(model.ve)}, rows)
+
+
+class FlowLoad:
+    """A thread making S3Gen flow calls back to back (1 piece of 36 tokens), as the engine's
+    S3Gen worker does while T3 decodes."""
+
+    def __init__(self, worker: Any, ref: dict, torch: Any) -> None:
+        from voxgate_server.engines.chatterbox_fast.s3gen_worker import _FlowJob
+
+        self._stop = threading.Event()
+        self.calls = 0
+
+        def run() -> None:
+            with torch.inference_mode():
+                while not self._stop.is_set():
+                    worker._flow_batch([_FlowJob(list(range(100, 136)), ref)])
+                    self.calls += 1
+
+        self._t = threading.Thread(target=run, daemon=True)
+        self._t.start()
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._t.join()
+        return self.calls
+
+
+def section_t3(model: Any, torch: Any, args: argparse.Namespace, rows: list) -> None:
+    from chatterbox.tts_turbo import punc_norm
+
+    from voxgate_server.engines.chatterbox_fast import BatchedT3Decoder, SamplingParams
+    from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker
+
+    ids = model.tokenizer(punc_norm(TEXT), return_tensors="pt").input_ids
+    n = args.tokens + 1
+    worker = S3GenWorker(model.s3gen)
+    default_si = sys.getswitchinterval()
+    for ahead in (1, 2, 3):
+        dec = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, ahead=ahead).start()
+        dec.warmup()
+        if ahead == 1:  # GPU time of one step, replayed back to back with no host work between
+            for B in (1, 16):
+                g = dec._graph(B, 512)
+                with torch.cuda.stream(dec._stream):
+                    for _ in range(5):
+                        g.replay()
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    for _ in range(100):
+                        g.replay()
+                    torch.cuda.synchronize()
+                emit({"section": "t3", "graph_replay_only": True, "batch": B, "length": 512,
+                      "ms_per_step": round((time.perf_counter() - t0) * 10, 4)}, rows)
+        dec.submit(model.conds.t3, ids, SamplingParams(), 20).result(600)
+        for load in (False, True):
+            for si in ((default_si, 0.0005) if load else (default_si,)):
+                sys.setswitchinterval(si)
+                fl = FlowLoad(worker, model.conds.gen, torch) if load else None
+                try:
+                    t0 = time.perf_counter()
+                    toks = dec.submit(model.conds.t3, ids, SamplingParams(), n).result(600)
+                    one = (time.perf_counter() - t0) * 1000 / len(toks)
+                    steps0 = dec.steps
+                    t0 = time.perf_counter()
+                    streams = [dec.submit(model.conds.t3, ids, SamplingParams(seed=i), n) for i in range(16)]
+                    total = sum(len(s.result(600)) for s in streams)
+                    dt = time.perf_counter() - t0
+                finally:
+                    calls = fl.stop() if fl else 0
+                    sys.setswitchinterval(default_si)
+                emit({"section": "t3", "ahead": ahead, "flow_thread": load, "switch_interval_ms": si * 1000,
+                      "one_stream_ms_per_token": round(one, 4),
+                      "b16_ms_per_step": round(1000 * dt / max(1, dec.steps - steps0), 4),
+                      "b16_tokens_per_s": round(total / dt, 1), "flow_calls_meanwhile": calls}, rows)
+        dec.close()
+        del dec
+        torch.cuda.empty_cache()
+    worker.close()
+
+
+def section_t3prof(model: Any, torch: Any, rows: list) -> None:
+    """Kernels of one eager decode step (the same kernels the graph replays), by total time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from voxgate_server.engines.chatterbox_fast import BatchedT3Decoder
+
+    dec = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, ahead=1)
+    with torch.cuda.stream(dec._stream), torch.inference_mode():
+        for B in (1, 16):
+            for _ in range(3):
+                dec._step_eager(B, 512)
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                dec._step_eager(B, 512)
+                torch.cuda.synchronize()
+            by: dict[str, list[float]] = {}
+            for e in prof.events():
+                if e.device_type.name == "CUDA":
+                    by.setdefault(e.name[:90], []).append(e.device_time)
+            total = sum(sum(v) for v in by.values())
+            top = sorted(by.items(), key=lambda kv: -sum(kv[1]))[:14]
+            emit({"section": "t3prof", "batch": B, "length": 512, "kernels": sum(len(v) for v in by.values()),
+                  "kernel_ms": round(total / 1000, 4),
+                  "top": [{"name": k, "n": len(v), "us": round(sum(v), 1)} for k, v in top]}, rows)
+    del dec
+    torch.cuda.empty_cache()
+
+
+def section_flow(model: Any, torch: Any, rows: list) -> None:
+    from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker, _FlowJob
+
+    g = torch.Generator().manual_seed(0)
+    ref = model.conds.gen
+    with torch.inference_mode():
+        for bf16 in (False, True):
+            worker = S3GenWorker(model.s3gen)
+            for n, b in ((36, 1), (120, 1), (36, 16), (200, 16)):
+                toks = [torch.randint(0, 6561, (n,), generator=g).tolist() for _ in range(b)]
+                walls = []
+                mel = None
+                for rep in range(4):
+                    jobs = [_FlowJob(t, ref) for t in toks]
+                    torch.manual_seed(1)
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                        worker._flow_batch(jobs)
+                    torch.cuda.synchronize()
+                    if rep:
+                        walls.append((time.perf_counter() - t0) * 1000)
+                    mel = jobs[0].future.result()
+                key = (n, b)
+                row = {"section": "flow", "bf16": bf16, "tokens": n, "batch": b,
+                       "wall_ms": round(statistics.median(walls), 2)}
+                if bf16:
+                    base = _FLOW_REF.get(key)
+                    if base is not None:
+                        row["rel_err_vs_fp32"] = round(float((mel - base).norm() / base.norm()), 5)
+                else:
+                    _FLOW_REF[key] = mel.clone()
+                emit(row, rows)
+            worker.close()
+    row = {"section": "flow", "noise_floor": True}
+    with torch.inference_mode():  # two fp32 calls with different noise: how much the noise alone moves the mel
+        worker = S3GenWorker(model.s3gen)
+        mels = []
+        for seed in (1, 2):
+            jobs = [_FlowJob(list(range(200, 236)), ref)]
+            torch.manual_seed(seed)
+            worker._flow_batch(jobs)
+            mels.append(jobs[0].future.result())
+        row["rel_diff_other_noise_fp32"] = round(float((mels[0] - mels[1]).norm() / mels[0].norm()), 5)
+        worker.close()
+    emit(row, rows)
+
+
+_FLOW_REF: dict[tuple[int, int], Any] = {}
+
+
+def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) -> None:
+    from voxgate_server.engines.chatterbox_fast import FastTurbo
+
+    variants = [json.loads(v) for v in args.variants]
+    for v in variants:
+        si = v.pop("switch_interval_ms", None)
+        default_si = sys.getswitchinterval()
+        if si:
+            sys.setswitchinterval(si / 1000)
+        ft = FastTurbo(model, max_batch=16, max_len=768, **v).start()
+        try:
+            ft.warmup()
+            torch.cuda.reset_peak_memory_stats()
+
+            def clip() -> dict[str, float]:
+                t0 = time.perf_counter()
+                first = None
+                samples = 0
+                for chunk in ft.stream(TEXT, max_new_tokens=args.tokens + 1):
+                    first = first or time.perf_counter() - t0
+                    samples += len(chunk)
+                return {"first": first or 0.0, "total": time.perf_counter() - t0, "audio": samples / SR}
+
+            ones = [clip() for _ in range(3)]
+            results: list[dict[str, float]] = []
+            barrier = threading.Barrier(17)
+
+            def worker() -> None:
+                barrier.wait()
+                results.append(clip())
+
+            ths = [threading.Thread(target=worker) for _ in range(16)]
+            for t in ths:
+                t.start()
+            barrier.wait()
+            t0 = time.perf_counter()
+            for t in ths:
+                t.join()
+            wall = time.perf_counter() - t0
+            emit({"section": "clips", "variant": v, "switch_interval_ms": si,
+                  "rtf_median": round(statistics.median(o["total"] / o["audio"] for o in ones), 4),
+                  "first_audio_s_median": round(statistics.median(o["first"] for o in ones), 4),
+                  "c16_audio_s_per_s": round(sum(r["audio"] for r in results) / wall, 1),
+                  "c16_first_audio_s_max": round(max(r["first"] for r in results), 4),
+                  "peak_alloc_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}, rows)
+        finally:
+            ft.close()
+            sys.setswitchinterval(default_si)
+            del ft
+            torch.cuda.empty_cache()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--json", default=None)
+    p.add_argument("--tokens", type=int, default=250)
+    p.add_argument("--sections", default="mem,t3prof,t3,flow,clips")
+    p.add_argument("--variant", dest="variants", action="append",
+                   default=None, help='JSON FastTurbo kwargs for the clips section (repeatable); '
+                                      '"switch_interval_ms" sets the GIL switch interval')
+    args = p.parse_args()
+    args.variants = args.variants or ['{"decode_ahead": 1}', '{"decode_ahead": 2}']
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from chatterbox.tts_turbo import ChatterboxTurboTTS
+
+    model = ChatterboxTurboTTS.from_local(args.ckpt, device="cuda")
+    rows: list[dict[str, Any]] = []
+    sections = args.sections.split(",")
+    for name, fn in (("mem", lambda: section_mem(model, torch, rows)),
+                     ("t3prof", lambda: section_t3prof(model, torch, rows)),
+                     ("flow", lambda: section_flow(model, torch, rows)),
+                     ("t3", lambda: section_t3(model, torch, args, rows)),
+                     ("clips", lambda: section_clips(model, torch, args, rows))):
+        if name in sections:
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - the other sections still run
+                emit({"section": name, "error": repr(exc)[:800]}, rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
