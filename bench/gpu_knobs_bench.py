@@ -5,6 +5,8 @@
 
 - ``mem``: where the VRAM goes after loading (parameters per module, allocated).
 - ``t3prof``: the kernels of one decode step (batch 1 and 16), by total GPU time.
+- ``s3mem``: peak memory and wall of S3Gen's batched calls, 16 pieces at once against split calls.
+- ``t3compile``: the decode layer through ``torch.compile``: set-up, step time, greedy tokens.
 - ``t3``: the T3 decoder alone: graph replay only (GPU time of a step, no host work) against the
   scheduler's ms per token, for ``ahead`` 1/2/3 (steps queued before the host reads the last
   one), one stream and 16, each also with a thread running S3Gen flow calls at the same time
@@ -157,6 +159,103 @@ def section_t3prof(model: Any, torch: Any, rows: list) -> None:
     torch.cuda.empty_cache()
 
 
+def section_s3mem(model: Any, torch: Any, rows: list) -> None:
+    """Peak memory and wall of S3Gen's batched calls: 16 pieces at once against 2 x 8 (what a
+    frame budget does), for the shapes of the last chunk at 16 concurrent."""
+    from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker, _FlowJob, _HiftJob
+
+    g = torch.Generator().manual_seed(0)
+    ref = model.conds.gen
+    worker = S3GenWorker(model.s3gen)
+    toks = [torch.randint(0, 6561, (224,), generator=g).tolist() for _ in range(16)]
+    with torch.inference_mode():
+        fj = [_FlowJob(t, ref) for t in toks[:1]]
+        worker._flow_batch(fj)
+        mel = fj[0].future.result()
+        for stage in ("flow", "hift"):
+            for split in (1, 2, 4):
+                per = 16 // split
+                walls, peaks = [], []
+                for rep in range(3):
+                    torch.cuda.synchronize()
+                    base = torch.cuda.memory_allocated()
+                    torch.cuda.reset_peak_memory_stats()
+                    t0 = time.perf_counter()
+                    for k in range(split):
+                        if stage == "flow":
+                            jobs = [_FlowJob(t, ref) for t in toks[k * per:(k + 1) * per]]
+                            worker._flow_batch(jobs)
+                        else:
+                            jobs = [_HiftJob(mel, None) for _ in range(per)]
+                            worker._hift_batch(jobs)
+                        for j in jobs:
+                            j.future.result()
+                        del jobs
+                    torch.cuda.synchronize()
+                    walls.append((time.perf_counter() - t0) * 1000)
+                    peaks.append((torch.cuda.max_memory_allocated() - base) / 2**30)
+                emit({"section": "s3mem", "stage": stage, "pieces": 16, "calls": split,
+                      "frames_per_piece": 2 * (int(ref["prompt_token"].shape[-1]) + 224) if stage == "flow" else int(mel.shape[-1]),
+                      "wall_ms": round(statistics.median(walls[1:]), 2), "peak_extra_gib": round(max(peaks), 3)}, rows)
+    worker.close()
+
+
+def section_t3compile(model: Any, torch: Any, args: argparse.Namespace, rows: list) -> None:
+    """The decode layer through torch.compile (Inductor), graphs captured around it as usual:
+    set-up time, GPU time of a step, scheduler speed, and greedy tokens against the eager step."""
+    from chatterbox.tts_turbo import punc_norm
+
+    from voxgate_server.engines.chatterbox_fast import BatchedT3Decoder, SamplingParams
+
+    ids = model.tokenizer(punc_norm(TEXT), return_tensors="pt").input_ids
+    greedy = SamplingParams(temperature=0.8, top_k=1, top_p=0.95, repetition_penalty=1.2)
+    n = args.tokens + 1
+    toks: dict[tuple[str, bool], list[int]] = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        for comp in (False, True):
+            row: dict[str, Any] = {"section": "t3compile", "compile": comp, "dtype": str(dtype)}
+            try:
+                t0 = time.perf_counter()
+                dec = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, dtype=dtype, compile=comp).start()
+                dec.warmup()
+                row["setup_s"] = round(time.perf_counter() - t0, 2)
+                toks[(str(dtype), comp)] = dec.submit(model.conds.t3, ids, greedy, n).result(900)
+                if dtype == torch.bfloat16:
+                    for B in (1, 16):
+                        g = dec._graph(B, 512)
+                        with torch.cuda.stream(dec._stream):
+                            for _ in range(5):
+                                g.replay()
+                            torch.cuda.synchronize()
+                            t0 = time.perf_counter()
+                            for _ in range(100):
+                                g.replay()
+                            torch.cuda.synchronize()
+                        row[f"replay_b{B}_ms_per_step"] = round((time.perf_counter() - t0) * 10, 4)
+                    t0 = time.perf_counter()
+                    got = dec.submit(model.conds.t3, ids, SamplingParams(), n).result(600)
+                    row["one_stream_ms_per_token"] = round((time.perf_counter() - t0) * 1000 / len(got), 4)
+                    steps0 = dec.steps
+                    t0 = time.perf_counter()
+                    streams = [dec.submit(model.conds.t3, ids, SamplingParams(seed=i), n) for i in range(16)]
+                    total = sum(len(s.result(600)) for s in streams)
+                    dt = time.perf_counter() - t0
+                    row["b16_ms_per_step"] = round(1000 * dt / max(1, dec.steps - steps0), 4)
+                    row["b16_tokens_per_s"] = round(total / dt, 1)
+                if comp:
+                    ref = toks.get((str(dtype), False), [])
+                    got = toks[(str(dtype), True)]
+                    row["greedy_equal_to_uncompiled"] = got == ref
+                    row["greedy_prefix_match"] = next((i for i, (a, b) in enumerate(zip(got, ref)) if a != b),
+                                                      min(len(got), len(ref)))
+                dec.close()
+                del dec
+                torch.cuda.empty_cache()
+            except Exception as exc:  # noqa: BLE001
+                row["error"] = repr(exc)[:800]
+            emit(row, rows)
+
+
 def section_flow(model: Any, torch: Any, rows: list) -> None:
     from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker, _FlowJob
 
@@ -280,6 +379,8 @@ def main() -> int:
     sections = args.sections.split(",")
     for name, fn in (("mem", lambda: section_mem(model, torch, rows)),
                      ("t3prof", lambda: section_t3prof(model, torch, rows)),
+                     ("s3mem", lambda: section_s3mem(model, torch, rows)),
+                     ("t3compile", lambda: section_t3compile(model, torch, args, rows)),
                      ("flow", lambda: section_flow(model, torch, rows)),
                      ("t3", lambda: section_t3(model, torch, args, rows)),
                      ("clips", lambda: section_clips(model, torch, args, rows))):

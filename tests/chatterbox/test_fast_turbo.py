@@ -247,3 +247,16 @@ def test_speech_tokenizer_on_the_cpu_answers_as_before(model):
     assert want.shape[1] == 40
     assert torch.equal(got, want) and torch.equal(got_len, want_len)
     assert torch.equal(got_t, want)
+
+
+def test_s3gen_batches_respect_the_piece_and_frame_limits():
+    from voxgate_server.engines.chatterbox_fast.s3gen_worker import split_batches
+
+    widths = [300, 100, 250, 120, 900, 110]
+    out = split_batches(widths, lambda w: w, max_batch=2, max_frames=None)
+    assert out == [[100, 110], [120, 250], [300, 900]]  # shortest first, 2 a call
+    out = split_batches(widths, lambda w: w, max_batch=16, max_frames=600)
+    # a call's pieces x its widest piece stays within 600 frames; a piece wider than that goes alone
+    assert out == [[100, 110, 120], [250, 300], [900]]
+    assert all(len(b) * max(b) <= 600 for b in out if len(b) > 1)
+    assert sorted(w for b in out for w in b) == sorted(widths)

@@ -160,14 +160,11 @@ class BatchedT3Decoder:
         self.pos_buf = torch.zeros(max_batch, dtype=torch.long, device=self.device)
         self.next_buf = torch.zeros(max_batch, dtype=torch.long, device=self.device)
         self.batch_buckets = _bucket_sizes(max_batch)
-        if compile:  # one length (the mask does the rest): fewer shapes for Inductor to build
-            length_bucket = max_len
         self.len_buckets = sorted({min(max_len, b) for b in range(length_bucket, max_len + length_bucket,
                                                                    length_bucket)})
-        # torch.compile fuses the step's ~400 small kernels (LayerNorm, bias, GELU, residual,
-        # sampling) into far fewer; the CUDA graphs are still captured here, per bucket.
-        self._step_fn = (torch.compile(self._step_body, dynamic=False, fullgraph=False)
-                         if compile else self._step_body)
+        if compile:
+            self.model.compile_layers()
+        self._step_fn = self._step_body
         self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self._pool: Any = None
         self._stream = torch.cuda.Stream(self.device) if on_cuda else None

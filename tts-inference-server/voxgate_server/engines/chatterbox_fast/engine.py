@@ -47,6 +47,10 @@ class FastSettings(BaseSettings):
     # decode steps queued ahead of reading their tokens (docs/gpu-performance.md)
     decode_ahead: int = Field(2, ge=1, le=8)
     speech_tokenizer_on_cpu: bool = True
+    # most mel frames (pieces x widest piece, voice prompt included) in one S3Gen call; 0: no cap
+    s3gen_max_frames: int = Field(8000, ge=0)
+    # the T3 decode layer through torch.compile (needs Triton and a C compiler; ~20 s at start)
+    compile: bool = False
 
 
 class FastChatterboxTurboEngine(ChatterboxTurboEngine):
@@ -72,7 +76,8 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
                                   s3gen_batch=fs.s3gen_batch, tf32=fs.s3gen_tf32,
                                   chunk_lead_s=fs.chunk_lead_s if fs.chunk_lead_s >= 0 else None,
                                   release_upstream_t3=True, decode_ahead=fs.decode_ahead,
-                                  tokenizer_on_cpu=fs.speech_tokenizer_on_cpu).start()
+                                  tokenizer_on_cpu=fs.speech_tokenizer_on_cpu,
+                                  s3gen_max_frames=fs.s3gen_max_frames or None, compile_t3=fs.compile).start()
             seconds = self.fast.warmup(max_new_tokens=24 if self.device == "cuda" else 4)
         except Exception as exc:  # noqa: BLE001 - reported as a failed load
             raise EngineError(f"chatterbox fast path failed to start: {exc}") from exc

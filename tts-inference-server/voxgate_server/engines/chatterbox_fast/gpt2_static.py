@@ -35,6 +35,10 @@ class _Layer:
     fc2_w: Tensor
     fc2_b: Tensor
 
+    def weights(self) -> tuple[Tensor, ...]:
+        return (self.ln1_w, self.ln1_b, self.attn_w, self.attn_b, self.proj_w, self.proj_b,
+                self.ln2_w, self.ln2_b, self.fc_w, self.fc_b, self.fc2_w, self.fc2_b)
+
 
 class StaticGPT2:
     """Weights of one upstream T3 in ``dtype`` on ``device`` plus a static KV cache."""
@@ -75,6 +79,15 @@ class StaticGPT2:
         shape = (self.n_layer, max_batch, 2, self.n_head, max_len, self.head_dim)
         self.kv_cache = torch.zeros(shape, device=device, dtype=dtype)
         self.fused_gelu = dtype != torch.float32 and device.type == "cuda" and self._fused_gelu_ok()
+        self._layer_fn = self._decode_layer
+
+    def compile_layers(self) -> None:
+        """Decode through one ``torch.compile``d layer (the same code for all 24, weights passed
+        in; dynamic batch and length, so a handful of compilations): Inductor fuses the residual
+        adds into LayerNorm and the biases into the GELU and the cache write, so a step launches
+        far fewer kernels. The CUDA graphs are still captured around it, per bucket."""
+        self.fused_gelu = False  # cuBLASLt's epilogue is opaque to Inductor; let it fuse the GELU
+        self._layer_fn = torch.compile(self._decode_layer, dynamic=True, fullgraph=True)
 
     def _fused_gelu_ok(self) -> bool:
         """cuBLASLt's bias+GELU(tanh) epilogue saves one kernel per layer; use it only if it
@@ -134,7 +147,6 @@ class StaticGPT2:
         """Embed ``tokens`` [B] at positions ``pos`` [B], attend over cache[:length]; returns
         hidden [B, C]. Writes this step's keys/values at ``pos``."""
         B = tokens.shape[0]
-        H, D = self.n_head, self.head_dim
         x = F.embedding(tokens, self.speech_emb) + F.embedding(pos, self.wpe)  # [B, C]
         rows = torch.arange(B, device=tokens.device)
         # key j is visible to row b iff j <= pos[b]; one additive mask for all layers
@@ -142,14 +154,25 @@ class StaticGPT2:
         mask = torch.zeros(B, 1, 1, length, device=tokens.device, dtype=self.dtype)
         mask = mask.masked_fill(~visible[:, None, None, :], float("-inf"))
         for i, layer in enumerate(self.layers):
-            h = self._ln(x, layer.ln1_w, layer.ln1_b)
-            qkv = torch.addmm(layer.attn_b, h, layer.attn_w).view(B, 3, H, D)
-            kv = self.kv_cache[i]
-            kv[rows, :, :, pos] = qkv[:, 1:]  # [B, 2, H, D]
-            a = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[:B, 0, :, :length], kv[:B, 1, :, :length],
-                                               attn_mask=mask)
-            a = a.reshape(B, self.dim)
-            x = x + torch.addmm(layer.proj_b, a, layer.proj_w)
-            x = x + self._mlp(self._ln(x, layer.ln2_w, layer.ln2_b), layer)
+            x = self._layer_fn(x, self.kv_cache[i], rows, pos, mask, length, layer.weights())
         return x
 
+    def _decode_layer(self, x: Tensor, kv: Tensor, rows: Tensor, pos: Tensor, mask: Tensor, length: int,
+                      w: tuple[Tensor, ...]) -> Tensor:
+        """One layer of one decode step; ``kv`` is the layer's cache ``[max_batch, 2, H, L, D]``."""
+        ln1_w, ln1_b, attn_w, attn_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, fc2_w, fc2_b = w
+        B = x.shape[0]
+        H, D = self.n_head, self.head_dim
+        h = self._ln(x, ln1_w, ln1_b)
+        qkv = torch.addmm(attn_b, h, attn_w).view(B, 3, H, D)
+        kv[rows, :, :, pos] = qkv[:, 1:]  # [B, 2, H, D]
+        a = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[:B, 0, :, :length], kv[:B, 1, :, :length],
+                                           attn_mask=mask)
+        a = a.reshape(B, self.dim)
+        x = x + torch.addmm(proj_b, a, proj_w)
+        h = self._ln(x, ln2_w, ln2_b)
+        if self.fused_gelu:
+            h = torch._addmm_activation(fc_b, h, fc_w, use_gelu=True)
+        else:
+            h = F.gelu(torch.addmm(fc_b, h, fc_w), approximate="tanh")
+        return x + torch.addmm(fc2_b, h, fc2_w)

@@ -46,7 +46,8 @@ class FastTurbo:
                  first_chunk: int = 12, max_chunk: int = 256, watermark_first_chunk: bool = False,
                  s3gen_batch: int = 16, tf32: bool = False, chunk_lead_s: float | None = 0.35,
                  release_upstream_t3: bool = False, decode_ahead: int | None = None,
-                 tokenizer_on_cpu: bool = False) -> None:
+                 tokenizer_on_cpu: bool = False, s3gen_max_frames: int | None = None,
+                 compile_t3: bool = False) -> None:
         self.model = model
         if tf32 and torch.cuda.is_available():
             # S3Gen's flow is compute-bound in float32 once pieces are batched (measured: 205 ms
@@ -55,7 +56,8 @@ class FastTurbo:
             # Off by default: one bench run with it on showed no gain beyond run-to-run noise.
             torch.backends.cuda.matmul.allow_tf32 = True
         self.decoder = BatchedT3Decoder(model.t3, max_batch=max_batch, max_len=max_len, dtype=dtype,
-                                        cuda_graphs=cuda_graphs, ahead=decode_ahead)
+                                        cuda_graphs=cuda_graphs, ahead=decode_ahead,
+                                        compile=compile_t3)
         if release_upstream_t3:
             # The decoder holds its own copy of the transformer; upstream's (fp32 on the GPU)
             # is only needed by upstream's own generate(). The embeddings stay (prefill input).
@@ -70,7 +72,7 @@ class FastTurbo:
         self.vocoder = StreamingVocoder(model.s3gen, watermarker=self._watermarker(model) if watermark else None,
                                         first_chunk=first_chunk, max_chunk=max_chunk,
                                         watermark_first_chunk=watermark_first_chunk, s3gen_batch=s3gen_batch,
-                                        lead_s=chunk_lead_s)
+                                        lead_s=chunk_lead_s, s3gen_max_frames=s3gen_max_frames)
         self.sample_rate = model.sr
 
     @staticmethod

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,10 +39,41 @@ class _HiftJob:
     future: cf.Future = field(default_factory=cf.Future)
 
 
+def split_batches(jobs: list[Any], frames: Callable[[Any], int], max_batch: int,
+                  max_frames: int | None) -> list[list[Any]]:
+    """``jobs`` cut into calls of at most ``max_batch`` pieces and, once padded to the widest,
+    ``max_frames`` frames (shortest first, so pieces of like length pad least; a piece wider
+    than the budget goes alone)."""
+    out: list[list[Any]] = []
+    cur: list[Any] = []
+    for job in sorted(jobs, key=frames):
+        width = frames(job)  # sorted: the newest piece is the widest
+        if cur and (len(cur) >= max_batch or (max_frames is not None and (len(cur) + 1) * width > max_frames)):
+            out.append(cur)
+            cur = []
+        cur.append(job)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _flow_frames(job: _FlowJob) -> int:
+    return 2 * (int(job.ref["prompt_token"].shape[-1]) + len(job.tokens))
+
+
+def _hift_frames(job: _HiftJob) -> int:
+    return int(job.mel.shape[-1])
+
+
 class S3GenWorker:
     def __init__(self, s3gen: torch.nn.Module, *, n_cfm_timesteps: int = 2, max_batch: int = 32,
-                 threads: int = 1, window_ms: float = 4.0) -> None:
+                 threads: int = 1, window_ms: float = 4.0, max_frames: int | None = None) -> None:
         self.s3gen = s3gen
+        # Activation memory grows with pieces x padded frames (the flow's attention with its
+        # square): one call holds at most this many (pieces x widest piece's mel frames, the
+        # voice's prompt included for the flow). Past it a batch is split; batched calls are
+        # GPU-bound, so two halves cost about what the whole did. None: only ``max_batch``.
+        self.max_frames = max_frames
         self.n_cfm_timesteps = n_cfm_timesteps
         self.max_batch = max_batch
         self.window_s = window_ms / 1000.0
@@ -107,10 +139,10 @@ class S3GenWorker:
                 for j in flows:
                     by_voice.setdefault(id(j.ref["prompt_token"]), []).append(j)
                 for group in by_voice.values():
-                    for i in range(0, len(group), self.max_batch):
-                        self._guard(self._flow_batch, group[i:i + self.max_batch])
-                for i in range(0, len(hifts), self.max_batch):
-                    self._guard(self._hift_batch, hifts[i:i + self.max_batch])
+                    for batch in split_batches(group, _flow_frames, self.max_batch, self.max_frames):
+                        self._guard(self._flow_batch, batch)
+                for batch in split_batches(hifts, _hift_frames, self.max_batch, self.max_frames):
+                    self._guard(self._hift_batch, batch)
 
     def _guard(self, fn: Any, jobs: list[Any]) -> None:
         try:
