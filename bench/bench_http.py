@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from gpu_common import run_at_once
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -128,26 +130,12 @@ def phase_http(args: Any) -> dict[str, Any]:
         res["audio_s"] = round(runs[-1]["audio_s"], 3)
         conc = {}
         for c_n in args.concurrency:
-            results: list[dict[str, float]] = []
-            errors: list[str] = []
-            barrier = threading.Barrier(c_n + 1)
-
-            def worker() -> None:
-                with httpx.Client() as cl:
-                    barrier.wait()
-                    try:
-                        results.append(one(cl))
-                    except Exception as exc:  # noqa: BLE001
-                        errors.append(repr(exc))
-
-            ths = [threading.Thread(target=worker) for _ in range(c_n)]
-            for t in ths:
-                t.start()
-            barrier.wait()
-            t0 = time.perf_counter()
-            for t in ths:
-                t.join()
-            wall = time.perf_counter() - t0
+            clients = [httpx.Client() for _ in range(c_n)]
+            try:
+                results, errors, wall = run_at_once(c_n, lambda i: one(clients[i]))
+            finally:
+                for cl in clients:
+                    cl.close()
             audio = sum(r["audio_s"] for r in results)
             conc[str(c_n)] = {"wall_s": round(wall, 3), "audio_s": round(audio, 2),
                               "audio_s_per_s": round(audio / wall, 2), "errors": errors[:3],

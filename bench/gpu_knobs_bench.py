@@ -32,6 +32,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tts-inference-server"))
 
+from gpu_common import graph_ms_per_step, run_at_once  # noqa: E402
+
 TEXT = "Good morning, and welcome to the weekly update. The server handled more requests than ever this week."
 SR = 24000
 
@@ -93,17 +95,8 @@ def section_t3(model: Any, torch: Any, args: argparse.Namespace, rows: list) -> 
         dec.warmup()
         if ahead == 1:  # GPU time of one step, replayed back to back with no host work between
             for B in (1, 16):
-                g = dec._graph(B, 512)
-                with torch.cuda.stream(dec._stream):
-                    for _ in range(5):
-                        g.replay()
-                    torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                    for _ in range(100):
-                        g.replay()
-                    torch.cuda.synchronize()
                 emit({"section": "t3", "graph_replay_only": True, "batch": B, "length": 512,
-                      "ms_per_step": round((time.perf_counter() - t0) * 10, 4)}, rows)
+                      "ms_per_step": round(graph_ms_per_step(dec, B, 512), 4)}, rows)
         dec.submit(model.conds.t3, ids, SamplingParams(), 20).result(600)
         for load in (False, True):
             for si in ((default_si, 0.0005) if load else (default_si,)):
@@ -222,16 +215,7 @@ def section_t3compile(model: Any, torch: Any, args: argparse.Namespace, rows: li
                 toks[(str(dtype), comp)] = dec.submit(model.conds.t3, ids, greedy, n).result(900)
                 if dtype == torch.bfloat16:
                     for B in (1, 16):
-                        g = dec._graph(B, 512)
-                        with torch.cuda.stream(dec._stream):
-                            for _ in range(5):
-                                g.replay()
-                            torch.cuda.synchronize()
-                            t0 = time.perf_counter()
-                            for _ in range(100):
-                                g.replay()
-                            torch.cuda.synchronize()
-                        row[f"replay_b{B}_ms_per_step"] = round((time.perf_counter() - t0) * 10, 4)
+                        row[f"replay_b{B}_ms_per_step"] = round(graph_ms_per_step(dec, B, 512), 4)
                     t0 = time.perf_counter()
                     got = dec.submit(model.conds.t3, ids, SamplingParams(), n).result(600)
                     row["one_stream_ms_per_token"] = round((time.perf_counter() - t0) * 1000 / len(got), 4)
@@ -331,21 +315,7 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
                 return {"first": first or 0.0, "total": time.perf_counter() - t0, "audio": samples / SR}
 
             ones = [clip() for _ in range(3)]
-            results: list[dict[str, float]] = []
-            barrier = threading.Barrier(17)
-
-            def worker() -> None:
-                barrier.wait()
-                results.append(clip())
-
-            ths = [threading.Thread(target=worker) for _ in range(16)]
-            for t in ths:
-                t.start()
-            barrier.wait()
-            t0 = time.perf_counter()
-            for t in ths:
-                t.join()
-            wall = time.perf_counter() - t0
+            results, _, wall = run_at_once(16, lambda _: clip())
             emit({"section": "clips", "variant": v, "switch_interval_ms": si,
                   "rtf_median": round(statistics.median(o["total"] / o["audio"] for o in ones), 4),
                   "first_audio_s_median": round(statistics.median(o["first"] for o in ones), 4),
@@ -355,7 +325,6 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
         finally:
             ft.close()
             sys.setswitchinterval(default_si)
-            del ft
             torch.cuda.empty_cache()
 
 

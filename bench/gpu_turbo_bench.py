@@ -33,6 +33,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tts-inference-server"))
 
+from gpu_common import run_at_once  # noqa: E402
+
 # 102 characters: the length the first-audio target names
 TEXT = "Good morning, and welcome to the weekly update. The server handled more requests than ever this week."
 # extra texts for the batched greedy check
@@ -112,25 +114,15 @@ def phase_upstream(args: argparse.Namespace) -> dict[str, Any]:
     lock = threading.Lock()
     conc = {}
     for c in args.upstream_concurrency:
-        audio_total = 0.0
-        done = threading.Barrier(c + 1)
 
-        def worker() -> None:
-            nonlocal audio_total
-            done.wait()
+        def one_generate(_: int) -> float:
             with lock:
                 w = model.generate(TEXT)
                 cuda_sync()
-                audio_total += w.shape[-1] / SR
+                return w.shape[-1] / SR
 
-        ths = [threading.Thread(target=worker) for _ in range(c)]
-        for t in ths:
-            t.start()
-        done.wait()
-        t0 = time.perf_counter()
-        for t in ths:
-            t.join()
-        wall = time.perf_counter() - t0
+        clips, _, wall = run_at_once(c, one_generate)
+        audio_total = sum(clips)
         conc[str(c)] = {"wall_s": round(wall, 3), "audio_s": round(audio_total, 2),
                         "audio_s_per_s": round(audio_total / wall, 2)}
     res["concurrency"] = conc
@@ -236,21 +228,7 @@ def phase_fast(args: argparse.Namespace) -> dict[str, Any]:
 
     conc = {}
     for c in args.concurrency:
-        results: list[dict[str, float]] = []
-        barrier = threading.Barrier(c + 1)
-
-        def worker() -> None:
-            barrier.wait()
-            results.append(one_clip())
-
-        ths = [threading.Thread(target=worker) for _ in range(c)]
-        for t in ths:
-            t.start()
-        barrier.wait()
-        t0 = time.perf_counter()
-        for t in ths:
-            t.join()
-        wall = time.perf_counter() - t0
+        results, _, wall = run_at_once(c, lambda _: one_clip())
         audio = sum(r["audio_s"] for r in results)
         conc[str(c)] = {"wall_s": round(wall, 3), "audio_s": round(audio, 2),
                         "audio_s_per_s": round(audio / wall, 2),
@@ -265,16 +243,7 @@ def phase_fast(args: argparse.Namespace) -> dict[str, Any]:
     c = max(args.concurrency)
     lead = ft.vocoder.lead_s
     ft.vocoder.lead_s = None
-    results = []
-    barrier = threading.Barrier(c + 1)
-    ths = [threading.Thread(target=worker) for _ in range(c)]
-    for t in ths:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in ths:
-        t.join()
-    wall = time.perf_counter() - t0
+    results, _, wall = run_at_once(c, lambda _: one_clip())
     ft.vocoder.lead_s = lead
     audio = sum(r["audio_s"] for r in results)
     res["fixed_schedule"] = {"concurrency": c, "wall_s": round(wall, 3), "audio_s_per_s": round(audio / wall, 2),

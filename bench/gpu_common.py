@@ -1,0 +1,52 @@
+"""Helpers the GPU benchmarks share: concurrent clients released together, graph step timing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def run_at_once(n: int, fn: Callable[[int], T]) -> tuple[list[T], list[str], float]:
+    """Run ``fn(i)`` for i in 0..n-1 on n threads released together by a barrier; returns the
+    results, the errors (repr) of the calls that raised, and the wall seconds from the release
+    to the end of the last call. Threads start before the clock, so start-up is not timed."""
+    results: list[T] = []
+    errors: list[str] = []
+    barrier = threading.Barrier(n + 1)
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        try:
+            results.append(fn(i))
+        except Exception as exc:  # noqa: BLE001 - counted, the others go on
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    return results, errors, time.perf_counter() - t0
+
+
+def graph_ms_per_step(decoder: Any, batch: int, length: int, reps: int = 100) -> float:
+    """GPU time of one captured T3 decode step: the (batch, length) graph replayed back to back
+    with no host work between (the decoder must be idle)."""
+    import torch
+
+    graph = decoder._graph(batch, length)
+    with torch.cuda.stream(decoder._stream):
+        for _ in range(5):
+            graph.replay()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            graph.replay()
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) * 1000 / reps
