@@ -48,6 +48,9 @@ class DockerRuntime(_Strict):
     volumes: list[Volume] = Field(default_factory=list)
     gpus: GpuRequest | None = None
     shm_size: str | None = None
+    # the container's memory cap (Docker's format: "512m", "4g"); swap is held to the same, so a
+    # model that outgrows it is OOM-killed (and reported so) rather than thrashing the host
+    mem_limit: str | None = Field(default=None, pattern=r"^[0-9]+[bkmgBKMG]?$")
     stop_timeout_s: float = Field(default=10.0, ge=0)  # SIGTERM, then SIGKILL after this
 
 

@@ -45,6 +45,8 @@ def test_defaults():
         ([proc(), proc("b", port=8102, aliases=["piper"])], "'piper' is already used"),
         ([proc(readiness={"pathx": "/"})], "models[0].readiness.pathx"),
         ([{"id": "r", "runtime": {"type": "remote", "base_url": "lan:8000"}}], "models[0].runtime.base_url"),
+        ([{"id": "d", "runtime": {"type": "docker", "image": "x", "port": 9000, "mem_limit": "4 GB"}}],
+         "models[0].runtime.mem_limit"),
     ],
 )
 def test_bad_files_name_the_field(models, needle):

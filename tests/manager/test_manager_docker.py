@@ -231,6 +231,24 @@ def test_container_killed_mid_request_clean_error_then_restart(dclient, instance
     assert container(dclient, instance).status == "running"
 
 
+def test_oom_killed_container_is_reported_with_its_reason_and_code(dclient, instance, mgr_factory):
+    # 60 MiB: the server starts, then loading its engine outgrows the cap and the kernel kills it
+    entry = docker_model(instance, hold_max_s=90, retry_after_s=7)
+    entry["runtime"]["mem_limit"] = "60m"
+    m = mgr_factory([entry])
+    r = speech(m.url)
+    assert r.status_code == 503 and r.headers["retry-after"] == "7"
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert "OOM" in err["message"] and "137" in err["message"], err
+    st = m.status("piper")
+    assert st["state"] == "failed"
+    assert st["last_exit"]["reason"] == "oom" and st["last_exit"]["exit_code"] == 137
+    assert container(dclient, instance).attrs["HostConfig"]["Memory"] == 60 * 1024 * 1024
+    oom = [e for e in m.events("exit", "piper") if e.get("reason") == "oom"]
+    assert oom and oom[0]["exit_code"] == 137
+
+
 def test_never_ready_gives_503_with_retry_after_within_hold_max(dclient, instance, mgr_factory):
     entry = docker_model(instance, hold_max_s=3, retry_after_s=9,
                          readiness={"path": "/health", "json_field": "status", "json_value": "never"})

@@ -242,6 +242,8 @@ class DockerRuntimeImpl(Runtime):
         )
         if self.rt.shm_size:
             kwargs["shm_size"] = self.rt.shm_size
+        if self.rt.mem_limit:
+            kwargs["mem_limit"] = kwargs["memswap_limit"] = self.rt.mem_limit
         if self.rt.gpus is not None:
             g = self.rt.gpus
             kwargs["device_requests"] = [
