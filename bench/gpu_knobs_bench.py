@@ -240,6 +240,40 @@ def section_t3compile(model: Any, torch: Any, args: argparse.Namespace, rows: li
             emit(row, rows)
 
 
+def section_syncs(model: Any, torch: Any, rows: list) -> None:
+    """Where S3Gen's flow and HiFT synchronise with the host (what stops a CUDA graph capture):
+    each synchronising op, by the Python line that called it, under torch's sync debug mode."""
+    import warnings
+
+    from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker, _FlowJob, _HiftJob
+
+    worker = S3GenWorker(model.s3gen)
+    ref = model.conds.gen
+    with torch.inference_mode():
+        for name, make, fn in (
+            ("flow_b1", lambda: [_FlowJob(list(range(100, 140)), ref)], worker._flow_batch),
+            ("flow_b2", lambda: [_FlowJob(list(range(100, 140)), ref), _FlowJob(list(range(100, 120)), ref)],
+             worker._flow_batch),
+            ("hift_b1", lambda: [_HiftJob(torch.randn(80, 60, device="cuda"), None)], worker._hift_batch),
+        ):
+            fn(make())  # warm
+            torch.cuda.synchronize()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode(1)
+                try:
+                    fn(make())
+                finally:
+                    torch.cuda.set_sync_debug_mode(0)
+            where: dict[str, int] = {}
+            for w in caught:
+                if "synchroniz" in str(w.message):
+                    key = f"{w.filename.split('site-packages/')[-1]}:{w.lineno}"
+                    where[key] = where.get(key, 0) + 1
+            emit({"section": "syncs", "call": name, "sync_points": where}, rows)
+    worker.close()
+
+
 def section_flow(model: Any, torch: Any, rows: list) -> None:
     from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker, _FlowJob
 
@@ -350,6 +384,7 @@ def main() -> int:
                      ("t3prof", lambda: section_t3prof(model, torch, rows)),
                      ("s3mem", lambda: section_s3mem(model, torch, rows)),
                      ("t3compile", lambda: section_t3compile(model, torch, args, rows)),
+                     ("syncs", lambda: section_syncs(model, torch, rows)),
                      ("flow", lambda: section_flow(model, torch, rows)),
                      ("t3", lambda: section_t3(model, torch, args, rows)),
                      ("clips", lambda: section_clips(model, torch, args, rows))):

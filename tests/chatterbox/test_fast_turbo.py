@@ -260,3 +260,47 @@ def test_s3gen_batches_respect_the_piece_and_frame_limits():
     assert out == [[100, 110, 120], [250, 300], [900]]
     assert all(len(b) * max(b) <= 600 for b in out if len(b) > 1)
     assert sorted(w for b in out for w in b) == sorted(widths)
+
+
+def test_sync_free_masks_equal_upstream_and_make_a_row_with_no_visible_key_visible():
+    from chatterbox.models.s3gen.utils import mask as upstream
+
+    from voxgate_server.engines.chatterbox_fast.s3gen_syncfree import add_optional_chunk_mask
+
+    xs = torch.zeros(2, 6, 4)
+    masks = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]], dtype=torch.bool)[:, None]
+    for static in (0, 2):
+        want = upstream.add_optional_chunk_mask(xs, masks.clone(), False, False, 0, static, -1)
+        got = add_optional_chunk_mask(xs, masks.clone(), False, False, 0, static, -1)
+        assert got.dtype == torch.bool and torch.equal(got, want)
+    # a row hiding every key: upstream means to make it visible (its own branch for this raises
+    # NameError in chatterbox-tts 0.1.7: ``logging`` is not imported there)
+    empty = torch.zeros(1, 1, 6, dtype=torch.bool)
+    assert add_optional_chunk_mask(xs[:1], empty, False, False, 0, 0, -1).all()
+
+
+def test_sync_free_s3gen_gives_upstream_mel(model):
+    """The flow with voxgate's sync-free masks makes exactly upstream's mel (same noise)."""
+    from chatterbox.models.s3gen import decoder
+    from chatterbox.models.s3gen.transformer import upsample_encoder
+    from chatterbox.models.s3gen.utils import mask as upstream
+
+    from voxgate_server.engines.chatterbox_fast import s3gen_syncfree
+
+    tokens = torch.arange(100, 124)[None]
+
+    def mel_with(fn):
+        saved = (decoder.add_optional_chunk_mask, upsample_encoder.add_optional_chunk_mask)
+        decoder.add_optional_chunk_mask = upsample_encoder.add_optional_chunk_mask = fn
+        try:
+            torch.manual_seed(3)
+            with torch.inference_mode():
+                return model.s3gen.flow_inference(tokens, ref_dict=dict(model.conds.gen), n_cfm_timesteps=2,
+                                                  finalize=True)
+        finally:
+            decoder.add_optional_chunk_mask, upsample_encoder.add_optional_chunk_mask = saved
+
+    want = mel_with(upstream.add_optional_chunk_mask)
+    got = mel_with(s3gen_syncfree.add_optional_chunk_mask)
+    assert want.shape[-1] == 2 * 24
+    assert torch.equal(got, want)

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from voxgate_server.engines.chatterbox_fast import s3gen_syncfree
+
 SAMPLES_PER_MEL = 480
 
 
@@ -74,6 +76,7 @@ class S3GenWorker:
         # voice's prompt included for the flow). Past it a batch is split; batched calls are
         # GPU-bound, so two halves cost about what the whole did. None: only ``max_batch``.
         self.max_frames = max_frames
+        s3gen_syncfree.install(s3gen)
         self.n_cfm_timesteps = n_cfm_timesteps
         self.max_batch = max_batch
         self.window_s = window_ms / 1000.0
@@ -173,7 +176,7 @@ class S3GenWorker:
             toks[i, : lens[i]] = torch.tensor(j.tokens, dtype=torch.long)
         toks = toks.to(m.device)
         lens_t = torch.tensor(lens, dtype=torch.long, device=m.device)
-        mel = m.flow_inference(toks, speech_token_lens=lens_t if len(jobs) > 1 else None,
+        mel = m.flow_inference(toks, speech_token_lens=lens_t,
                                ref_dict=dict(jobs[0].ref), n_cfm_timesteps=self.n_cfm_timesteps, finalize=True)
         mel = mel.float()
         self._sync()
