@@ -120,6 +120,8 @@ def main() -> int:
     ap.add_argument("--cold-runs", type=int, default=3)
     ap.add_argument("--docker-image", default=None, help="also time a cold start of this image through the docker runtime")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--profile-manager", default=None, metavar="PATH",
+                    help="run the manager under cProfile and write its stats here (figures then include the profiler's cost)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="voxgate-bench-"))
@@ -146,8 +148,9 @@ def main() -> int:
                 "readiness": {"json_field": "status", "json_value": "ok"},
             })
         (tmp / "models.json").write_text(json.dumps({"models": models}))
+        profile = ["-m", "cProfile", "-o", args.profile_manager] if args.profile_manager else []
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "voxgate_manager.cli", "--config", str(tmp / "models.json"), "--port", str(mport),
+            [sys.executable, *profile, "-m", "voxgate_manager.cli", "--config", str(tmp / "models.json"), "--port", str(mport),
              "--admin-port", str(aport), "--log-level", "warning"],
             env={**env, "VOXGATE_MANAGER_INSTANCE": instance}, stdout=open(tmp / "manager.log", "wb"), stderr=subprocess.STDOUT))
         manager, admin = f"http://127.0.0.1:{mport}", f"http://127.0.0.1:{aport}"
