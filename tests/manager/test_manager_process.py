@@ -394,3 +394,23 @@ def test_held_client_that_goes_away_leaves_the_queue_and_the_start_goes_on(mgr_f
     st = m.status("piper")
     assert st["queue_depth"] == 0, "a client that left still holds a place in the queue"
     assert st["state"] == "starting"  # the start it triggered is not abandoned half-way
+
+
+def test_client_leaving_mid_stream_frees_the_model_without_waiting_for_the_stream_end(mgr_factory):
+    m = mgr_factory([piper_process_model()])
+    assert speech(m.url).status_code == 200  # started
+    with httpx.stream("POST", f"{m.url}/v1/audio/speech", timeout=120,
+                      json={"model": "piper", "input": LONG_TEXT, "voice": "alloy", "response_format": "pcm"}) as r:
+        assert r.status_code == 200
+        chunks = r.iter_raw()
+        next(chunks)
+        time.sleep(0.2)
+        assert m.status("piper")["requests_in_flight"] == 1  # the answer goes on while the client holds on
+    left = time.monotonic()  # the client closed its connection with most of 60+ s of audio still to come
+    while m.status("piper")["requests_in_flight"] and time.monotonic() - left < 10:
+        time.sleep(0.02)
+    freed_after = time.monotonic() - left
+    assert m.status("piper")["requests_in_flight"] == 0
+    # synthesising the rest takes seconds on this machine; a proxy that relayed it to nobody would hold the slot as long
+    assert freed_after < 1.0, freed_after
+    assert speech(m.url).status_code == 200  # and the model serves the next request
