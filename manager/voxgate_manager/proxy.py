@@ -22,6 +22,7 @@ log = logging.getLogger("voxgate.manager.proxy")
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
     "transfer-encoding", "upgrade", "host", "content-length", "authorization", "x-api-key",
+    "expect",  # the manager read the whole body already; a 100-continue is not the model's to answer
 }
 _HOP_BY_HOP_B = frozenset(h.encode() for h in HOP_BY_HOP)
 # answer headers not relayed: hop-by-hop ones (content-length is kept: it is the body's) and the ones
