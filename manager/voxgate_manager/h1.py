@@ -241,8 +241,10 @@ class Response:
         return chunk
 
     def interrupt(self) -> None:
-        """Make a pending next_chunk() raise Interrupted (safe to call from a done-callback)."""
-        self._conn.interrupt()
+        """Make a pending next_chunk() raise Interrupted (safe to call from a done-callback).
+        A no-op once released: the connection may already carry someone else's request."""
+        if not self._released:
+            self._conn.interrupt()
 
     def release(self) -> None:
         """Give the connection back for reuse if the answer was read whole, else close it."""

@@ -262,3 +262,25 @@ async def test_large_upload_and_large_answer_arrive_whole() -> None:
         assert await read_all(resp) == payload
         resp.release()
         pool.close()
+
+
+async def test_interrupt_after_release_does_not_touch_the_next_request_on_that_connection() -> None:
+    async def handler(seen: Seen, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        await w.drain()
+        await asyncio.sleep(0.05)  # the client waits for the body
+        w.write(b"2\r\nok\r\n0\r\n\r\n")
+        await w.drain()
+        return True
+
+    async with Upstream(handler) as up:
+        pool = h1.Pool()
+        first = await pool.request(up.url, "POST", "/s", [], b"{}")
+        assert await read_all(first) == b"ok"
+        first.release()
+        second = await pool.request(up.url, "POST", "/s", [], b"{}")
+        first.interrupt()  # e.g. the first client's disconnect noticed late
+        assert await read_all(second) == b"ok"
+        second.release()
+        assert up.connections == 1
+        pool.close()
