@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from voxgate_manager import h1
@@ -51,15 +52,17 @@ def raw_upstream_headers(raw: Iterable[tuple[bytes, bytes]], auth: bytes | None)
     return out
 
 
-class StreamedProxyResponse:
+class StreamedProxyResponse(Response):
     """An ASGI response relaying an upstream answer chunk by chunk; ``on_done(ok)`` runs exactly once.
 
     No task group per response: a client that leaves is noticed by one receive() waiter, started
     only when a streamed (chunked) answer has to wait for the upstream (a body with a length is
-    already made, so there is nothing to stop early)."""
+    already made, so there is nothing to stop early). A starlette Response (its __init__ unused)
+    so FastAPI routes (the voice routes) return it as it is."""
 
     def __init__(self, upstream: h1.Response, on_done: Callable[[bool], None], model: str) -> None:  # noqa: D107
         self.status_code = upstream.status
+        self.background = None
         self.upstream = upstream
         self.on_done = on_done
         self.model = model

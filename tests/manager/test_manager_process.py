@@ -15,6 +15,7 @@ import pytest
 
 from audio_check import decode
 from manager_harness import ManagerProcess, piper_process_model, port_open, speech
+from ports import free_port
 
 LONG_TEXT = " ".join(f"This is sentence number {i} of a long passage read aloud by the speech server." for i in range(40))
 
@@ -414,3 +415,24 @@ def test_client_leaving_mid_stream_frees_the_model_without_waiting_for_the_strea
     # synthesising the rest takes seconds on this machine; a proxy that relayed it to nobody would hold the slot as long
     assert freed_after < 1.0, freed_after
     assert speech(m.url).status_code == 200  # and the model serves the next request
+
+
+def test_voice_clip_upload_through_the_manager_ignoring_proxy_env_vars(mgr_factory, tmp_path):
+    # model servers are local: an HTTP(S) proxy set for the internet must not be used to reach them
+    dead = f"http://127.0.0.1:{free_port()}"
+    proxy_env = {k: dead for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")}
+    proxy_env.update(NO_PROXY="", no_proxy="")
+    entry = piper_process_model()
+    entry["runtime"]["environment"]["VOXGATE_VOICES_DIR"] = str(tmp_path / "voices")
+    m = mgr_factory([entry], env=proxy_env)
+    clip = speech(m.url, text=LONG_TEXT[:700]).content  # a real clip, large enough to fill socket buffers
+    assert len(clip) > 600_000 and decode(clip, "wav").duration > 5
+    r = httpx.post(f"{m.url}/v1/audio/voices", params={"model": "piper"}, timeout=60,
+                   files={"file": ("narrator.wav", clip, "audio/wav")}, data={"name": "narrator"})
+    assert r.status_code == 201, r.text
+    assert r.headers["x-voxgate-model"] == "piper"
+    voice_id = r.json()["id"]
+    got = httpx.get(f"{m.url}/v1/audio/voices/{voice_id}", params={"model": "piper", "download": "1"}, timeout=60)
+    assert got.status_code == 200 and got.content == clip
+    d = httpx.delete(f"{m.url}/v1/audio/voices/{voice_id}", params={"model": "piper"}, timeout=60)
+    assert d.status_code == 200 and d.json()["deleted"] is True
