@@ -436,3 +436,32 @@ def test_voice_clip_upload_through_the_manager_ignoring_proxy_env_vars(mgr_facto
     assert got.status_code == 200 and got.content == clip
     d = httpx.delete(f"{m.url}/v1/audio/voices/{voice_id}", params={"model": "piper"}, timeout=60)
     assert d.status_code == 200 and d.json()["deleted"] is True
+
+
+def test_upstream_gone_between_health_checks_gives_502_in_openai_envelope(mgr_factory):
+    import subprocess
+    import sys
+
+    from manager_harness import PYTHONPATH
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "VOXGATE_LOG_LEVEL": "warning"}
+    lan = subprocess.Popen([sys.executable, "-m", "voxgate_server.cli", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        entry = {"id": "lan", "upstream_model": "piper",
+                 "runtime": {"type": "remote", "base_url": f"http://127.0.0.1:{port}", "health_interval_s": 600},
+                 "readiness": {"json_field": "status", "json_value": "ok"}}
+        m = mgr_factory([entry])
+        assert speech(m.url, "lan").status_code == 200  # a kept-alive connection to it is now pooled
+        lan.terminate()
+        lan.wait(20)
+        r = speech(m.url, "lan")  # the next health check is minutes away: the manager still routes to it
+        assert r.status_code == 502
+        err = r.json()["error"]
+        assert err["code"] == "upstream_unreachable" and err["type"] == "server_error" and "lan" in err["message"]
+        assert m.metric("voxgate_manager_requests_total", model="lan", outcome="error") == 1
+        assert m.status("lan")["requests_in_flight"] == 0
+    finally:
+        lan.kill()
+        lan.wait(20)
