@@ -93,7 +93,8 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.received_any = True
         if self.complete:
-            return  # bytes after a complete answer (not HTTP we asked for): the connection is not reused
+            self.reusable = False  # bytes after a complete answer (nothing we asked for): not reused
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -272,8 +273,9 @@ class Pool:
         idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()
-            if not conn.lost and conn.transport is not None and not conn.transport.is_closing():
+            if not conn.lost and not conn.received_any and conn.transport is not None and not conn.transport.is_closing():
                 return conn
+            conn.close()  # closed by the upstream while idle, or it sent something unasked
         return None
 
     def _put(self, origin: Origin, conn: _Connection) -> None:

@@ -284,3 +284,24 @@ async def test_interrupt_after_release_does_not_touch_the_next_request_on_that_c
         second.release()
         assert up.connections == 1
         pool.close()
+
+
+async def test_idle_connection_that_received_unasked_bytes_is_not_reused() -> None:
+    async def handler(seen: Seen, w: asyncio.StreamWriter) -> bool:
+        await fixed(b"real %d" % seen.conn)(seen, w)
+        if seen.conn == 1:
+            await asyncio.sleep(0.02)
+            w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstray")  # an answer nobody asked for
+            await w.drain()
+        return True
+
+    async with Upstream(handler) as up:
+        pool = h1.Pool()
+        resp = await pool.request(up.url, "POST", "/s", [], b"{}")
+        assert await read_all(resp) == b"real 1"
+        resp.release()
+        await asyncio.sleep(0.1)
+        resp = await pool.request(up.url, "POST", "/s", [], b"{}")
+        assert await read_all(resp) == b"real 2"
+        resp.release()
+        pool.close()
