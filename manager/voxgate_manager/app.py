@@ -19,7 +19,7 @@ from voxgate_manager.controller import ClientGone, ModelController, Rejected
 from voxgate_manager.errors import APIError, error_response, install_error_handlers
 from voxgate_manager.lifecycle import State
 from voxgate_manager.manager import Manager
-from voxgate_manager.proxy import StreamedProxyResponse, open_upstream, upstream_headers
+from voxgate_manager.proxy import StreamedProxyResponse, open_upstream, raw_upstream_headers, upstream_headers
 
 SPEECH_MAX_BYTES = 1024 * 1024  # an OpenAI speech body is a few KiB of JSON
 
@@ -34,16 +34,26 @@ def check_key(request: Request, keys: list[str]) -> None:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body (from ASGI messages directly: a small one is one message, no copy)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise APIError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await request.receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = msg.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise APIError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")
+        if not msg.get("more_body", False):
+            if not chunks:
+                return chunk
+            chunks.append(chunk)
+            return b"".join(chunks)
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _model_entry(ctl: ModelController, created: int) -> dict[str, Any]:
@@ -68,6 +78,8 @@ def create_app(manager: Manager) -> Callable[[Scope, Receive, Send], Awaitable[N
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/audio/speech":
             try:
                 response = await speech(Request(scope, receive))
+            except ClientGone:
+                response = Response(status_code=499)
             except APIError as exc:
                 response = error_response(exc)
             except Exception:
@@ -94,18 +106,22 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
         return ctl
 
     async def proxy_work(request: Request, ctl: ModelController, body: bytes, path: str) -> Any:
-        """A request that needs the model: hold it until ready, proxy it, count it as work."""
+        """A request that needs the model: hold it until ready, proxy it, count it as work.
+        Sent with the lean client (voxgate_manager.h1): this is the per-request hot path."""
         try:
             await ctl.acquire(request.is_disconnected)
         except Rejected as exc:
             raise APIError(exc.status, exc.message, code=exc.code, headers={"Retry-After": str(exc.retry_after_s)}) from None
         except ClientGone:
             return Response(status_code=499)
+        scope = request.scope
+        qs = scope.get("query_string", b"")
+        target = path + "?" + qs.decode("latin-1") if qs else path
+        auth = b"Bearer " + ctl.spec.api_key.encode() if ctl.spec.api_key else None
         try:
             upstream = await open_upstream(
-                manager.http, request.method, ctl.runtime.base_url + path,
-                headers=upstream_headers(request.headers, ctl.spec.api_key), content=body,
-                params=request.query_params, model=ctl.id,
+                manager.h1, request.method, ctl.runtime.base_url, target,
+                headers=raw_upstream_headers(scope["headers"], auth), content=body, model=ctl.id,
             )
         except BaseException:
             ctl.release(ok=False)
@@ -163,7 +179,10 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
         ctl = controller_for(request.query_params.get("model") or request.headers.get("x-voxgate-model"))
         path = "/v1/audio/voices" + (f"/{rest}" if rest else "")
         if request.method != "GET":
-            body = await read_body(request, manager.settings.max_body_bytes)
+            try:
+                body = await read_body(request, manager.settings.max_body_bytes)
+            except ClientGone:
+                return Response(status_code=499)
             return await proxy_work(request, ctl, body, path)
         return await list_voices(request, ctl, path)
 

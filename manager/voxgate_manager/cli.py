@@ -130,8 +130,10 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
 
             return contextlib.nullcontext()
 
+    # access_log off unless it would be shown: uvicorn formats each line's arguments before the level check
     public = _Server(uvicorn.Config(create_app(manager), host=settings.host, port=settings.port, log_level=level,
-                                           lifespan="off", timeout_graceful_shutdown=5))
+                                           lifespan="off", timeout_graceful_shutdown=5,
+                                           access_log=level in ("trace", "debug", "info")))
     servers = [public.serve()]
     admin = None
     if settings.admin_port:

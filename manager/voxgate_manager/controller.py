@@ -83,8 +83,13 @@ class ModelController:
         self.vram_admitted = False
         self.admission: Callable[[ModelController], Awaitable[None]] | None = None
         metrics.set_state(spec.id, self.machine.state)
-        metrics.inflight.labels(spec.id).set(0)
-        metrics.queue_depth.labels(spec.id).set(0)
+        # label children looked up once: every request touches them twice
+        self._inflight_gauge = metrics.inflight.labels(spec.id)
+        self._queue_gauge = metrics.queue_depth.labels(spec.id)
+        self._ok_count = metrics.requests.labels(spec.id, "ok")
+        self._error_count = metrics.requests.labels(spec.id, "error")
+        self._inflight_gauge.set(0)
+        self._queue_gauge.set(0)
 
     @property
     def id(self) -> str:
@@ -119,8 +124,8 @@ class ModelController:
                     self._start_task.cancel()
             elif eff.kind is EffectKind.STOP:
                 self._stop_task = asyncio.create_task(self._run_stop(eff.reason))
-        self.metrics.inflight.labels(self.id).set(m.inflight)
-        self.metrics.queue_depth.labels(self.id).set(m.waiting)
+        self._inflight_gauge.set(m.inflight)
+        self._queue_gauge.set(m.waiting)
         # every change may unblock a waiter (a WAKE effect, a state change, a freed slot): wake them all
         old, self._changed = self._changed, asyncio.Event()
         old.set()
@@ -172,7 +177,7 @@ class ModelController:
 
     def release(self, ok: bool = True) -> None:
         self.machine.finish(time.monotonic(), ok)
-        self.metrics.requests.labels(self.id, "ok" if ok else "error").inc()
+        (self._ok_count if ok else self._error_count).inc()
         self._apply()
 
     # -- start --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import contextlib
 import logging
 from typing import Any
 
+from voxgate_manager import h1
 from voxgate_manager.config import DockerRuntime, ModelsFile, ModelSpec, ProcessRuntime, RemoteRuntime, load_models
 from voxgate_manager.controller import ModelController, lifecycle_event
 from voxgate_manager.lifecycle import State
@@ -28,6 +29,7 @@ class Manager:
         self.models = models
         self.metrics = Metrics()
         self.http = make_upstream_client()  # one pooled client for every model server
+        self.h1 = h1.Pool()  # the proxy's own lean client (speech, voice uploads): see h1.py
         self.docker = DockerEngine(settings.instance)
         self.controllers: dict[str, ModelController] = {}
         self._ticker: asyncio.Task[None] | None = None
@@ -163,3 +165,4 @@ class Manager:
         )
         self.docker.close()
         await self.http.aclose()
+        self.h1.close()

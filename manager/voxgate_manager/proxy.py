@@ -7,15 +7,15 @@ stream keeps the model busy. If the upstream dies mid-body the client connection
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import anyio
-import httpx
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from voxgate_manager import h1
 from voxgate_manager.errors import APIError
 
 log = logging.getLogger("voxgate.manager.proxy")
@@ -23,7 +23,12 @@ log = logging.getLogger("voxgate.manager.proxy")
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
     "transfer-encoding", "upgrade", "host", "content-length", "authorization", "x-api-key",
+    "expect",  # the manager read the whole body already; a 100-continue is not the model's to answer
 }
+_HOP_BY_HOP_B = frozenset(h.encode() for h in HOP_BY_HOP)
+# answer headers not relayed: hop-by-hop ones (content-length is kept: it is the body's) and the ones
+# this proxy sets itself; uvicorn adds its own date and server, a second copy would be a duplicate
+_DROP_FROM_ANSWER = (_HOP_BY_HOP_B - {b"content-length"}) | {b"x-accel-buffering", b"x-voxgate-model", b"date", b"server"}
 
 
 class UpstreamAborted(Exception):
@@ -31,76 +36,91 @@ class UpstreamAborted(Exception):
 
 
 def upstream_headers(headers: Any, api_key: str | None) -> dict[str, str]:
+    """For httpx requests (voice lists): the client's headers less hop-by-hop ones and its key."""
     out = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
     if api_key:
         out["authorization"] = f"Bearer {api_key}"
     return out
 
 
-class StreamedProxyResponse(Response):
-    """An ASGI response relaying an httpx streaming response; ``on_done(ok)`` runs exactly once."""
+def raw_upstream_headers(raw: Iterable[tuple[bytes, bytes]], auth: bytes | None) -> h1.Headers:
+    """The same from ASGI's raw (lower-case) header list, for the lean client; ``auth`` is the whole
+    authorization header value for the model's own key."""
+    out = [(k, v) for k, v in raw if k not in _HOP_BY_HOP_B]
+    if auth:
+        out.append((b"authorization", auth))
+    return out
 
-    def __init__(self, upstream: httpx.Response, on_done: Callable[[bool], None], model: str) -> None:  # noqa: D107
-        self.status_code = upstream.status_code
+
+class StreamedProxyResponse(Response):
+    """An ASGI response relaying an upstream answer chunk by chunk; ``on_done(ok)`` runs exactly once.
+
+    No task group per response: a client that leaves is noticed by one receive() waiter, started
+    only when a streamed (chunked) answer has to wait for the upstream (a body with a length is
+    already made, so there is nothing to stop early). A starlette Response (its __init__ unused)
+    so FastAPI routes (the voice routes) return it as it is."""
+
+    def __init__(self, upstream: h1.Response, on_done: Callable[[bool], None], model: str) -> None:  # noqa: D107
+        self.status_code = upstream.status
         self.background = None
         self.upstream = upstream
         self.on_done = on_done
         self.model = model
 
     def _headers(self) -> list[tuple[bytes, bytes]]:
-        out = [
-            (k.encode("latin-1"), v.encode("latin-1"))
-            for k, v in self.upstream.headers.multi_items()
-            if (k.lower() not in HOP_BY_HOP or k.lower() == "content-length") and k.lower() not in ("x-accel-buffering", "x-voxgate-model")
-        ]
+        out = [(k, v) for k, v in self.upstream.headers if k not in _DROP_FROM_ANSWER]
         out.append((b"x-accel-buffering", b"no"))  # nginx & co. in front must not buffer audio/SSE
         out.append((b"x-voxgate-model", self.model.encode()))
         return out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        up = self.upstream
         ok = True
         client_gone = False
+        watcher: asyncio.Task[Any] | None = None
         try:
-            async with anyio.create_task_group() as tg:
-
-                async def watch_disconnect() -> None:
-                    nonlocal client_gone
-                    while True:
-                        msg = await receive()
-                        if msg["type"] == "http.disconnect":
-                            client_gone = True
-                            tg.cancel_scope.cancel()
-                            return
-
-                tg.start_soon(watch_disconnect)
-                await send({"type": "http.response.start", "status": self.upstream.status_code, "headers": self._headers()})
+            await send({"type": "http.response.start", "status": up.status, "headers": self._headers()})
+            while True:
+                if watcher is None and up.chunked and not up.buffered():
+                    watcher = asyncio.ensure_future(receive())
+                    watcher.add_done_callback(lambda t: _client_left(t) and up.interrupt())
                 try:
-                    async for chunk in self.upstream.aiter_raw():
-                        if chunk:
-                            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                except httpx.HTTPError as exc:
+                    chunk = await up.next_chunk()
+                except h1.UpstreamError as exc:
                     ok = False
-                    raise UpstreamAborted(f"model {self.model!r} stopped answering mid-response: {type(exc).__name__}") from None
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                tg.cancel_scope.cancel()
-        except* UpstreamAborted as eg:
-            raise eg.exceptions[0] from None
-        except* OSError:
+                    raise UpstreamAborted(f"model {self.model!r} stopped answering mid-response: {exc}") from None
+                if chunk is None:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    break
+                last = up.at_end()  # the end came in the same read: one write to the client, not two
+                await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+                if last:
+                    break
+        except h1.Interrupted:
+            client_gone = True
+        except OSError:
             client_gone = True
         finally:
-            await self.upstream.aclose()
-            self.on_done(ok and self.upstream.status_code < 500)
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
+            up.release()
+            self.on_done(ok and up.status < 500)
             if client_gone:
                 log.debug("client left during a %s response", self.model)
 
 
-async def open_upstream(http: httpx.AsyncClient, method: str, url: str, *, headers: dict[str, str], content: bytes,
-                        params: Any, model: str) -> httpx.Response:
-    req = http.build_request(method, url, headers=headers, content=content, params=params)
+def _client_left(task: asyncio.Future[Any]) -> bool:
+    if task.cancelled():
+        return False
+    return task.exception() is not None or task.result().get("type") == "http.disconnect"
+
+
+async def open_upstream(pool: h1.Pool, method: str, base_url: str, target: str, *, headers: h1.Headers,
+                        content: bytes, model: str) -> h1.Response:
     try:
-        return await http.send(req, stream=True)
-    except httpx.HTTPError as exc:
-        raise APIError(502, f"model {model!r} did not answer: {type(exc).__name__}", code="upstream_unreachable") from None
+        return await pool.request(base_url, method, target, headers, content)
+    except h1.UpstreamError as exc:
+        raise APIError(502, f"model {model!r} did not answer: {exc}", code="upstream_unreachable") from None
 
 
 class QuietAbortFilter(logging.Filter):

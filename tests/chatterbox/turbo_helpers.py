@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -15,15 +14,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_SRC = REPO / "tts-inference-server"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -15,6 +15,7 @@ import pytest
 
 from audio_check import decode
 from manager_harness import ManagerProcess, piper_process_model, port_open, speech
+from ports import free_port
 
 LONG_TEXT = " ".join(f"This is sentence number {i} of a long passage read aloud by the speech server." for i in range(40))
 
@@ -394,3 +395,73 @@ def test_held_client_that_goes_away_leaves_the_queue_and_the_start_goes_on(mgr_f
     st = m.status("piper")
     assert st["queue_depth"] == 0, "a client that left still holds a place in the queue"
     assert st["state"] == "starting"  # the start it triggered is not abandoned half-way
+
+
+def test_client_leaving_mid_stream_frees_the_model_without_waiting_for_the_stream_end(mgr_factory):
+    m = mgr_factory([piper_process_model()])
+    assert speech(m.url).status_code == 200  # started
+    with httpx.stream("POST", f"{m.url}/v1/audio/speech", timeout=120,
+                      json={"model": "piper", "input": LONG_TEXT, "voice": "alloy", "response_format": "pcm"}) as r:
+        assert r.status_code == 200
+        chunks = r.iter_raw()
+        next(chunks)
+        time.sleep(0.2)
+        assert m.status("piper")["requests_in_flight"] == 1  # the answer goes on while the client holds on
+    left = time.monotonic()  # the client closed its connection with most of 60+ s of audio still to come
+    while m.status("piper")["requests_in_flight"] and time.monotonic() - left < 10:
+        time.sleep(0.02)
+    freed_after = time.monotonic() - left
+    assert m.status("piper")["requests_in_flight"] == 0
+    # synthesising the rest takes seconds on this machine; a proxy that relayed it to nobody would hold the slot as long
+    assert freed_after < 1.0, freed_after
+    assert speech(m.url).status_code == 200  # and the model serves the next request
+
+
+def test_voice_clip_upload_through_the_manager_ignoring_proxy_env_vars(mgr_factory, tmp_path):
+    # model servers are local: an HTTP(S) proxy set for the internet must not be used to reach them
+    dead = f"http://127.0.0.1:{free_port()}"
+    proxy_env = {k: dead for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")}
+    proxy_env.update(NO_PROXY="", no_proxy="")
+    entry = piper_process_model()
+    entry["runtime"]["environment"]["VOXGATE_VOICES_DIR"] = str(tmp_path / "voices")
+    m = mgr_factory([entry], env=proxy_env)
+    clip = speech(m.url, text=LONG_TEXT[:700]).content  # a real clip, large enough to fill socket buffers
+    assert len(clip) > 600_000 and decode(clip, "wav").duration > 5
+    r = httpx.post(f"{m.url}/v1/audio/voices", params={"model": "piper"}, timeout=60,
+                   files={"file": ("narrator.wav", clip, "audio/wav")}, data={"name": "narrator"})
+    assert r.status_code == 201, r.text
+    assert r.headers["x-voxgate-model"] == "piper"
+    voice_id = r.json()["id"]
+    got = httpx.get(f"{m.url}/v1/audio/voices/{voice_id}", params={"model": "piper", "download": "1"}, timeout=60)
+    assert got.status_code == 200 and got.content == clip
+    d = httpx.delete(f"{m.url}/v1/audio/voices/{voice_id}", params={"model": "piper"}, timeout=60)
+    assert d.status_code == 200 and d.json()["deleted"] is True
+
+
+def test_upstream_gone_between_health_checks_gives_502_in_openai_envelope(mgr_factory):
+    import subprocess
+    import sys
+
+    from manager_harness import PYTHONPATH
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "VOXGATE_LOG_LEVEL": "warning"}
+    lan = subprocess.Popen([sys.executable, "-m", "voxgate_server.cli", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        entry = {"id": "lan", "upstream_model": "piper",
+                 "runtime": {"type": "remote", "base_url": f"http://127.0.0.1:{port}", "health_interval_s": 600},
+                 "readiness": {"json_field": "status", "json_value": "ok"}}
+        m = mgr_factory([entry])
+        assert speech(m.url, "lan").status_code == 200  # a kept-alive connection to it is now pooled
+        lan.terminate()
+        lan.wait(20)
+        r = speech(m.url, "lan")  # the next health check is minutes away: the manager still routes to it
+        assert r.status_code == 502
+        err = r.json()["error"]
+        assert err["code"] == "upstream_unreachable" and err["type"] == "server_error" and "lan" in err["message"]
+        assert m.metric("voxgate_manager_requests_total", model="lan", outcome="error") == 1
+        assert m.status("lan")["requests_in_flight"] == 0
+    finally:
+        lan.kill()
+        lan.wait(20)
