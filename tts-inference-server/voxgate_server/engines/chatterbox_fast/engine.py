@@ -51,6 +51,8 @@ class FastSettings(BaseSettings):
     s3gen_max_frames: int = Field(8000, ge=0)
     # the T3 decode layer through torch.compile (needs Triton and a C compiler; ~20 s at start)
     compile: bool = False
+    # S3Gen's flow under bf16 autocast (off: unmeasured on real weights; docs/gpu-performance.md)
+    s3gen_bf16: bool = False
 
 
 class FastChatterboxTurboEngine(ChatterboxTurboEngine):
@@ -77,7 +79,8 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
                                   chunk_lead_s=fs.chunk_lead_s if fs.chunk_lead_s >= 0 else None,
                                   release_upstream_t3=True, decode_ahead=fs.decode_ahead,
                                   tokenizer_on_cpu=fs.speech_tokenizer_on_cpu,
-                                  s3gen_max_frames=fs.s3gen_max_frames or None, compile_t3=fs.compile).start()
+                                  s3gen_max_frames=fs.s3gen_max_frames or None, compile_t3=fs.compile,
+                                  s3gen_bf16=fs.s3gen_bf16).start()
             seconds = self.fast.warmup(max_new_tokens=24 if self.device == "cuda" else 4)
         except Exception as exc:  # noqa: BLE001 - reported as a failed load
             raise EngineError(f"chatterbox fast path failed to start: {exc}") from exc

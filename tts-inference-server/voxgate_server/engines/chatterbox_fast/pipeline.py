@@ -47,7 +47,7 @@ class FastTurbo:
                  s3gen_batch: int = 16, tf32: bool = False, chunk_lead_s: float | None = 0.35,
                  release_upstream_t3: bool = False, decode_ahead: int | None = None,
                  tokenizer_on_cpu: bool = False, s3gen_max_frames: int | None = None,
-                 compile_t3: bool = False) -> None:
+                 compile_t3: bool = False, s3gen_bf16: bool = False) -> None:
         self.model = model
         if tf32 and torch.cuda.is_available():
             # S3Gen's flow is compute-bound in float32 once pieces are batched (measured: 205 ms
@@ -72,7 +72,8 @@ class FastTurbo:
         self.vocoder = StreamingVocoder(model.s3gen, watermarker=self._watermarker(model) if watermark else None,
                                         first_chunk=first_chunk, max_chunk=max_chunk,
                                         watermark_first_chunk=watermark_first_chunk, s3gen_batch=s3gen_batch,
-                                        lead_s=chunk_lead_s, s3gen_max_frames=s3gen_max_frames)
+                                        lead_s=chunk_lead_s, s3gen_max_frames=s3gen_max_frames,
+                                        s3gen_bf16=s3gen_bf16)
         self.sample_rate = model.sr
 
     @staticmethod

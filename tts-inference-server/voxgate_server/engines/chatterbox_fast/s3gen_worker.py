@@ -69,13 +69,18 @@ def _hift_frames(job: _HiftJob) -> int:
 
 class S3GenWorker:
     def __init__(self, s3gen: torch.nn.Module, *, n_cfm_timesteps: int = 2, max_batch: int = 32,
-                 threads: int = 1, window_ms: float = 4.0, max_frames: int | None = None) -> None:
+                 threads: int = 1, window_ms: float = 4.0, max_frames: int | None = None,
+                 flow_bf16: bool = False) -> None:
         self.s3gen = s3gen
         # Activation memory grows with pieces x padded frames (the flow's attention with its
         # square): one call holds at most this many (pieces x widest piece's mel frames, the
         # voice's prompt included for the flow). Past it a batch is split; batched calls are
         # GPU-bound, so two halves cost about what the whole did. None: only ``max_batch``.
         self.max_frames = max_frames
+        # bf16 autocast for the flow (conformer + meanflow estimator), as CosyVoice's own fp16 mode
+        # runs its flow; batched it is bound by float32 arithmetic. Off by default: on random
+        # weights it moves the mel by 16-19% (docs/gpu-performance.md), unmeasured on real ones
+        self.flow_bf16 = flow_bf16 and s3gen.device.type == "cuda"
         s3gen_syncfree.install(s3gen)
         self.n_cfm_timesteps = n_cfm_timesteps
         self.max_batch = max_batch
@@ -176,8 +181,9 @@ class S3GenWorker:
             toks[i, : lens[i]] = torch.tensor(j.tokens, dtype=torch.long)
         toks = toks.to(m.device)
         lens_t = torch.tensor(lens, dtype=torch.long, device=m.device)
-        mel = m.flow_inference(toks, speech_token_lens=lens_t,
-                               ref_dict=dict(jobs[0].ref), n_cfm_timesteps=self.n_cfm_timesteps, finalize=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.flow_bf16):
+            mel = m.flow_inference(toks, speech_token_lens=lens_t, ref_dict=dict(jobs[0].ref),
+                                   n_cfm_timesteps=self.n_cfm_timesteps, finalize=True)
         mel = mel.float()
         self._sync()
         for i, j in enumerate(jobs):

@@ -56,7 +56,7 @@ class StreamingVocoder:
                  crossfade: int = 960, watermark_first_chunk: bool = False,
                  n_cfm_timesteps: int = 2, s3gen_batch: int = 16,
                  s3gen_threads: int = 1, lead_s: float | None = 0.35, buffer_s: float = 1.5,
-                 s3gen_max_frames: int | None = None) -> None:
+                 s3gen_max_frames: int | None = None, s3gen_bf16: bool = False) -> None:
         self.s3gen = s3gen
         self.lead_s = lead_s
         self.buffer_s = buffer_s
@@ -71,7 +71,8 @@ class StreamingVocoder:
         self.n_cfm_timesteps = n_cfm_timesteps
         self.sample_rate = 24000
         self.worker = S3GenWorker(s3gen, n_cfm_timesteps=n_cfm_timesteps, max_batch=s3gen_batch,
-                                  threads=s3gen_threads, max_frames=s3gen_max_frames)
+                                  threads=s3gen_threads, max_frames=s3gen_max_frames,
+                                  flow_bf16=s3gen_bf16)
         t = torch.linspace(0, np.pi, crossfade)
         self._fade_in = ((1 - torch.cos(t)) / 2).numpy().astype(np.float32)
         self._fade_out = 1.0 - self._fade_in
