@@ -7,6 +7,7 @@ import hmac
 import json
 import time
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import logging
 from collections.abc import Awaitable, Callable
@@ -68,6 +69,16 @@ def _model_entry(ctl: ModelController, created: int) -> dict[str, Any]:
     }
 
 
+def upstream_query(query_string: bytes, ctl: ModelController) -> str:
+    """The query string as the model server should see it: a ``model`` parameter names the model
+    as the server knows it (``upstream_model``), not by the manager's own id or alias."""
+    text = query_string.decode("latin-1")
+    if "model=" not in text:
+        return text
+    target = ctl.spec.upstream_model or ctl.id
+    return urlencode([(k, target if k == "model" else v) for k, v in parse_qsl(text, keep_blank_values=True)])
+
+
 def create_app(manager: Manager) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """The public ASGI app: speech requests take a direct path (they are the hot one: every
     middleware layer is latency added to each request); everything else goes through FastAPI."""
@@ -115,8 +126,8 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
         except ClientGone:
             return Response(status_code=499)
         scope = request.scope
-        qs = scope.get("query_string", b"")
-        target = path + "?" + qs.decode("latin-1") if qs else path
+        qs = upstream_query(scope.get("query_string", b""), ctl)
+        target = path + "?" + qs if qs else path
         auth = b"Bearer " + ctl.spec.api_key.encode() if ctl.spec.api_key else None
         try:
             upstream = await open_upstream(
@@ -191,8 +202,9 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
         cache_key = path + "?" + str(request.query_params)
         if ctl.state is State.READY:
             try:
+                qs = upstream_query(request.scope.get("query_string", b""), ctl)
                 resp = await manager.http.get(
-                    ctl.runtime.base_url + path, params=request.query_params,
+                    ctl.runtime.base_url + path + ("?" + qs if qs else ""),
                     headers=upstream_headers(request.headers, ctl.spec.api_key), timeout=10.0,
                 )
                 if resp.status_code < 500:

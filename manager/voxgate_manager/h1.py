@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from voxgate_manager.tls import client_context
+
 Headers = list[tuple[bytes, bytes]]
 
 READ_HIGH_WATER = 512 * 1024  # buffered answer bytes before reading from the upstream pauses
@@ -291,7 +293,7 @@ class Pool:
         tls = None
         if origin.tls:
             if self._tls is None:
-                self._tls = ssl.create_default_context()
+                self._tls = client_context()
             tls = self._tls
         try:
             async with asyncio.timeout(self.connect_timeout):

@@ -355,6 +355,67 @@ def test_remote_model_is_routed_only_while_its_health_check_passes(mgr_factory, 
         lan.wait(20)
 
 
+def test_remote_model_over_https_is_trusted_through_ssl_cert_file_and_only_then(tmp_path):
+    """A LAN voxgate-server serving HTTPS with a certificate from the household's own CA: the
+    manager reaches it (probes over httpx, speech over its own client) once SSL_CERT_FILE names
+    that CA, and refuses it without (the certificate really is verified)."""
+    import ssl
+    import subprocess
+    import sys
+
+    import trustme
+
+    from manager_harness import PYTHONPATH
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca_pem, key_pem, chain_pem = tmp_path / "ca.pem", tmp_path / "key.pem", tmp_path / "chain.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    cert.private_key_pem.write_to_path(str(key_pem))
+    cert.cert_chain_pems[0].write_to_path(str(chain_pem))
+    for blob in cert.cert_chain_pems[1:]:
+        blob.write_to_path(str(chain_pem), append=True)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "VOXGATE_LOG_LEVEL": "warning",
+           "VOXGATE_SSL_CERTFILE": str(chain_pem), "VOXGATE_SSL_KEYFILE": str(key_pem)}
+    lan = subprocess.Popen([sys.executable, "-m", "voxgate_server.cli", "--host", "127.0.0.1", "--port", str(port)],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    managers: list[ManagerProcess] = []
+    try:
+        trust = ssl.create_default_context()
+        ca.configure_trust(trust)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"https://127.0.0.1:{port}/health", verify=trust, timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "voxgate-server over HTTPS did not come up"
+            time.sleep(0.1)
+        entry = {"id": "lan", "upstream_model": "piper", "hold_max_s": 3, "retry_after_s": 4,
+                 "runtime": {"type": "remote", "base_url": f"https://127.0.0.1:{port}", "health_interval_s": 0.3},
+                 "readiness": {"json_field": "status", "json_value": "ok"}}
+        (tmp_path / "trusting").mkdir()
+        (tmp_path / "plain").mkdir()
+        trusting = ManagerProcess(tmp_path / "trusting", [entry], env={"SSL_CERT_FILE": str(ca_pem)})
+        managers.append(trusting)
+        r = speech(trusting.url, "lan")
+        assert r.status_code == 200 and decode(r.content, "wav").duration > 0.3
+        voices = httpx.get(f"{trusting.url}/v1/audio/voices", params={"model": "lan"}, timeout=30)
+        assert voices.status_code == 200 and voices.json()
+        assert trusting.status("lan")["state"] == "ready"
+        plain = ManagerProcess(tmp_path / "plain", [entry], env={"SSL_CERT_FILE": ""})
+        managers.append(plain)
+        r = speech(plain.url, "lan")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "model_not_ready"
+    finally:
+        for m in managers:
+            m.stop()
+        lan.terminate()
+        lan.wait(20)
+
+
 def test_vram_budget_stops_the_idle_model_to_make_room(mgr_factory):
     a = piper_process_model("a", vram_mb=600)
     b = piper_process_model("b", vram_mb=600)

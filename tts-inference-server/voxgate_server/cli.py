@@ -22,8 +22,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from voxgate_server.app import create_app
 
+    if (settings.ssl_certfile is None) != (settings.ssl_keyfile is None):
+        raise SystemExit("voxgate-server: set both VOXGATE_SSL_CERTFILE and VOXGATE_SSL_KEYFILE for HTTPS, or neither")
     app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), timeout_graceful_shutdown=5)
+    tls = {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)} if settings.ssl_certfile else {}
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), timeout_graceful_shutdown=5, **tls)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # HTTPS: a PEM certificate (chain) and its key; both unset: plain HTTP
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
     log_level: str = "info"
 
     # Engines to load, in order; the first is the default for unknown-but-aliased requests.
