@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -33,6 +33,29 @@ def run_at_once(n: int, fn: Callable[[int], T]) -> tuple[list[T], list[str], flo
     for t in threads:
         t.join()
     return results, errors, time.perf_counter() - t0
+
+
+def time_clip(chunks: Iterable[Any], sample_rate: int) -> dict[str, float]:
+    """Time one streamed clip (arrays of samples) from the first pull: seconds to the first chunk
+    and to the end, audio seconds, chunk count, and the playback stall: the seconds a player that
+    starts at the first chunk and plays in real time would wait for later ones (0: gapless)."""
+    t0 = time.perf_counter()
+    first = None
+    samples = 0
+    count = 0
+    play_end = 0.0  # when that player runs out of audio
+    stall = 0.0
+    for chunk in chunks:
+        now = time.perf_counter() - t0
+        if first is None:
+            first = play_end = now
+        stall += max(0.0, now - play_end)
+        play_end = max(play_end, now) + len(chunk) / sample_rate
+        samples += len(chunk)
+        count += 1
+    total = time.perf_counter() - t0
+    return {"first_audio_s": first or total, "total_s": total, "audio_s": samples / sample_rate,
+            "chunks": count, "playback_stall_s": stall}
 
 
 def graph_ms_per_step(decoder: Any, batch: int, length: int, reps: int = 100) -> float:

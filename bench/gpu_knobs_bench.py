@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tts-inference-server"))
 
-from gpu_common import graph_ms_per_step, run_at_once  # noqa: E402
+from gpu_common import graph_ms_per_step, run_at_once, time_clip  # noqa: E402
 
 TEXT = "Good morning, and welcome to the weekly update. The server handled more requests than ever this week."
 SR = 24000
@@ -340,21 +340,15 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
             torch.cuda.reset_peak_memory_stats()
 
             def clip() -> dict[str, float]:
-                t0 = time.perf_counter()
-                first = None
-                samples = 0
-                for chunk in ft.stream(TEXT, max_new_tokens=args.tokens + 1):
-                    first = first or time.perf_counter() - t0
-                    samples += len(chunk)
-                return {"first": first or 0.0, "total": time.perf_counter() - t0, "audio": samples / SR}
+                return time_clip(ft.stream(TEXT, max_new_tokens=args.tokens + 1), SR)
 
             ones = [clip() for _ in range(3)]
             results, _, wall = run_at_once(16, lambda _: clip())
             emit({"section": "clips", "variant": v, "switch_interval_ms": si,
-                  "rtf_median": round(statistics.median(o["total"] / o["audio"] for o in ones), 4),
-                  "first_audio_s_median": round(statistics.median(o["first"] for o in ones), 4),
-                  "c16_audio_s_per_s": round(sum(r["audio"] for r in results) / wall, 1),
-                  "c16_first_audio_s_max": round(max(r["first"] for r in results), 4),
+                  "rtf_median": round(statistics.median(o["total_s"] / o["audio_s"] for o in ones), 4),
+                  "first_audio_s_median": round(statistics.median(o["first_audio_s"] for o in ones), 4),
+                  "c16_audio_s_per_s": round(sum(r["audio_s"] for r in results) / wall, 1),
+                  "c16_first_audio_s_max": round(max(r["first_audio_s"] for r in results), 4),
                   "peak_alloc_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}, rows)
         finally:
             ft.close()

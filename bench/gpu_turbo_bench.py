@@ -33,7 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tts-inference-server"))
 
-from gpu_common import run_at_once  # noqa: E402
+from gpu_common import run_at_once, time_clip  # noqa: E402
 
 # 102 characters: the length the first-audio target names
 TEXT = "Good morning, and welcome to the weekly update. The server handled more requests than ever this week."
@@ -200,23 +200,7 @@ def phase_fast(args: argparse.Namespace) -> dict[str, Any]:
                             "ms_per_token": round(1000 * t3_s / len(toks), 3)}
 
     def one_clip() -> dict[str, float]:
-        t0 = time.perf_counter()
-        first = None
-        samples = 0
-        chunks = 0
-        play_end = 0.0  # when a real-time player started at the first chunk runs out of audio
-        stall = 0.0  # seconds such a player would wait for later chunks (0: gapless stream)
-        for chunk in ft.stream(TEXT, max_new_tokens=n + 1):
-            now = time.perf_counter() - t0
-            if first is None:
-                first = play_end = now
-            stall += max(0.0, now - play_end)
-            play_end = max(play_end, now) + len(chunk) / SR
-            samples += len(chunk)
-            chunks += 1
-        total = time.perf_counter() - t0
-        return {"first_audio_s": first or total, "total_s": total, "audio_s": samples / SR,
-                "chunks": chunks, "playback_stall_s": stall}
+        return time_clip(ft.stream(TEXT, max_new_tokens=n + 1), SR)
 
     runs = [one_clip() for _ in range(args.runs)]
     res["one_stream_runs"] = [{k: round(v, 4) for k, v in r.items()} for r in runs]

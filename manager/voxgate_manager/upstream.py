@@ -13,5 +13,5 @@ def make_upstream_client() -> httpx.AsyncClient:
     # no read timeout: a long warm-up is not an error; trust_env off: model servers are local or
     # on the LAN and must not be sent through an HTTP(S)_PROXY meant for the internet
     transport = httpx.AsyncHTTPTransport(trust_env=False, verify=client_context(), limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
-    return httpx.AsyncClient(transport=transport, trust_env=False, verify=client_context(),
+    return httpx.AsyncClient(transport=transport, trust_env=False,
                              timeout=httpx.Timeout(connect=5.0, read=None, write=30.0, pool=None))

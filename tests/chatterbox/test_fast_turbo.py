@@ -121,13 +121,9 @@ def test_cancel_stops_a_request(model, decoder):
 
 
 def test_processors_match_hugging_face_chain():
-    from transformers.generation.logits_process import (
-        LogitsProcessorList,
-        RepetitionPenaltyLogitsProcessor,
-        TemperatureLogitsWarper,
-        TopKLogitsWarper,
-        TopPLogitsWarper,
-    )
+    """The batched processors against Hugging Face's own, chained in upstream's order by the
+    upstream-path engine (one statement of that order for both paths)."""
+    from voxgate_server.engines.chatterbox_turbo import tokens
 
     g = torch.Generator().manual_seed(0)
     V = 6563
@@ -140,15 +136,9 @@ def test_processors_match_hugging_face_chain():
         st.history[i, histories[i]] = True
     ours = processed_scores(logits, st, torch.arange(len(params)))
     for i, p in enumerate(params):
-        chain = LogitsProcessorList()
-        if p.temperature != 1.0:
-            chain.append(TemperatureLogitsWarper(p.temperature))
-        if p.top_k > 0:
-            chain.append(TopKLogitsWarper(p.top_k))
-        if p.top_p < 1.0:
-            chain.append(TopPLogitsWarper(p.top_p))
-        if p.repetition_penalty != 1.0:
-            chain.append(RepetitionPenaltyLogitsProcessor(p.repetition_penalty))
+        chain = tokens.logits_processors(tokens.SamplingParams(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
+                                                               repetition_penalty=p.repetition_penalty))
+        assert len(chain) == sum([p.temperature != 1.0, p.top_k > 0, p.top_p < 1.0, p.repetition_penalty != 1.0])
         theirs = chain(histories[i][None], logits[i : i + 1].clone())[0]
         assert torch.equal(torch.isinf(ours[i]), torch.isinf(theirs))
         finite = torch.isfinite(theirs)

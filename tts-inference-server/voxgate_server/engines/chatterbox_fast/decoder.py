@@ -164,16 +164,18 @@ class BatchedT3Decoder:
                                                                    length_bucket)})
         if compile:
             self.model.compile_layers()
-        self._step_fn = self._step_body
         self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self._pool: Any = None
         self._stream = torch.cuda.Stream(self.device) if on_cuda else None
         self._slots: list[_Slot | None] = [None] * max_batch
         self.ahead = max(1, ahead if ahead is not None else (2 if on_cuda else 1))
         self._inflight: collections.deque[_Launch] = collections.deque()
-        # a ring of host buffers, one per step in flight (pinned: the copy is asynchronous)
+        # a ring of host buffers, one per step in flight (pinned: the copy is asynchronous), each
+        # with the event that says its copy is done; one more than can be in flight, so a slot is
+        # reused only after its step was collected
         self._host_bufs = [torch.zeros(max_batch, dtype=torch.long, pin_memory=on_cuda)
                            for _ in range(self.ahead + 1)]
+        self._events = [torch.cuda.Event() if on_cuda else None for _ in range(self.ahead + 1)]
         self._next_host = 0
         self._pending: queue.Queue[_Job] = queue.Queue()
         self._wake = threading.Event()
@@ -320,15 +322,11 @@ class BatchedT3Decoder:
             self._graph(B, L).replay()
         else:
             self._step_eager(B, L)
-        host = self._host_bufs[self._next_host]
+        host, event = self._host_bufs[self._next_host], self._events[self._next_host]
         self._next_host = (self._next_host + 1) % len(self._host_bufs)
-        event = None
-        if self.device.type == "cuda":
-            host.copy_(self.next_buf, non_blocking=True)
-            event = torch.cuda.Event()
+        host.copy_(self.next_buf, non_blocking=event is not None)
+        if event is not None:
             event.record()
-        else:
-            host.copy_(self.next_buf)
         for _, s in active:
             s.launched += 1
         self.steps += 1
@@ -369,7 +367,7 @@ class BatchedT3Decoder:
         return nxt, (pos + 1).clamp(max=self.max_len - 1)
 
     def _step_eager(self, B: int, L: int) -> None:
-        nxt, new_pos = self._step_fn(self.tokens_buf[:B], self.pos_buf[:B], L)
+        nxt, new_pos = self._step_body(self.tokens_buf[:B], self.pos_buf[:B], L)
         self.next_buf[:B] = nxt
         self.tokens_buf[:B] = nxt
         self.pos_buf[:B] = new_pos

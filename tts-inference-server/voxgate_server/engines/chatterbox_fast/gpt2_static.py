@@ -106,12 +106,15 @@ class StaticGPT2:
     def _ln(self, x: Tensor, w: Tensor, b: Tensor) -> Tensor:
         return F.layer_norm(x, (self.dim,), w, b, self.eps)
 
-    def _mlp(self, x: Tensor, layer: _Layer) -> Tensor:
+    def _mlp(self, x: Tensor, fc_w: Tensor, fc_b: Tensor, fc2_w: Tensor, fc2_b: Tensor) -> Tensor:
+        """GPT-2's MLP on ``x`` [..., C] (weights passed in: the compiled decode layer gets them
+        as inputs, the same code for every layer)."""
+        flat = x.reshape(-1, self.dim)
         if self.fused_gelu:
-            h = torch._addmm_activation(layer.fc_b, x.reshape(-1, self.dim), layer.fc_w, use_gelu=True)
+            h = torch._addmm_activation(fc_b, flat, fc_w, use_gelu=True)
         else:
-            h = F.gelu(torch.addmm(layer.fc_b, x.reshape(-1, self.dim), layer.fc_w), approximate="tanh")
-        return torch.addmm(layer.fc2_b, h, layer.fc2_w).view(x.shape)
+            h = F.gelu(torch.addmm(fc_b, flat, fc_w), approximate="tanh")
+        return torch.addmm(fc2_b, h, fc2_w).view(x.shape)
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Final LayerNorm + speech head, in float32 for sampling. ``hidden``: [B, C]."""
@@ -138,7 +141,7 @@ class StaticGPT2:
             a = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0]
             a = a.permute(1, 0, 2).reshape(T, self.dim)
             x = x + torch.addmm(layer.proj_b, a, layer.proj_w)
-            x = x + self._mlp(self._ln(x, layer.ln2_w, layer.ln2_b), layer)
+            x = x + self._mlp(self._ln(x, layer.ln2_w, layer.ln2_b), layer.fc_w, layer.fc_b, layer.fc2_w, layer.fc2_b)
         return x[-1:]
 
     # -- one decode step for slots 0..B-1 (static shapes: graph-capturable) ---------------------
@@ -170,9 +173,4 @@ class StaticGPT2:
                                            attn_mask=mask)
         a = a.reshape(B, self.dim)
         x = x + torch.addmm(proj_b, a, proj_w)
-        h = self._ln(x, ln2_w, ln2_b)
-        if self.fused_gelu:
-            h = torch._addmm_activation(fc_b, h, fc_w, use_gelu=True)
-        else:
-            h = F.gelu(torch.addmm(fc_b, h, fc_w), approximate="tanh")
-        return x + torch.addmm(fc2_b, h, fc2_w)
+        return x + self._mlp(self._ln(x, ln2_w, ln2_b), fc_w, fc_b, fc2_w, fc2_b)
