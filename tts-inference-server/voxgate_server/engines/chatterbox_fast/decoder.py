@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from voxgate_server.engines.chatterbox_fast import fused_step
+from voxgate_server.engines.chatterbox_fast.fused_step import FusedDecodeStep
 from voxgate_server.engines.chatterbox_fast.gpt2_static import StaticGPT2
 from voxgate_server.engines.chatterbox_fast.sampling import SamplingParams, SamplingState, sample
 
@@ -143,7 +145,7 @@ class BatchedT3Decoder:
     def __init__(self, t3: torch.nn.Module, *, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, max_batch: int = 16, max_len: int = 1536,
                  cuda_graphs: bool | None = None, length_bucket: int = 256, compile: bool = False,
-                 ahead: int | None = None) -> None:
+                 ahead: int | None = None, fused: bool | None = None) -> None:
         self.t3 = t3
         self.device = torch.device(device) if device is not None else t3.speech_head.weight.device
         on_cuda = self.device.type == "cuda"
@@ -160,9 +162,16 @@ class BatchedT3Decoder:
         self.pos_buf = torch.zeros(max_batch, dtype=torch.long, device=self.device)
         self.next_buf = torch.zeros(max_batch, dtype=torch.long, device=self.device)
         self.batch_buckets = _bucket_sizes(max_batch)
-        self.len_buckets = sorted({min(max_len, b) for b in range(length_bucket, max_len + length_bucket,
-                                                                   length_bucket)})
-        if compile:
+        self._fused: FusedDecodeStep | None = None
+        self._fused_auto = fused is None  # chosen here, so given up quietly if it cannot compile
+        self._plain_len_buckets = sorted({min(max_len, b) for b in range(length_bucket, max_len + length_bucket,
+                                                                          length_bucket)})
+        self.len_buckets = self._plain_len_buckets
+        if fused if fused is not None else (on_cuda and fused_step.available()):
+            self._fused = FusedDecodeStep(self.model)
+            # its attention reads each row's own length on the device: one graph per batch bucket
+            self.len_buckets = [max_len]
+        if compile and self._fused is None:
             self.model.compile_layers()
         self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self._pool: Any = None
@@ -239,6 +248,15 @@ class BatchedT3Decoder:
         t0 = time.perf_counter()
         if self.cuda_graphs:
             with torch.cuda.stream(self._stream):
+                try:
+                    self._graph(self.batch_buckets[0], self.len_buckets[0])  # the kernels compile here
+                except Exception:
+                    if self._fused is None or not self._fused_auto:
+                        raise
+                    log.warning("the fused T3 step did not compile; decoding with the plain step", exc_info=True)
+                    self._fused = None
+                    self.len_buckets = self._plain_len_buckets
+                    self._graphs.clear()
                 for b in self.batch_buckets:
                     for n in self.len_buckets:
                         self._graph(b, n)
@@ -345,23 +363,35 @@ class BatchedT3Decoder:
             stream = s.job.stream
             if stream.cancelled():
                 stream._finish(DecodeCancelled())
-                self._slots[i] = None
+                self._retire(i)
                 continue
             tok = toks[i]
             if tok == STOP_SPEECH_TOKEN:
                 stream._finish()
-                self._slots[i] = None
+                self._retire(i)
                 continue
             stream._push(tok)
             s.count += 1
             if s.count >= stream.max_new_tokens:
                 stream._finish()
-                self._slots[i] = None
+                self._retire(i)
+
+    def _retire(self, slot: int) -> None:
+        """Free the slot; its row keeps being stepped while it sits inside a batch bucket, so
+        it restarts at position 0 (the fused attention's loop runs to a row's position)."""
+        self._slots[slot] = None
+        self.pos_buf[slot] = 0
+
+    @property
+    def fused(self) -> bool:
+        return self._fused is not None
 
     def _step_body(self, tokens: Tensor, pos: Tensor, L: int) -> tuple[Tensor, Tensor]:
         m = self.model
-        hidden = m.decode(tokens, pos, L)
-        logits = m.logits(hidden)
+        if self._fused is not None:
+            logits = self._fused(tokens, pos)
+        else:
+            logits = m.logits(m.decode(tokens, pos, L))
         rows = torch.arange(tokens.shape[0], device=tokens.device)
         nxt = sample(logits, self.sampling, rows)
         return nxt, (pos + 1).clamp(max=self.max_len - 1)

@@ -49,7 +49,10 @@ class FastSettings(BaseSettings):
     speech_tokenizer_on_cpu: bool = True
     # most mel frames (pieces x widest piece, voice prompt included) in one S3Gen call; 0: no cap
     s3gen_max_frames: int = Field(8000, ge=0)
-    # the T3 decode layer through torch.compile (needs Triton and a C compiler; ~20 s at start)
+    # the T3 decode step as Triton kernels, 5 a layer (auto: with CUDA when Triton is installed)
+    fused_step: Literal["auto", "on", "off"] = "auto"
+    # the T3 decode layer through torch.compile (needs Triton and a C compiler; ~20 s at start;
+    # ignored when the fused step is used)
     compile: bool = False
     # S3Gen's flow under bf16 autocast (off: unmeasured on real weights; docs/gpu-performance.md)
     s3gen_bf16: bool = False
@@ -80,7 +83,8 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
                                   release_upstream_t3=True, decode_ahead=fs.decode_ahead,
                                   tokenizer_on_cpu=fs.speech_tokenizer_on_cpu,
                                   s3gen_max_frames=fs.s3gen_max_frames or None, compile_t3=fs.compile,
-                                  s3gen_bf16=fs.s3gen_bf16).start()
+                                  s3gen_bf16=fs.s3gen_bf16,
+                                  fused_t3={"auto": None, "on": True, "off": False}[fs.fused_step]).start()
             seconds = self.fast.warmup(max_new_tokens=24 if self.device == "cuda" else 4)
         except Exception as exc:  # noqa: BLE001 - reported as a failed load
             raise EngineError(f"chatterbox fast path failed to start: {exc}") from exc

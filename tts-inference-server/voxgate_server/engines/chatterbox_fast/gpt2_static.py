@@ -14,6 +14,7 @@ upstream's logits to rounding, which the CPU test checks token by token.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +80,10 @@ class StaticGPT2:
         shape = (self.n_layer, max_batch, 2, self.n_head, max_len, self.head_dim)
         self.kv_cache = torch.zeros(shape, device=device, dtype=dtype)
         self.fused_gelu = dtype != torch.float32 and device.type == "cuda" and self._fused_gelu_ok()
-        self._layer_fn = self._decode_layer
+        # a compiled layer when ``compile_layers`` ran; not ``self._decode_layer`` by default: a
+        # bound method kept on ``self`` is a reference cycle, and the weights and the KV cache
+        # would then outlive the decoder until the cyclic collector happens to run
+        self._compiled_layer: Any = None
 
     def compile_layers(self) -> None:
         """Decode through one ``torch.compile``d layer (the same code for all 24, weights passed
@@ -87,7 +91,7 @@ class StaticGPT2:
         adds into LayerNorm and the biases into the GELU and the cache write, so a step launches
         far fewer kernels. The CUDA graphs are still captured around it, per bucket."""
         self.fused_gelu = False  # cuBLASLt's epilogue is opaque to Inductor; let it fuse the GELU
-        self._layer_fn = torch.compile(self._decode_layer, dynamic=True, fullgraph=True)
+        self._compiled_layer = torch.compile(self._decode_layer, dynamic=True, fullgraph=True)
 
     def _fused_gelu_ok(self) -> bool:
         """cuBLASLt's bias+GELU(tanh) epilogue saves one kernel per layer; use it only if it
@@ -156,8 +160,9 @@ class StaticGPT2:
         visible = torch.arange(length, device=tokens.device)[None, :] <= pos[:, None]
         mask = torch.zeros(B, 1, 1, length, device=tokens.device, dtype=self.dtype)
         mask = mask.masked_fill(~visible[:, None, None, :], float("-inf"))
+        layer_fn = self._compiled_layer or self._decode_layer
         for i, layer in enumerate(self.layers):
-            x = self._layer_fn(x, self.kv_cache[i], rows, pos, mask, length, layer.weights())
+            x = layer_fn(x, self.kv_cache[i], rows, pos, mask, length, layer.weights())
         return x
 
     def _decode_layer(self, x: Tensor, kv: Tensor, rows: Tensor, pos: Tensor, mask: Tensor, length: int,

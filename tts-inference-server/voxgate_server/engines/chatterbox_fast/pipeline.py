@@ -47,7 +47,7 @@ class FastTurbo:
                  s3gen_batch: int = 16, tf32: bool = False, chunk_lead_s: float | None = 0.35,
                  release_upstream_t3: bool = False, decode_ahead: int | None = None,
                  tokenizer_on_cpu: bool = False, s3gen_max_frames: int | None = None,
-                 compile_t3: bool = False, s3gen_bf16: bool = False) -> None:
+                 compile_t3: bool = False, s3gen_bf16: bool = False, fused_t3: bool | None = None) -> None:
         self.model = model
         if tf32 and torch.cuda.is_available():
             # S3Gen's flow is compute-bound in float32 once pieces are batched (measured: 205 ms
@@ -57,7 +57,7 @@ class FastTurbo:
             torch.backends.cuda.matmul.allow_tf32 = True
         self.decoder = BatchedT3Decoder(model.t3, max_batch=max_batch, max_len=max_len, dtype=dtype,
                                         cuda_graphs=cuda_graphs, ahead=decode_ahead,
-                                        compile=compile_t3)
+                                        compile=compile_t3, fused=fused_t3)
         if release_upstream_t3:
             # The decoder holds its own copy of the transformer; upstream's (fp32 on the GPU)
             # is only needed by upstream's own generate(). The embeddings stay (prefill input).
