@@ -6,7 +6,8 @@
 - ``mem``: where the VRAM goes after loading (parameters per module, allocated).
 - ``t3prof``: the kernels of one decode step (batch 1 and 16), by total GPU time.
 - ``s3mem``: peak memory and wall of S3Gen's batched calls, 16 pieces at once against split calls.
-- ``t3compile``: the decode layer through ``torch.compile``: set-up, step time, greedy tokens.
+- ``t3step``: the decode step's variants (plain graphs, fused Triton kernels, ``torch.compile``):
+  set-up, step time, greedy tokens against the plain step.
 - ``t3``: the T3 decoder alone: graph replay only (GPU time of a step, no host work) against the
   scheduler's ms per token, for ``ahead`` 1/2/3 (steps queued before the host reads the last
   one), one stream and 16, each also with a thread running S3Gen flow calls at the same time
@@ -126,12 +127,18 @@ def section_t3(model: Any, torch: Any, args: argparse.Namespace, rows: list) -> 
 
 def section_t3prof(model: Any, torch: Any, rows: list) -> None:
     """Kernels of one eager decode step (the same kernels the graph replays), by total time."""
-    from torch.profiler import ProfilerActivity, profile
-
     from voxgate_server.engines.chatterbox_fast import BatchedT3Decoder
 
-    dec = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, ahead=1)
+    for fused in (False, True):
+        _profile_step(BatchedT3Decoder(model.t3, max_batch=16, max_len=768, ahead=1, fused=fused), torch, rows)
+        torch.cuda.empty_cache()
+
+
+def _profile_step(dec: Any, torch: Any, rows: list) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
     with torch.cuda.stream(dec._stream), torch.inference_mode():
+        dec.pos_buf.fill_(448)  # the fused attention reads each row's length from here
         for B in (1, 16):
             for _ in range(3):
                 dec._step_eager(B, 512)
@@ -145,10 +152,85 @@ def section_t3prof(model: Any, torch: Any, rows: list) -> None:
                     by.setdefault(e.name[:90], []).append(e.device_time)
             total = sum(sum(v) for v in by.values())
             top = sorted(by.items(), key=lambda kv: -sum(kv[1]))[:14]
-            emit({"section": "t3prof", "batch": B, "length": 512, "kernels": sum(len(v) for v in by.values()),
+            emit({"section": "t3prof", "fused": dec.fused, "batch": B, "length": 512,
+                  "kernels": sum(len(v) for v in by.values()),
                   "kernel_ms": round(total / 1000, 4),
                   "top": [{"name": k, "n": len(v), "us": round(sum(v), 1)} for k, v in top]}, rows)
-    del dec
+
+
+def section_fusedcfg(model: Any, torch: Any, rows: list) -> None:
+    """Tiles of the fused step's kernels, one matrix (or the attention) at a time, the others
+    kept: graph replay ms per step at batch 1 and 16; keeps the best of each in turn."""
+    import dataclasses
+
+    from voxgate_server.engines.chatterbox_fast import BatchedT3Decoder
+    from voxgate_server.engines.chatterbox_fast.fused_step import LinearConfig
+
+    # the weights' layout first: GPT-2's [K, N] as loaded, against the [N, K] copy the step makes
+    plain = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, ahead=1, fused=False)
+    from voxgate_server.engines.chatterbox_fast.fused_step import FusedDecodeStep
+
+    plain._fused = FusedDecodeStep(plain.model, transpose=False)
+    plain.len_buckets = [768]
+    with torch.cuda.stream(plain._stream), torch.inference_mode():
+        plain._graph(1, 512)
+        plain._graph(16, 512)
+    emit({"section": "fusedcfg", "weights": "[K, N] (not transposed)",
+          "b1_ms": round(graph_ms_per_step(plain, 1, 512, reps=50), 4),
+          "b16_ms": round(graph_ms_per_step(plain, 16, 512, reps=50), 4)}, rows)
+    plain._graphs.clear()
+    del plain
+    torch.cuda.empty_cache()
+    dec = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, ahead=1, fused=True)
+    f = dec._fused
+    f.configs = dict(f.configs)
+
+    def measure() -> tuple[float, float]:
+        dec._graphs.clear()
+        with torch.cuda.stream(dec._stream):  # captured on the decoder's stream, as in serving
+            dec._graph(1, 512)
+            dec._graph(16, 512)
+        return graph_ms_per_step(dec, 1, 512, reps=50), graph_ms_per_step(dec, 16, 512, reps=50)
+
+    with torch.inference_mode():
+        base = measure()
+        emit({"section": "fusedcfg", "start": True, "b1_ms": round(base[0], 4), "b16_ms": round(base[1], 4)}, rows)
+        for name in ("qkv", "proj", "fc", "fc2", "head"):
+            best = (sum(base), f.configs[name])
+            for bn in (16, 32, 64):
+                for bk, warps, stages in ((128, 4, 4), (256, 4, 3), (256, 8, 3), (512, 4, 3)):
+                    f.configs[name] = LinearConfig(bn, bk, warps, stages)
+                    try:
+                        r = measure()
+                    except Exception as exc:  # noqa: BLE001 - a tile that does not compile
+                        emit({"section": "fusedcfg", "matrix": name, "config": dataclasses.asdict(f.configs[name]),
+                              "error": repr(exc)[:200]}, rows)
+                        continue
+                    if sum(r) < best[0]:
+                        best = (sum(r), f.configs[name])
+            f.configs[name] = best[1]
+            emit({"section": "fusedcfg", "matrix": name, "best": dataclasses.asdict(best[1]),
+                  "b1_plus_b16_ms": round(best[0], 4)}, rows)
+        best_a = (1e9, None)
+        for bl in (64, 128, 256):
+            for warps in (2, 4):
+                f.block_l, f.attn_warps = bl, warps
+                r = measure()
+                if sum(r) < best_a[0]:
+                    best_a = (sum(r), (bl, warps))
+        f.block_l, f.attn_warps = best_a[1]
+        emit({"section": "fusedcfg", "attention_best": best_a[1], "b1_plus_b16_ms": round(best_a[0], 4)}, rows)
+        for programs in (16, 32, 64, 128, 256, 512):  # key splits: (row, head) pairs x splits ~ programs
+            f.attention_programs = programs
+            r = measure()
+            emit({"section": "fusedcfg", "attention_programs": programs, "splits_b1": f.splits(1),
+                  "splits_b16": f.splits(16), "b1_ms": round(r[0], 4), "b16_ms": round(r[1], 4)}, rows)
+        f.attention_programs = 128
+        final = measure()
+        emit({"section": "fusedcfg", "final": True, "b1_ms": round(final[0], 4),
+              "b16_ms": round(final[1], 4),
+              "configs": {k: dataclasses.asdict(v) for k, v in f.configs.items()}}, rows)
+    dec._graphs.clear()
     torch.cuda.empty_cache()
 
 
@@ -193,9 +275,13 @@ def section_s3mem(model: Any, torch: Any, rows: list) -> None:
     worker.close()
 
 
-def section_t3compile(model: Any, torch: Any, args: argparse.Namespace, rows: list) -> None:
-    """The decode layer through torch.compile (Inductor), graphs captured around it as usual:
-    set-up time, GPU time of a step, scheduler speed, and greedy tokens against the eager step."""
+T3_VARIANTS = {"plain": {"fused": False}, "fused": {"fused": True}, "compiled": {"fused": False, "compile": True}}
+
+
+def section_t3step(model: Any, torch: Any, args: argparse.Namespace, rows: list) -> None:
+    """The decode step's variants (``--t3-variants``: plain graphs, the fused Triton step,
+    torch.compile), graphs captured around each: set-up time, GPU time of a step, scheduler
+    speed, and greedy tokens against the plain step of the same dtype."""
     from chatterbox.tts_turbo import punc_norm
 
     from voxgate_server.engines.chatterbox_fast import BatchedT3Decoder, SamplingParams
@@ -203,16 +289,17 @@ def section_t3compile(model: Any, torch: Any, args: argparse.Namespace, rows: li
     ids = model.tokenizer(punc_norm(TEXT), return_tensors="pt").input_ids
     greedy = SamplingParams(temperature=0.8, top_k=1, top_p=0.95, repetition_penalty=1.2)
     n = args.tokens + 1
-    toks: dict[tuple[str, bool], list[int]] = {}
+    names = args.t3_variants.split(",")
+    toks: dict[tuple[str, str], list[int]] = {}
     for dtype in (torch.bfloat16, torch.float32):
-        for comp in (False, True):
-            row: dict[str, Any] = {"section": "t3compile", "compile": comp, "dtype": str(dtype)}
+        for name in names:
+            row: dict[str, Any] = {"section": "t3step", "variant": name, "dtype": str(dtype)}
             try:
                 t0 = time.perf_counter()
-                dec = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, dtype=dtype, compile=comp).start()
+                dec = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, dtype=dtype, **T3_VARIANTS[name]).start()
                 dec.warmup()
                 row["setup_s"] = round(time.perf_counter() - t0, 2)
-                toks[(str(dtype), comp)] = dec.submit(model.conds.t3, ids, greedy, n).result(900)
+                toks[(str(dtype), name)] = dec.submit(model.conds.t3, ids, greedy, n).result(900)
                 if dtype == torch.bfloat16:
                     for B in (1, 16):
                         row[f"replay_b{B}_ms_per_step"] = round(graph_ms_per_step(dec, B, 512), 4)
@@ -226,10 +313,10 @@ def section_t3compile(model: Any, torch: Any, args: argparse.Namespace, rows: li
                     dt = time.perf_counter() - t0
                     row["b16_ms_per_step"] = round(1000 * dt / max(1, dec.steps - steps0), 4)
                     row["b16_tokens_per_s"] = round(total / dt, 1)
-                if comp:
-                    ref = toks.get((str(dtype), False), [])
-                    got = toks[(str(dtype), True)]
-                    row["greedy_equal_to_uncompiled"] = got == ref
+                ref = toks.get((str(dtype), names[0]))
+                got = toks[(str(dtype), name)]
+                if name != names[0] and ref is not None:
+                    row[f"greedy_equal_to_{names[0]}"] = got == ref
                     row["greedy_prefix_match"] = next((i for i, (a, b) in enumerate(zip(got, ref)) if a != b),
                                                       min(len(got), len(ref)))
                 dec.close()
@@ -362,6 +449,7 @@ def main() -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--tokens", type=int, default=250)
     p.add_argument("--sections", default="mem,t3prof,t3,flow,clips")
+    p.add_argument("--t3-variants", default="plain,fused", help="for t3step: " + ",".join(T3_VARIANTS))
     p.add_argument("--variant", dest="variants", action="append",
                    default=None, help='JSON FastTurbo kwargs for the clips section (repeatable); '
                                       '"switch_interval_ms" sets the GIL switch interval')
@@ -376,8 +464,9 @@ def main() -> int:
     sections = args.sections.split(",")
     for name, fn in (("mem", lambda: section_mem(model, torch, rows)),
                      ("t3prof", lambda: section_t3prof(model, torch, rows)),
+                     ("fusedcfg", lambda: section_fusedcfg(model, torch, rows)),
                      ("s3mem", lambda: section_s3mem(model, torch, rows)),
-                     ("t3compile", lambda: section_t3compile(model, torch, args, rows)),
+                     ("t3step", lambda: section_t3step(model, torch, args, rows)),
                      ("syncs", lambda: section_syncs(model, torch, rows)),
                      ("flow", lambda: section_flow(model, torch, rows)),
                      ("t3", lambda: section_t3(model, torch, args, rows)),

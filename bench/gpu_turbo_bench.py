@@ -238,6 +238,7 @@ def phase_fast(args: argparse.Namespace) -> dict[str, Any]:
     log("fixed schedule", res["fixed_schedule"])
     res["peak_alloc_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     res["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 3)
+    res["t3_fused_step"] = ft.decoder.fused
     res["decoder_steps"] = ft.decoder.steps
     res["decoder_mean_batch"] = round(ft.decoder.step_rows / max(1, ft.decoder.steps), 2)
     res["s3gen"] = ft.s3gen_stats()
