@@ -94,6 +94,32 @@ def test_greedy_tokens_equal_upstream_batched_join_and_leave(model, decoder, ref
     assert decoder.step_rows > decoder.steps  # some steps really ran several requests at once
 
 
+def test_requests_admitted_together_share_one_prefill_and_match_upstream(model):
+    from voxgate_server.engines.chatterbox_fast.decoder import TokenStream, _Job
+
+    texts = ["Hello.", TEXTS[0], "Please remember that the office is closed on Monday and on Tuesday too."]
+    want = [upstream_greedy(model, t, cap) for t, cap in zip(texts, (6, 9, 4))]
+    dec = BatchedT3Decoder(model.t3, max_batch=4, max_len=640, device="cpu")
+    streams, lengths = [], []
+    for text, w in zip(texts, want):  # queued before the scheduler runs: its first admission takes all
+        embeds = dec.prompt_embeds(model.conds.t3, ids(model, text))
+        lengths.append(embeds.shape[0])
+        stream = TokenStream(len(w), None)
+        dec._pending.put(_Job(embeds, GREEDY, stream))
+        streams.append(stream)
+    prefills: list[int] = []
+    many = dec.model.prefill_many
+    dec.model.prefill_many = lambda slots, embeds: prefills.append(len(slots)) or many(slots, embeds)
+    dec.start()
+    try:
+        got = [s.result(300) for s in streams]
+    finally:
+        dec.close()
+    assert len(set(lengths)) == 3  # prompts of three lengths: the shorter ones are padded
+    assert prefills == [3]
+    assert got == want
+
+
 def test_seeded_sampling_is_reproducible_and_independent_of_the_batch(model, decoder):
     p = SamplingParams(seed=1234)
     text = ids(model, TEXTS[1])

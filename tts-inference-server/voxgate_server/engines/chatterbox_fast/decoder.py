@@ -289,44 +289,53 @@ class BatchedT3Decoder:
                             self._slots[i] = None
 
     def _admit(self) -> None:
-        while True:
-            free = [i for i, s in enumerate(self._slots) if s is None]
-            if not free:
-                return
+        """Admit waiting requests into free slots: one prefill for all admitted together."""
+        batch: list[tuple[int, _Job]] = []
+        free = [i for i, s in enumerate(self._slots) if s is None]
+        while len(batch) < len(free):
             try:
                 job = self._pending.get_nowait()
             except queue.Empty:
-                return
+                break
             if job.stream.cancelled():
                 job.stream._finish(DecodeCancelled())
                 continue
-            slot = free[0]
-            try:
-                first = self._prefill(slot, job)
-            except Exception as exc:
+            batch.append((free[len(batch)], job))
+        if not batch:
+            return
+        try:
+            firsts = self._prefill(batch)
+        except Exception as exc:
+            for _, job in batch:
                 job.stream._finish(exc)
-                continue
+            return
+        for (slot, job), first in zip(batch, firsts):
             job.stream._push(first)
             if job.stream.max_new_tokens <= 1:
                 job.stream._finish()
                 continue
             self._slots[slot] = _Slot(job, count=1)
 
-    def _prefill(self, slot: int, job: _Job) -> int:
+    def _prefill(self, batch: list[tuple[int, _Job]]) -> list[int]:
+        """Prompts of ``batch`` into their slots' caches; each one's first token, sampled."""
         m, st = self.model, self.sampling
-        embeds = job.embeds.to(self.device)
-        T = embeds.shape[0]
-        hidden = m.prefill(slot, embeds)
+        slots = [slot for slot, _ in batch]
+        embeds = [job.embeds.to(self.device) for _, job in batch]
+        if len(batch) == 1:
+            hidden = m.prefill(slots[0], embeds[0])
+        else:
+            hidden = m.prefill_many(slots, embeds)
         logits = m.logits(hidden)
-        st.set_slot(slot, job.params)
-        st.history[slot, START_SPEECH_TOKEN] = True  # upstream: the first draw sees the start token
-        rows = torch.tensor([slot], device=self.device)
+        for slot, job in batch:
+            st.set_slot(slot, job.params)
+        rows = torch.tensor(slots, device=self.device)
+        st.history[rows, START_SPEECH_TOKEN] = True  # upstream: the first draw sees the start token
         first = sample(logits, st, rows)
-        st.history[slot] = False  # afterwards, the history is the generated tokens only
-        st.history[slot, first] = True
-        self.tokens_buf[slot] = first[0]
-        self.pos_buf[slot] = T
-        return int(first[0])
+        st.history[rows] = False  # afterwards, the history is the generated tokens only
+        st.history[rows, first] = True
+        self.tokens_buf[rows] = first
+        self.pos_buf[rows] = torch.tensor([e.shape[0] for e in embeds], device=self.device)
+        return first.tolist()
 
     def _launch(self) -> None:
         """Queue one decode step for every active slot; its tokens are read by ``_collect``."""

@@ -148,6 +148,35 @@ class StaticGPT2:
             x = x + self._mlp(self._ln(x, layer.ln2_w, layer.ln2_b), layer.fc_w, layer.fc_b, layer.fc2_w, layer.fc2_b)
         return x[-1:]
 
+    def prefill_many(self, slots: list[int], embeds: list[Tensor]) -> Tensor:
+        """``prefill`` for several requests in one pass: one launch per op for all of them
+        instead of one per request each, which is what admitting a burst of requests costs.
+        Prompts are padded at the end to the longest, so causal attention alone keeps the
+        padding out of every real position. Fills each slot's cache rows ``0..longest-1``
+        (rows past its own length are overwritten by its decode steps before they are ever
+        attended to); returns each row's last hidden state ``[n, C]``."""
+        n, lengths = len(slots), [e.shape[0] for e in embeds]
+        T = max(lengths)
+        if T >= self.max_len:
+            raise ValueError(f"prompt of {T} positions does not fit max_len {self.max_len}")
+        H, D, dev = self.n_head, self.head_dim, self.kv_cache.device
+        x = torch.zeros(n, T, self.dim, device=dev, dtype=self.dtype)
+        for i, e in enumerate(embeds):
+            x[i, : lengths[i]] = e.to(self.dtype)
+        x = x + self.wpe[:T]
+        rows = torch.tensor(slots, device=dev)
+        for i, layer in enumerate(self.layers):
+            h = self._ln(x, layer.ln1_w, layer.ln1_b).view(n * T, self.dim)
+            qkv = torch.addmm(layer.attn_b, h, layer.attn_w)
+            q, k, v = qkv.view(n, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each [n, H, T, D]
+            self.kv_cache[i, rows, 0, :, :T] = k
+            self.kv_cache[i, rows, 1, :, :T] = v
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            a = a.permute(0, 2, 1, 3).reshape(n * T, self.dim)
+            x = x + torch.addmm(layer.proj_b, a, layer.proj_w).view(n, T, self.dim)
+            x = x + self._mlp(self._ln(x, layer.ln2_w, layer.ln2_b), layer.fc_w, layer.fc_b, layer.fc2_w, layer.fc2_b)
+        return x[torch.arange(n, device=dev), torch.tensor(lengths, device=dev) - 1]
+
     # -- one decode step for slots 0..B-1 (static shapes: graph-capturable) ---------------------
 
     def decode(self, tokens: Tensor, pos: Tensor, length: int) -> Tensor:
