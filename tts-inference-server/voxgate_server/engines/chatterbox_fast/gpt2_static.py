@@ -19,6 +19,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+# Prefill attention without cuDNN: cuDNN builds an execution plan the first time it meets a
+# shape (hundreds of ms), and prefill shapes (prompt length x requests admitted together) vary
+# with every burst; flash (bf16) and memory-efficient (float32) attention need no plan.
+_PREFILL_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def _causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    with sdpa_kernel(_PREFILL_ATTENTION):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
 @dataclass
@@ -142,7 +153,7 @@ class StaticGPT2:
             q, k, v = qkv.view(T, 3, H, D).permute(1, 2, 0, 3)  # each [H, T, D]
             self.kv_cache[i, slot, 0, :, :T] = k
             self.kv_cache[i, slot, 1, :, :T] = v
-            a = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0]
+            a = _causal_attention(q[None], k[None], v[None])[0]
             a = a.permute(1, 0, 2).reshape(T, self.dim)
             x = x + torch.addmm(layer.proj_b, a, layer.proj_w)
             x = x + self._mlp(self._ln(x, layer.ln2_w, layer.ln2_b), layer.fc_w, layer.fc_b, layer.fc2_w, layer.fc2_b)
@@ -171,7 +182,7 @@ class StaticGPT2:
             q, k, v = qkv.view(n, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each [n, H, T, D]
             self.kv_cache[i, rows, 0, :, :T] = k
             self.kv_cache[i, rows, 1, :, :T] = v
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            a = _causal_attention(q, k, v)
             a = a.permute(0, 2, 1, 3).reshape(n * T, self.dim)
             x = x + torch.addmm(layer.proj_b, a, layer.proj_w).view(n, T, self.dim)
             x = x + self._mlp(self._ln(x, layer.ln2_w, layer.ln2_b), layer.fc_w, layer.fc_b, layer.fc2_w, layer.fc2_b)
