@@ -8,7 +8,6 @@ tokens exactly, alone and with other requests joining and leaving the batch.
 
 from __future__ import annotations
 
-import copy
 import threading
 
 import numpy as np
@@ -23,6 +22,7 @@ from voxgate_server.engines.chatterbox_fast import (  # noqa: E402
     StreamingVocoder,
 )
 from voxgate_server.engines.chatterbox_fast.sampling import SamplingState, processed_scores  # noqa: E402
+from turbo_helpers import load_cpu_turbo, text_ids, upstream_greedy  # noqa: E402
 
 TEXTS = [
     "Good morning, and welcome to the weekly update.",
@@ -34,27 +34,10 @@ GREEDY = SamplingParams(temperature=0.8, top_k=1, top_p=0.95, repetition_penalty
 
 @pytest.fixture(scope="module")
 def model(turbo_ckpt):
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from chatterbox.tts_turbo import ChatterboxTurboTTS
-
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    return ChatterboxTurboTTS.from_local(str(turbo_ckpt["dir"]), device="cpu")
+    return load_cpu_turbo(turbo_ckpt["dir"])
 
 
-def ids(model, text):
-    from chatterbox.tts_turbo import punc_norm
-
-    return model.tokenizer(punc_norm(text), return_tensors="pt", truncation=True).input_ids
-
-
-def upstream_greedy(model, text, max_gen_len):
-    cond = copy.copy(model.conds.t3)
-    with torch.inference_mode():
-        out = model.t3.inference_turbo(cond, ids(model, text), temperature=0.8, top_k=1, top_p=0.95,
-                                       repetition_penalty=1.2, max_gen_len=max_gen_len)
-    return out[0].tolist()
+ids = text_ids
 
 
 @pytest.fixture(scope="module", params=[1, 3], ids=["ahead1", "ahead3"])
@@ -243,6 +226,26 @@ def test_paced_chunks_voice_what_waits_only_when_playback_needs_it(model):
         steps = np.abs(np.diff(audio))
         joins = np.cumsum([len(c) for c in chunks])[:-1]
         assert steps[joins - 1].max() <= np.quantile(steps, 0.999) + 1e-6
+
+
+def test_under_load_the_first_chunk_waits_for_more_tokens(model):
+    tokens = torch.randint(0, 6561, (40,), generator=torch.Generator().manual_seed(5)).tolist()
+    kw = dict(first_chunk=8, growth=3.0, max_chunk=64, context=8, vocoder_context=6, lead_s=0.0, buffer_s=0.0,
+              busy_first_chunk=24)
+    calls: list[int] = []
+
+    def busy(answer: bool):
+        return lambda: calls.append(answer) or answer
+
+    idle = _stream_chunks(StreamingVocoder(model.s3gen, busy=busy(False), **kw), tokens, model)
+    loaded = _stream_chunks(StreamingVocoder(model.s3gen, busy=busy(True), **kw), tokens, model)
+    assert calls.count(False) >= 2 and calls.count(True) >= 2  # asked while the first chunk was due
+    # the first chunk holds 8 tokens (less the held-back crossfade), or 24 under load; the rest
+    # follows in one final call either way, and the audio is the same length
+    assert 8 * 960 - 960 <= len(idle[0]) < 9 * 960
+    assert 24 * 960 - 960 <= len(loaded[0]) < 25 * 960
+    assert len(idle) == len(loaded) == 2
+    assert sum(map(len, idle)) == sum(map(len, loaded)) == (40 + 3) * 960
 
 
 def test_speech_tokenizer_on_the_cpu_answers_as_before(model):

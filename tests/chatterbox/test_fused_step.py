@@ -9,7 +9,6 @@ greedy tokens through the batched decoder compared with upstream's.
 
 from __future__ import annotations
 
-import copy
 import os
 
 import pytest
@@ -21,6 +20,7 @@ pytest.importorskip("triton")
 from voxgate_server.engines.chatterbox_fast import BatchedT3Decoder, SamplingParams  # noqa: E402
 from voxgate_server.engines.chatterbox_fast.fused_step import FusedDecodeStep  # noqa: E402
 from voxgate_server.engines.chatterbox_fast.gpt2_static import StaticGPT2  # noqa: E402
+from turbo_helpers import load_cpu_turbo, text_ids, upstream_greedy  # noqa: E402
 
 GREEDY = SamplingParams(temperature=0.8, top_k=1, top_p=0.95, repetition_penalty=1.2)
 TEXTS = ["Good morning, and welcome to the weekly update.", "Could you read the last paragraph aloud?"]
@@ -28,17 +28,7 @@ TEXTS = ["Good morning, and welcome to the weekly update.", "Could you read the 
 
 @pytest.fixture(scope="module")
 def model(turbo_ckpt):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from chatterbox.tts_turbo import ChatterboxTurboTTS
-
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    return ChatterboxTurboTTS.from_local(str(turbo_ckpt["dir"]), device="cpu")
-
-
-def ids(model, text):
-    from chatterbox.tts_turbo import punc_norm
-
-    return model.tokenizer(punc_norm(text), return_tensors="pt", truncation=True).input_ids
+    return load_cpu_turbo(turbo_ckpt["dir"])
 
 
 @pytest.mark.parametrize("splits", [1, 2], ids=["keys-whole", "keys-split"])
@@ -67,20 +57,12 @@ def test_one_fused_step_equals_the_plain_step(model, splits):
     assert torch.allclose(sg.kv_cache, cache_want, rtol=1e-5, atol=1e-5)
 
 
-def upstream_greedy(model, text, max_gen_len):
-    cond = copy.copy(model.conds.t3)
-    with torch.inference_mode():
-        out = model.t3.inference_turbo(cond, ids(model, text), temperature=0.8, top_k=1, top_p=0.95,
-                                       repetition_penalty=1.2, max_gen_len=max_gen_len)
-    return out[0].tolist()
-
-
 def test_fused_decoder_greedy_tokens_equal_upstream(model):
     want = [upstream_greedy(model, TEXTS[0], 3), upstream_greedy(model, TEXTS[1], 2)]
     dec = BatchedT3Decoder(model.t3, max_batch=2, max_len=512, device="cpu", fused=True).start()
     try:
         assert dec.fused
-        streams = [dec.submit(model.conds.t3, ids(model, t), GREEDY, max_new_tokens=len(w))
+        streams = [dec.submit(model.conds.t3, text_ids(model, t), GREEDY, max_new_tokens=len(w))
                    for t, w in zip(TEXTS, want)]
         got = [s.result(900) for s in streams]
     finally:

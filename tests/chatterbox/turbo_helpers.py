@@ -116,3 +116,32 @@ def decode(data: bytes) -> tuple[np.ndarray, int]:
 
     samples, sr = sf.read(io.BytesIO(data), dtype="float32")
     return samples, sr
+
+
+def load_cpu_turbo(ckpt_dir: Path):  # noqa: ANN201 - upstream's ChatterboxTurboTTS
+    """Upstream's Turbo from the test checkpoint on the CPU (2 threads: the CI machine's cores)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from chatterbox.tts_turbo import ChatterboxTurboTTS
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    return ChatterboxTurboTTS.from_local(str(ckpt_dir), device="cpu")
+
+
+def text_ids(model, text: str):  # noqa: ANN001, ANN201 - upstream's model, a token tensor
+    from chatterbox.tts_turbo import punc_norm
+
+    return model.tokenizer(punc_norm(text), return_tensors="pt", truncation=True).input_ids
+
+
+def upstream_greedy(model, text: str, max_gen_len: int) -> list[int]:  # noqa: ANN001
+    """Upstream ``T3.inference_turbo``'s greedy tokens (top_k=1, its other defaults)."""
+    import copy
+
+    import torch
+
+    cond = copy.copy(model.conds.t3)
+    with torch.inference_mode():
+        out = model.t3.inference_turbo(cond, text_ids(model, text), temperature=0.8, top_k=1, top_p=0.95,
+                                       repetition_penalty=1.2, max_gen_len=max_gen_len)
+    return out[0].tolist()

@@ -208,6 +208,10 @@ class BatchedT3Decoder:
             self._thread.join(timeout=10)
             self._thread = None
 
+    def load(self) -> int:
+        """Requests being decoded or waiting to be (read without a lock: a hint)."""
+        return sum(s is not None for s in self._slots) + self._pending.qsize()
+
     def prompt_embeds(self, t3_cond: Any, text_tokens: Tensor) -> Tensor:
         """[T, C] prefill embeddings, built by upstream's own ``prepare_input_embeds`` on a
         copy of the conditionals (upstream caches an embedding inside the object it is given)."""

@@ -49,6 +49,10 @@ class FastSettings(BaseSettings):
     speech_tokenizer_on_cpu: bool = True
     # most mel frames (pieces x widest piece, voice prompt included) in one S3Gen call; 0: no cap
     s3gen_max_frames: int = Field(8000, ge=0)
+    # with at least this many requests decoding, a new request's first chunk waits for
+    # BUSY_FIRST_CHUNK_TOKENS instead of FIRST_CHUNK_TOKENS (one S3Gen call fewer a clip); 0: never
+    busy_streams: int = Field(8, ge=0, le=256)
+    busy_first_chunk_tokens: int = Field(48, ge=4, le=400)
     # the T3 decode step as Triton kernels, 5 a layer (auto: with CUDA when Triton is installed)
     fused_step: Literal["auto", "on", "off"] = "auto"
     # the T3 decode layer through torch.compile (needs Triton and a C compiler; ~20 s at start;
@@ -84,7 +88,9 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
                                   tokenizer_on_cpu=fs.speech_tokenizer_on_cpu,
                                   s3gen_max_frames=fs.s3gen_max_frames or None, compile_t3=fs.compile,
                                   s3gen_bf16=fs.s3gen_bf16,
-                                  fused_t3={"auto": None, "on": True, "off": False}[fs.fused_step]).start()
+                                  fused_t3={"auto": None, "on": True, "off": False}[fs.fused_step],
+                                  busy_streams=fs.busy_streams,
+                                  busy_first_chunk=fs.busy_first_chunk_tokens).start()
             seconds = self.fast.warmup(max_new_tokens=24 if self.device == "cuda" else 4)
         except Exception as exc:  # noqa: BLE001 - reported as a failed load
             raise EngineError(f"chatterbox fast path failed to start: {exc}") from exc

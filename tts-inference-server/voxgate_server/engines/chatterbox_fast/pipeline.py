@@ -47,7 +47,8 @@ class FastTurbo:
                  s3gen_batch: int = 16, tf32: bool = False, chunk_lead_s: float | None = 0.35,
                  release_upstream_t3: bool = False, decode_ahead: int | None = None,
                  tokenizer_on_cpu: bool = False, s3gen_max_frames: int | None = None,
-                 compile_t3: bool = False, s3gen_bf16: bool = False, fused_t3: bool | None = None) -> None:
+                 compile_t3: bool = False, s3gen_bf16: bool = False, fused_t3: bool | None = None,
+                 busy_streams: int = 0, busy_first_chunk: int = 48) -> None:
         self.model = model
         if tf32 and torch.cuda.is_available():
             # S3Gen's flow is compute-bound in float32 once pieces are batched (measured: 205 ms
@@ -73,8 +74,17 @@ class FastTurbo:
                                         first_chunk=first_chunk, max_chunk=max_chunk,
                                         watermark_first_chunk=watermark_first_chunk, s3gen_batch=s3gen_batch,
                                         lead_s=chunk_lead_s, s3gen_max_frames=s3gen_max_frames,
-                                        s3gen_bf16=s3gen_bf16)
+                                        s3gen_bf16=s3gen_bf16,
+                                        busy=self._busy(self.decoder, busy_streams),
+                                        busy_first_chunk=busy_first_chunk)
         self.sample_rate = model.sr
+
+    @staticmethod
+    def _busy(decoder: BatchedT3Decoder, streams: int) -> Any:
+        """``busy()`` for the vocoder: at least ``streams`` requests decoding (0: never)."""
+        if streams <= 0:
+            return None
+        return lambda: decoder.load() >= streams
 
     @staticmethod
     def _watermarker(model: Any) -> Any:

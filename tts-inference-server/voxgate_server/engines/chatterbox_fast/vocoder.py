@@ -27,7 +27,7 @@ can come seconds later, so a finished chunk waited for it.)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -56,8 +56,14 @@ class StreamingVocoder:
                  crossfade: int = 960, watermark_first_chunk: bool = False,
                  n_cfm_timesteps: int = 2, s3gen_batch: int = 16,
                  s3gen_threads: int = 1, lead_s: float | None = 0.35, buffer_s: float = 1.5,
-                 s3gen_max_frames: int | None = None, s3gen_bf16: bool = False) -> None:
+                 s3gen_max_frames: int | None = None, s3gen_bf16: bool = False,
+                 busy: Callable[[], bool] | None = None, busy_first_chunk: int | None = None) -> None:
         self.s3gen = s3gen
+        # under load (``busy()`` when a request's first chunk is due) the first chunk waits for
+        # ``busy_first_chunk`` tokens: S3Gen, which re-runs the voice prompt for every piece, is
+        # what limits many streams, and one call fewer a clip is a third less of that work
+        self.busy = busy
+        self.busy_first_chunk = busy_first_chunk
         self.lead_s = lead_s
         self.buffer_s = buffer_s
         self.watermarker = watermarker
@@ -139,6 +145,8 @@ class StreamingVocoder:
         def due() -> bool:
             """Whether to voice the waiting tokens now (not counting the look-ahead ones)."""
             waiting = len(tokens) - voiced - LOOKAHEAD
+            if started is None and self.busy_first_chunk and self.busy is not None and self.busy():
+                return waiting >= max(need, self.busy_first_chunk)
             if self.lead_s is None or started is None or emitted < self.buffer_s * self.sample_rate:
                 return waiting >= need  # growth schedule: first chunk, then build a buffer
             if waiting < self.first_chunk:
