@@ -51,7 +51,9 @@ class FastSettings(BaseSettings):
     s3gen_max_frames: int = Field(8000, ge=0)
     # with at least this many requests decoding, a new request's first chunk waits for
     # BUSY_FIRST_CHUNK_TOKENS instead of FIRST_CHUNK_TOKENS (one S3Gen call fewer a clip); 0: never
-    busy_streams: int = Field(8, ge=0, le=256)
+    # (the default: on an H200 the gain at 16 streams was inside the spread, the first-audio cost
+    # was not; docs/gpu-performance.md)
+    busy_streams: int = Field(0, ge=0, le=256)
     busy_first_chunk_tokens: int = Field(48, ge=4, le=400)
     # the T3 decode step as Triton kernels, 5 a layer (auto: with CUDA when Triton is installed)
     fused_step: Literal["auto", "on", "off"] = "auto"
