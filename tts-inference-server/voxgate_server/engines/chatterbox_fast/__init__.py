@@ -1,6 +1,7 @@
 """Fast path for Chatterbox Turbo: batched static-cache T3 decoding and streaming S3Gen.
 
-- ``BatchedT3Decoder`` (decoder.py): continuous batching, static KV cache, CUDA graphs, bf16.
+- ``BatchedT3Decoder`` (decoder.py): continuous batching, static KV cache, CUDA graphs, bf16;
+  its decode step as Triton kernels (fused_step.py, fused_kernels.py) where Triton can compile.
 - ``StreamingVocoder`` (vocoder.py): tokens -> audio chunks with overlap while T3 generates.
 - ``FastTurbo`` (pipeline.py): the two over a loaded upstream ``ChatterboxTurboTTS``.
 

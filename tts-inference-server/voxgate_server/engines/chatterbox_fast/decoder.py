@@ -1,12 +1,14 @@
 """``BatchedT3Decoder``: continuous batching of Turbo's speech-token generation.
 
 One scheduler thread owns the GPU for T3. Each loop it (1) admits waiting requests into free
-cache slots, running each one's prompt (conditioning + text + start token) as a separate
-eager prefill and sampling its first token; (2) launches ONE decode step for every active slot
-together: on CUDA a graph captured per (batch bucket, length bucket) is replayed, so a step is
-one launch instead of ~400; (3) hands each request its new token and retires the ones that hit
-the stop token, their cap, or cancellation. Requests therefore join and leave the batch at
-step granularity. On CPU the same step runs eagerly in float32 (what CI tests).
+cache slots, running their prompts (conditioning + text + start token) in one eager prefill
+(padded when several are admitted together) and sampling each one's first token; (2) launches
+ONE decode step for every active slot together: on CUDA a captured graph is replayed (one per
+batch bucket with the fused Triton step, ``fused_step.py``; per batch and length bucket with
+the plain one), so a step is one launch instead of hundreds; (3) hands each request its new
+token and retires the ones that hit the stop token, their cap, or cancellation. Requests
+therefore join and leave the batch at step granularity. On CPU the same step runs eagerly in
+float32 (what CI tests; the fused kernels under Triton's interpreter).
 
 Steps are launched ``ahead`` deep: a step's input token is already on the device (the previous
 step wrote it), so the next step is queued before the host reads the last one's tokens. The GPU
