@@ -44,7 +44,7 @@ def linear_kernel(x_ptr, w_ptr, b_ptr, out_ptr, lnw_ptr, lnb_ptr, B, N, stride_w
     if LN:
         s1 = tl.zeros((BLOCK_B,), tl.float32)
         s2 = tl.zeros((BLOCK_B,), tl.float32)
-        for k0 in range(0, K, BLOCK_K):
+        for k0 in tl.static_range(0, K, BLOCK_K):  # unrolled (H200: same step time as a loop)
             offs_k = k0 + tl.arange(0, BLOCK_K)
             xv = tl.load(x_ptr + offs_b[:, None] * K + offs_k[None, :], mask=b_ok[:, None], other=0.0)
             xf = xv.to(tl.float32)
@@ -53,7 +53,7 @@ def linear_kernel(x_ptr, w_ptr, b_ptr, out_ptr, lnw_ptr, lnb_ptr, B, N, stride_w
                 s2 += tl.sum(xf * xf, axis=1)
         mean = s1 / K
         if IEEE:  # float32 (the exactness tests): variance about the mean, a second pass
-            for k0 in range(0, K, BLOCK_K):
+            for k0 in tl.static_range(0, K, BLOCK_K):
                 offs_k = k0 + tl.arange(0, BLOCK_K)
                 xv = tl.load(x_ptr + offs_b[:, None] * K + offs_k[None, :], mask=b_ok[:, None], other=0.0)
                 d = xv.to(tl.float32) - mean[:, None]
