@@ -91,8 +91,8 @@ def test_requests_admitted_together_share_one_prefill_and_match_upstream(model):
         dec._pending.put(_Job(embeds, GREEDY, stream))
         streams.append(stream)
     prefills: list[int] = []
-    many = dec.model.prefill_many
-    dec.model.prefill_many = lambda slots, embeds: prefills.append(len(slots)) or many(slots, embeds)
+    prefill = dec.model.prefill
+    dec.model.prefill = lambda slots, embeds: prefills.append(len(slots)) or prefill(slots, embeds)
     dec.start()
     try:
         got = [s.result(300) for s in streams]

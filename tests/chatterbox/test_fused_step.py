@@ -38,7 +38,7 @@ def test_one_fused_step_equals_the_plain_step(model, splits):
     lengths = [40, 75, 58]  # rows attend over different numbers of keys
     with torch.inference_mode():
         for slot, n in enumerate(lengths):
-            sg.prefill(slot, torch.randn(n, sg.dim, generator=gen) * 0.5)
+            sg.prefill([slot], [torch.randn(n, sg.dim, generator=gen) * 0.5])
         before = sg.kv_cache.clone()
         tokens = torch.tensor([5, 1200, 6000])
         pos = torch.tensor(lengths)

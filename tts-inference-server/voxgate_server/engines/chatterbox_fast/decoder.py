@@ -327,11 +327,7 @@ class BatchedT3Decoder:
         m, st = self.model, self.sampling
         slots = [slot for slot, _ in batch]
         embeds = [job.embeds.to(self.device) for _, job in batch]
-        if len(batch) == 1:
-            hidden = m.prefill(slots[0], embeds[0])
-        else:
-            hidden = m.prefill_many(slots, embeds)
-        logits = m.logits(hidden)
+        logits = m.logits(m.prefill(slots, embeds))
         for slot, job in batch:
             st.set_slot(slot, job.params)
         rows = torch.tensor(slots, device=self.device)

@@ -2,8 +2,8 @@
 
 It reads ``StaticGPT2``'s weights and KV cache in place and writes into buffers it owns, so it
 can be captured in a CUDA graph like the plain step; the decoder uses it instead of
-``StaticGPT2.decode`` + ``logits`` when ``fused`` is on. Prefill stays on the plain path: one
-request at a time, where launches are not what costs.
+``StaticGPT2.decode`` + ``logits`` when ``fused`` is on. Prefill stays on the plain path (eager,
+whole prompts), where launches are not what costs.
 """
 
 from __future__ import annotations

@@ -137,35 +137,16 @@ class StaticGPT2:
         out = F.linear(h, self.head_w, self.head_b)
         return out.float()
 
-    # -- prefill (one request, eager, variable length) -------------------------------------------
+    # -- prefill (eager, variable length) --------------------------------------------------------
 
-    def prefill(self, slot: int, embeds: Tensor) -> Tensor:
-        """Run the conditioning+text+start embeddings ``[T, C]`` for one slot; fill its cache
-        rows ``0..T-1``; return the last position's hidden state ``[1, C]``."""
-        T = embeds.shape[0]
-        if T >= self.max_len:
-            raise ValueError(f"prompt of {T} positions does not fit max_len {self.max_len}")
-        H, D = self.n_head, self.head_dim
-        x = embeds.to(self.dtype) + self.wpe[:T]
-        for i, layer in enumerate(self.layers):
-            h = self._ln(x, layer.ln1_w, layer.ln1_b)
-            qkv = torch.addmm(layer.attn_b, h, layer.attn_w)  # [T, 3C]
-            q, k, v = qkv.view(T, 3, H, D).permute(1, 2, 0, 3)  # each [H, T, D]
-            self.kv_cache[i, slot, 0, :, :T] = k
-            self.kv_cache[i, slot, 1, :, :T] = v
-            a = _causal_attention(q[None], k[None], v[None])[0]
-            a = a.permute(1, 0, 2).reshape(T, self.dim)
-            x = x + torch.addmm(layer.proj_b, a, layer.proj_w)
-            x = x + self._mlp(self._ln(x, layer.ln2_w, layer.ln2_b), layer.fc_w, layer.fc_b, layer.fc2_w, layer.fc2_b)
-        return x[-1:]
-
-    def prefill_many(self, slots: list[int], embeds: list[Tensor]) -> Tensor:
-        """``prefill`` for several requests in one pass: one launch per op for all of them
-        instead of one per request each, which is what admitting a burst of requests costs.
-        Prompts are padded at the end to the longest, so causal attention alone keeps the
-        padding out of every real position. Fills each slot's cache rows ``0..longest-1``
-        (rows past its own length are overwritten by its decode steps before they are ever
-        attended to); returns each row's last hidden state ``[n, C]``."""
+    def prefill(self, slots: list[int], embeds: list[Tensor]) -> Tensor:
+        """Run each request's conditioning+text+start embeddings ``[T_i, C]`` into its slot's
+        cache and return each one's last hidden state ``[n, C]``. Requests admitted together go
+        in one pass: one launch per op for all of them instead of one per request each, which is
+        what admitting a burst of requests costs. Prompts are padded at the end to the longest,
+        so causal attention alone keeps the padding out of every real position; a slot's cache
+        rows past its own length are overwritten by its decode steps before they are ever
+        attended to."""
         n, lengths = len(slots), [e.shape[0] for e in embeds]
         T = max(lengths)
         if T >= self.max_len:
