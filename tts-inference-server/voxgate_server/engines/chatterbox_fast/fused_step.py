@@ -75,24 +75,23 @@ def _transpose_weights(model: StaticGPT2) -> None:
 class FusedDecodeStep:
     """Embed, 24 fused layers, LayerNorm + speech head: logits ``[B, V]`` float32."""
 
-    def __init__(self, model: StaticGPT2, *, configs: dict[str, LinearConfig] | None = None,
-                 block_l: int | None = None, heads_per_program: int | None = None,
-                 transpose: bool | None = None) -> None:
+    def __init__(self, model: StaticGPT2, *, transpose: bool | None = None) -> None:
         from voxgate_server.engines.chatterbox_fast import fused_kernels
 
-        if model.device.type != "cuda" and not interpreting():
+        on_cuda = model.device.type == "cuda"
+        if not on_cuda and not interpreting():
             raise RuntimeError("the fused step needs CUDA (or TRITON_INTERPRET=1 on the CPU)")
-        if model.max_batch > BLOCK_B and model.device.type != "cuda":
+        if model.max_batch > BLOCK_B and not on_cuda:
             raise ValueError(f"the interpreter path runs at most {BLOCK_B} rows")
         self.k = fused_kernels
         self.m = model
-        if transpose if transpose is not None else model.device.type == "cuda":
+        if transpose if transpose is not None else on_cuda:
             _transpose_weights(model)
         self.ieee = model.dtype == torch.float32
-        on_cuda = model.device.type == "cuda"
-        self.configs = configs or (CUDA_CONFIGS if on_cuda else {n: INTERPRETER_CONFIG for n in CUDA_CONFIGS})
-        self.block_l = block_l or (64 if on_cuda else 1024)
-        self.hb = heads_per_program or (1 if on_cuda else model.n_head)
+        # tunable in place (bench/gpu_knobs_bench.py --sections fusedcfg)
+        self.configs = dict(CUDA_CONFIGS) if on_cuda else {n: INTERPRETER_CONFIG for n in CUDA_CONFIGS}
+        self.block_l = 64 if on_cuda else 1024
+        self.hb = 1 if on_cuda else model.n_head
         self.attn_warps = 4
         self.max_splits = 8 if on_cuda else 2
         self.attention_programs = ATTENTION_PROGRAMS
