@@ -76,3 +76,13 @@ def graph_ms_per_step(decoder: Any, batch: int, length: int, reps: int = 100) ->
         dt = time.perf_counter() - t0
         decoder.pos_buf.zero_()
     return dt * 1000 / reps
+
+
+def prefix_match(a: list[int], b: list[int]) -> int:
+    """How many leading tokens two greedy runs share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tts-inference-server"))
 
-from gpu_common import graph_ms_per_step, run_at_once, time_clip  # noqa: E402
+from gpu_common import graph_ms_per_step, prefix_match, run_at_once, time_clip  # noqa: E402
 
 TEXT = "Good morning, and welcome to the weekly update. The server handled more requests than ever this week."
 SR = 24000
@@ -164,12 +164,10 @@ def section_fusedcfg(model: Any, torch: Any, rows: list) -> None:
     import dataclasses
 
     from voxgate_server.engines.chatterbox_fast import BatchedT3Decoder
-    from voxgate_server.engines.chatterbox_fast.fused_step import LinearConfig
+    from voxgate_server.engines.chatterbox_fast.fused_step import ATTENTION_PROGRAMS, FusedDecodeStep, LinearConfig
 
     # the weights' layout first: GPT-2's [K, N] as loaded, against the [N, K] copy the step makes
     plain = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, ahead=1, fused=False)
-    from voxgate_server.engines.chatterbox_fast.fused_step import FusedDecodeStep
-
     plain._fused = FusedDecodeStep(plain.model, transpose=False)
     plain.len_buckets = [768]
     with torch.cuda.stream(plain._stream), torch.inference_mode():
@@ -183,7 +181,6 @@ def section_fusedcfg(model: Any, torch: Any, rows: list) -> None:
     torch.cuda.empty_cache()
     dec = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, ahead=1, fused=True)
     f = dec._fused
-    f.configs = dict(f.configs)
 
     def measure() -> tuple[float, float]:
         dec._graphs.clear()
@@ -225,7 +222,7 @@ def section_fusedcfg(model: Any, torch: Any, rows: list) -> None:
             r = measure()
             emit({"section": "fusedcfg", "attention_programs": programs, "splits_b1": f.splits(1),
                   "splits_b16": f.splits(16), "b1_ms": round(r[0], 4), "b16_ms": round(r[1], 4)}, rows)
-        f.attention_programs = 128
+        f.attention_programs = ATTENTION_PROGRAMS  # the default, with the tiles chosen above
         final = measure()
         emit({"section": "fusedcfg", "final": True, "b1_ms": round(final[0], 4),
               "b16_ms": round(final[1], 4),
@@ -317,8 +314,7 @@ def section_t3step(model: Any, torch: Any, args: argparse.Namespace, rows: list)
                 got = toks[(str(dtype), name)]
                 if name != names[0] and ref is not None:
                     row[f"greedy_equal_to_{names[0]}"] = got == ref
-                    row["greedy_prefix_match"] = next((i for i, (a, b) in enumerate(zip(got, ref)) if a != b),
-                                                      min(len(got), len(ref)))
+                    row["greedy_prefix_match"] = prefix_match(got, ref)
                 dec.close()
                 del dec
                 torch.cuda.empty_cache()

@@ -33,7 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tts-inference-server"))
 
-from gpu_common import run_at_once, time_clip  # noqa: E402
+from gpu_common import prefix_match, run_at_once, time_clip  # noqa: E402
 
 # 102 characters: the length the first-audio target names
 TEXT = "Good morning, and welcome to the weekly update. The server handled more requests than ever this week."
@@ -137,15 +137,6 @@ def phase_upstream(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-def _prefix_match(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def phase_fast(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -169,9 +160,9 @@ def phase_fast(args: argparse.Namespace) -> dict[str, Any]:
             want = [ref["greedy"]["text"]] + [ref["greedy"][f"b{i}"] for i in range(len(TEXTS_B))]
             eq[name] = {
                 "alone_equal": alone == want[0],
-                "alone_prefix_match": _prefix_match(alone, want[0]),
+                "alone_prefix_match": prefix_match(alone, want[0]),
                 "batched_equal": [b == w for b, w in zip(batched, want)],
-                "batched_prefix_match": [_prefix_match(b, w) for b, w in zip(batched, want)],
+                "batched_prefix_match": [prefix_match(b, w) for b, w in zip(batched, want)],
                 "lengths": [len(w) for w in want],
             }
             dec.close()
