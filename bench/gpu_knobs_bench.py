@@ -234,7 +234,8 @@ def section_fusedcfg(model: Any, torch: Any, rows: list) -> None:
 def section_s3mem(model: Any, torch: Any, rows: list) -> None:
     """Peak memory and wall of S3Gen's batched calls: 16 pieces at once against 2 x 8 (what a
     frame budget does), for the shapes of the last chunk at 16 concurrent."""
-    from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker, _FlowJob, _HiftJob
+    from voxgate_server.engines.chatterbox_fast.s3gen_worker import (S3GenWorker, _FlowJob, _HiftJob, _flow_frames,
+                                                                     _hift_frames)
 
     g = torch.Generator().manual_seed(0)
     ref = model.conds.gen
@@ -267,7 +268,8 @@ def section_s3mem(model: Any, torch: Any, rows: list) -> None:
                     walls.append((time.perf_counter() - t0) * 1000)
                     peaks.append((torch.cuda.max_memory_allocated() - base) / 2**30)
                 emit({"section": "s3mem", "stage": stage, "pieces": 16, "calls": split,
-                      "frames_per_piece": 2 * (int(ref["prompt_token"].shape[-1]) + 224) if stage == "flow" else int(mel.shape[-1]),
+                      "frames_per_piece": (_flow_frames(_FlowJob(toks[0], ref)) if stage == "flow"
+                                           else _hift_frames(_HiftJob(mel, None))),
                       "wall_ms": round(statistics.median(walls[1:]), 2), "peak_extra_gib": round(max(peaks), 3)}, rows)
     worker.close()
 
