@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -269,7 +268,6 @@ class Pool:
         self.connect_timeout = connect_timeout
         self.write_timeout = write_timeout
         self._idle: dict[Origin, list[_Connection]] = {}
-        self._tls: ssl.SSLContext | None = None
 
     def _take(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
@@ -290,11 +288,7 @@ class Pool:
 
     async def _connect(self, origin: Origin) -> _Connection:
         loop = asyncio.get_running_loop()
-        tls = None
-        if origin.tls:
-            if self._tls is None:
-                self._tls = client_context()
-            tls = self._tls
+        tls = client_context() if origin.tls else None  # built once per process (cached)
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(lambda: _Connection(loop), origin.host, origin.port, ssl=tls,
