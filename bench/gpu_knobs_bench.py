@@ -14,6 +14,8 @@
   (what the engine does while it decodes), under the default and a 0.5 ms GIL switch interval.
 - ``flow``: S3Gen flow calls in float32 against bf16 autocast: wall, and how far the mel moves
   (against how far other noise moves it).
+- ``flowgraph``: S3Gen flow calls as upstream's ``flow_inference``, restated eagerly, and replayed
+  as CUDA graphs (``flow_graph.py``): wall, capture cost, the replayed mel against upstream's.
 - ``clips``: whole clips through ``FastTurbo`` (RTF of one stream, first audio, audio s/s at 16)
   for the combinations that the sections above single out (``--variant`` JSON: FastTurbo keyword
   arguments; run each variant in its own process for a fair A/B, as ``bench/gpu_knobs.sh`` does).
@@ -30,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tts-inference-server"))
 
@@ -332,7 +336,7 @@ def section_syncs(model: Any, torch: Any, rows: list) -> None:
 
     from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker, _FlowJob, _HiftJob
 
-    worker = S3GenWorker(model.s3gen)
+    worker = S3GenWorker(model.s3gen, graph_batch=0)  # eager: what a capture would meet
     ref = model.conds.gen
     with torch.inference_mode():
         for name, make, fn in (
@@ -359,6 +363,71 @@ def section_syncs(model: Any, torch: Any, rows: list) -> None:
     worker.close()
 
 
+def section_flowgraph(model: Any, torch: Any, rows: list) -> None:
+    """S3Gen flow calls as they were (upstream's ``flow_inference``, sync-free masks), restated and
+    eager (``flow_graph.flow_mel``), and replayed as CUDA graphs: wall per call, the graphs' capture
+    time and memory, and the replayed mel against upstream's with the same noise."""
+    from voxgate_server.engines.chatterbox_fast import s3gen_syncfree
+    from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner, flow_mel
+
+    s3gen_syncfree.install(model.s3gen)
+    flow = model.s3gen.flow
+    ref = model.conds.gen
+    n_prompt = int(ref["prompt_token"].shape[-1])
+    g = torch.Generator().manual_seed(0)
+    eager, graphed = FlowRunner(flow, graph_batch=0), FlowRunner(flow, graph_batch=4)
+    sync = torch.cuda.synchronize
+
+    def wall(fn: Any, reps: int = 6) -> float:
+        ts = []
+        for _ in range(reps):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            ts.append((time.perf_counter() - t0) * 1000)
+        return round(statistics.median(ts[1:]), 2)
+
+    with torch.inference_mode():
+        for n, b in ((15, 1), (63, 1), (150, 1), (283, 1), (63, 2), (150, 2), (150, 4), (150, 16)):
+            toks = [torch.randint(0, 6561, (n,), generator=g).tolist() for _ in range(b)]
+            dev_toks = torch.tensor(toks, device="cuda")
+            lens = torch.full((b,), n, device="cuda")
+
+            def upstream() -> None:
+                model.s3gen.flow_inference(dev_toks, speech_token_lens=lens, ref_dict=dict(ref),
+                                           n_cfm_timesteps=2, finalize=True)
+
+            row = {"section": "flowgraph", "tokens": n, "batch": b, "upstream_ms": wall(upstream),
+                   "eager_ms": wall(lambda: eager.run(toks, ref))}
+            if b <= graphed.graph_batch:
+                before, t0 = torch.cuda.memory_reserved(), time.perf_counter()
+                graphed.run(toks, ref)
+                sync()
+                row["capture_s"] = round(time.perf_counter() - t0, 3)
+                row["capture_reserved_mib"] = round((torch.cuda.memory_reserved() - before) / 2**20, 1)
+                row["graph_ms"] = wall(lambda: graphed.run(toks, ref))
+                # the last replay's own inputs, through upstream's call with the same noise
+                step = FlowRunner.width_step
+                gr = graphed._graphs[(1 << max(0, b - 1).bit_length(), -(-(n_prompt + n) // step) * step)]
+                replayed = gr.out[0, :, 2 * n_prompt:2 * (n_prompt + n)].clone()
+                again = flow_mel(flow, gr.tokens, gr.lens, gr.cond, gr.spks, gr.z, graphed.t_span)
+                row["graph_vs_eager_rel"] = float((again[0, :, 2 * n_prompt:2 * (n_prompt + n)] - replayed).norm()
+                                                  / replayed.norm())
+                z = gr.z[:1, :, :2 * (n_prompt + n)].clone()
+                saved = torch.randn_like
+                torch.randn_like = lambda t, **kw: z.clone()
+                try:
+                    want, _ = flow.inference(token=dev_toks[:1], token_len=lens[:1], finalize=True,
+                                             noised_mels=z[:, :, 2 * n_prompt:], n_timesteps=2, meanflow=True,
+                                             **{k: v for k, v in ref.items()})
+                finally:
+                    torch.randn_like = saved
+                row["graph_vs_upstream_rel"] = float((want[0] - replayed).norm() / want[0].norm())
+            emit(row, rows)
+    emit({"section": "flowgraph", "graphs": len(graphed._graphs), "captures": graphed.captures}, rows)
+
+
 def section_flow(model: Any, torch: Any, rows: list) -> None:
     from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker, _FlowJob
 
@@ -366,7 +435,7 @@ def section_flow(model: Any, torch: Any, rows: list) -> None:
     ref = model.conds.gen
     with torch.inference_mode():
         for bf16 in (False, True):
-            worker = S3GenWorker(model.s3gen)
+            worker = S3GenWorker(model.s3gen, flow_bf16=bf16, graph_batch=0)
             for n, b in ((36, 1), (120, 1), (36, 16), (200, 16)):
                 toks = [torch.randint(0, 6561, (n,), generator=g).tolist() for _ in range(b)]
                 walls = []
@@ -376,8 +445,7 @@ def section_flow(model: Any, torch: Any, rows: list) -> None:
                     torch.manual_seed(1)
                     torch.cuda.synchronize()
                     t0 = time.perf_counter()
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-                        worker._flow_batch(jobs)
+                    worker._flow_batch(jobs)
                     torch.cuda.synchronize()
                     if rep:
                         walls.append((time.perf_counter() - t0) * 1000)
@@ -427,11 +495,39 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
             def clip() -> dict[str, float]:
                 return time_clip(ft.stream(TEXT, max_new_tokens=args.tokens + 1), SR)
 
-            ones = [clip() for _ in range(3)]
+            def traced_clip() -> dict[str, float]:
+                """One clip, also timing when T3's last token reached the vocoder."""
+                marks: dict[str, float] = {}
+
+                def audio() -> Any:
+                    t0 = time.perf_counter()
+                    ts = ft.tokens(TEXT, max_new_tokens=args.tokens + 1)
+
+                    def batches() -> Any:
+                        yield from ts
+                        marks["t3_end_s"] = time.perf_counter() - t0
+
+                    yield from ft.vocoder.stream(batches(), model.conds.gen)
+
+                out = time_clip(audio(), SR)
+                out.update(marks)
+                return out
+
+            ones = [traced_clip() for _ in range(3)]
+            wm = {}
+            if ft.vocoder.watermarker is not None:
+                for secs in (1, 4):
+                    ft.vocoder._watermark(np.zeros(SR * secs, dtype=np.float32))
+                    t0 = time.perf_counter()
+                    ft.vocoder._watermark(np.zeros(SR * secs, dtype=np.float32))
+                    wm[f"watermark_{secs}s_ms"] = round((time.perf_counter() - t0) * 1000, 2)
             results, _, wall = run_at_once(16, lambda _: clip())
             emit({"section": "clips", "variant": v, "switch_interval_ms": si,
                   "rtf_median": round(statistics.median(o["total_s"] / o["audio_s"] for o in ones), 4),
                   "first_audio_s_median": round(statistics.median(o["first_audio_s"] for o in ones), 4),
+                  "t3_end_s_median": round(statistics.median(o["t3_end_s"] for o in ones), 4),
+                  "tail_s_median": round(statistics.median(o["total_s"] - o["t3_end_s"] for o in ones), 4),
+                  "chunks_one_stream": ones[-1]["chunks"], **wm,
                   "c16_audio_s_per_s": round(sum(r["audio_s"] for r in results) / wall, 1),
                   "c16_first_audio_s_max": round(max(r["first_audio_s"] for r in results), 4),
                   "peak_alloc_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}, rows)
@@ -467,6 +563,7 @@ def main() -> int:
                      ("t3step", lambda: section_t3step(model, torch, args, rows)),
                      ("syncs", lambda: section_syncs(model, torch, rows)),
                      ("flow", lambda: section_flow(model, torch, rows)),
+                     ("flowgraph", lambda: section_flowgraph(model, torch, rows)),
                      ("t3", lambda: section_t3(model, torch, args, rows)),
                      ("clips", lambda: section_clips(model, torch, args, rows))):
         if name in sections:

@@ -62,6 +62,9 @@ class FastSettings(BaseSettings):
     compile: bool = False
     # S3Gen's flow under bf16 autocast (off: unmeasured on real weights; docs/gpu-performance.md)
     s3gen_bf16: bool = False
+    # S3Gen flow calls of at most this many pieces replay CUDA graphs (captured per width bucket;
+    # one-piece graphs at start-up); 0: always eager
+    s3gen_graph_batch: int = Field(2, ge=0, le=16)
 
 
 class FastChatterboxTurboEngine(ChatterboxTurboEngine):
@@ -92,7 +95,8 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
                                   s3gen_bf16=fs.s3gen_bf16,
                                   fused_t3={"auto": None, "on": True, "off": False}[fs.fused_step],
                                   busy_streams=fs.busy_streams,
-                                  busy_first_chunk=fs.busy_first_chunk_tokens).start()
+                                  busy_first_chunk=fs.busy_first_chunk_tokens,
+                                  s3gen_graph_batch=fs.s3gen_graph_batch).start()
             seconds = self.fast.warmup(max_new_tokens=24 if self.device == "cuda" else 4)
         except Exception as exc:  # noqa: BLE001 - reported as a failed load
             raise EngineError(f"chatterbox fast path failed to start: {exc}") from exc

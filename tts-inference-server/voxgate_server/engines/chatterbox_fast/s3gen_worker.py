@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from voxgate_server.engines.chatterbox_fast import s3gen_syncfree
+from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner
 
 SAMPLES_PER_MEL = 480
 
@@ -70,7 +71,7 @@ def _hift_frames(job: _HiftJob) -> int:
 class S3GenWorker:
     def __init__(self, s3gen: torch.nn.Module, *, n_cfm_timesteps: int = 2, max_batch: int = 32,
                  threads: int = 1, window_ms: float = 4.0, max_frames: int | None = None,
-                 flow_bf16: bool = False) -> None:
+                 flow_bf16: bool = False, graph_batch: int = 2) -> None:
         self.s3gen = s3gen
         # Activation memory grows with pieces x padded frames (the flow's attention with its
         # square): one call holds at most this many (pieces x widest piece's mel frames, the
@@ -82,6 +83,8 @@ class S3GenWorker:
         # weights it moves the mel by 16-19% (docs/gpu-performance.md), unmeasured on real ones
         self.flow_bf16 = flow_bf16 and s3gen.device.type == "cuda"
         s3gen_syncfree.install(s3gen)
+        # Flow calls of at most this many pieces replay CUDA graphs (flow_graph.py); 0: none
+        self.graph_batch = graph_batch
         self.n_cfm_timesteps = n_cfm_timesteps
         self.max_batch = max_batch
         self.window_s = window_ms / 1000.0
@@ -171,23 +174,32 @@ class S3GenWorker:
             self.stats[f"{stage}_items"] += items
             self.stats[f"{stage}_s"] += seconds
 
+    def flow_runner(self) -> FlowRunner:
+        """This thread's flow runner (its graphs are captured on, and replayed from, one thread)."""
+        runner = getattr(self._local, "runner", None)
+        if runner is None:
+            runner = FlowRunner(self.s3gen.flow, n_timesteps=self.n_cfm_timesteps,
+                                graph_batch=self.graph_batch, bf16=self.flow_bf16)
+            self._local.runner = runner
+        return runner
+
+    def warm_graphs(self, ref: dict, longest: int) -> None:
+        """Capture the one-piece flow graphs for this voice's pieces of up to ``longest`` tokens now
+        rather than at the first request that needs each width (a capture costs ~3 calls)."""
+        if not self.graph_batch or self.s3gen.device.type != "cuda":
+            return
+        n_prompt = int(ref["prompt_token"].shape[-1])
+        step = FlowRunner.width_step
+        first = -(-(n_prompt + 1) // step) * step
+        for width in range(first, n_prompt + longest + step, step):
+            self.flow([0] * max(1, min(width - n_prompt, longest)), ref).result()
+
     def _flow_batch(self, jobs: list[_FlowJob]) -> None:
-        m = self.s3gen
         t0 = time.perf_counter()
-        lens = [len(j.tokens) for j in jobs]
-        width = max(lens)
-        toks = torch.zeros(len(jobs), width, dtype=torch.long)
-        for i, j in enumerate(jobs):
-            toks[i, : lens[i]] = torch.tensor(j.tokens, dtype=torch.long)
-        toks = toks.to(m.device)
-        lens_t = torch.tensor(lens, dtype=torch.long, device=m.device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.flow_bf16):
-            mel = m.flow_inference(toks, speech_token_lens=lens_t, ref_dict=dict(jobs[0].ref),
-                                   n_cfm_timesteps=self.n_cfm_timesteps, finalize=True)
-        mel = mel.float()
+        mels = self.flow_runner().run([j.tokens for j in jobs], jobs[0].ref)
         self._sync()
-        for i, j in enumerate(jobs):
-            j.future.set_result(mel[i, :, : 2 * lens[i]])
+        for j, mel in zip(jobs, mels):
+            j.future.set_result(mel)
         self._count("flow", len(jobs), time.perf_counter() - t0)
 
     def _hift_batch(self, jobs: list[_HiftJob]) -> None:

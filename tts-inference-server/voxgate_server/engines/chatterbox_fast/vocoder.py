@@ -57,7 +57,8 @@ class StreamingVocoder:
                  n_cfm_timesteps: int = 2, s3gen_batch: int = 16,
                  s3gen_threads: int = 1, lead_s: float | None = 0.35, buffer_s: float = 1.5,
                  s3gen_max_frames: int | None = None, s3gen_bf16: bool = False,
-                 busy: Callable[[], bool] | None = None, busy_first_chunk: int | None = None) -> None:
+                 busy: Callable[[], bool] | None = None, busy_first_chunk: int | None = None,
+                 s3gen_graph_batch: int = 2) -> None:
         self.s3gen = s3gen
         # under load (``busy()`` when a request's first chunk is due) the first chunk waits for
         # ``busy_first_chunk`` tokens: S3Gen, which re-runs the voice prompt for every piece, is
@@ -78,7 +79,7 @@ class StreamingVocoder:
         self.sample_rate = 24000
         self.worker = S3GenWorker(s3gen, n_cfm_timesteps=n_cfm_timesteps, max_batch=s3gen_batch,
                                   threads=s3gen_threads, max_frames=s3gen_max_frames,
-                                  flow_bf16=s3gen_bf16)
+                                  flow_bf16=s3gen_bf16, graph_batch=s3gen_graph_batch)
         t = torch.linspace(0, np.pi, crossfade)
         self._fade_in = ((1 - torch.cos(t)) / 2).numpy().astype(np.float32)
         self._fade_out = 1.0 - self._fade_in
@@ -86,6 +87,10 @@ class StreamingVocoder:
         trim = np.zeros(2 * n_trim, dtype=np.float32)
         trim[n_trim:] = (np.cos(np.linspace(np.pi, 0, n_trim)) + 1) / 2
         self._trim_fade = trim
+
+    def warm_graphs(self, ref: dict) -> None:
+        """Capture the flow graphs of one piece of this voice, for every piece width a stream makes."""
+        self.worker.warm_graphs(ref, self.context + self.max_chunk + 2 * LOOKAHEAD)
 
     @property
     def stats(self) -> dict[str, float]:

@@ -1,0 +1,74 @@
+"""S3Gen's flow restated for CUDA graphs (``flow_graph.py``) against upstream's own call.
+
+On the CPU the runner takes its eager path through the same ``flow_mel`` the graphs capture, so
+these tests pin what the graphs replay: rows padded to a width bucket, several pieces in one
+call, give upstream's ``flow.inference(finalize=True)`` mel when the noise is the same.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from turbo_helpers import load_cpu_turbo
+
+
+@pytest.fixture(scope="module")
+def model(turbo_ckpt):
+    return load_cpu_turbo(turbo_ckpt["dir"])
+
+
+def upstream_mel(model, piece: list[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Upstream's mel of ``piece`` after the voice prompt, and the noise [1, 80, 2(P+n)] it used."""
+    ref = dict(model.conds.gen)
+    n_prompt = ref["prompt_token"].shape[-1]
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(1, 80, 2 * (n_prompt + len(piece)), generator=gen)
+    saved = torch.randn_like
+    torch.randn_like = lambda t, **kw: z.clone()  # the prompt part of upstream's noise
+    try:
+        with torch.inference_mode():
+            mel, _ = model.s3gen.flow.inference(
+                token=torch.tensor([piece]), token_len=torch.tensor([len(piece)]), finalize=True,
+                noised_mels=z[:, :, 2 * n_prompt:], n_timesteps=2, meanflow=True, **ref)
+    finally:
+        torch.randn_like = saved
+    return mel[0], z[0]
+
+
+def test_padded_rows_give_upstreams_mel(model):
+    from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner, flow_mel, speaker_projection
+
+    pieces = [list(range(200, 224)), list(range(3000, 3040))]  # 24 and 40 tokens
+    refs = [upstream_mel(model, p, seed=i) for i, p in enumerate(pieces)]
+    ref = model.conds.gen
+    prompt = ref["prompt_token"].reshape(-1)
+    n_prompt = prompt.shape[0]
+    width = n_prompt + 64  # a bucket wider than both rows
+    tokens = torch.zeros(2, width, dtype=torch.long)
+    cond = torch.zeros(2, 80, 2 * width)
+    z = torch.randn(2, 80, 2 * width)  # the padding's noise differs from anything upstream drew
+    for i, p in enumerate(pieces):
+        tokens[i, :n_prompt] = prompt
+        tokens[i, n_prompt:n_prompt + len(p)] = torch.tensor(p)
+        cond[i, :, :2 * n_prompt] = ref["prompt_feat"][0].T
+        z[i, :, :refs[i][1].shape[1]] = refs[i][1]
+    tokens[0, n_prompt + 24:] = 4000  # junk in the padding: masked, so it must not matter
+    lens = torch.tensor([n_prompt + len(p) for p in pieces])
+    spks = speaker_projection(model.s3gen.flow, ref["embedding"]).expand(2, 80)
+    with torch.inference_mode():
+        out = flow_mel(model.s3gen.flow, tokens, lens, cond, spks, z, torch.linspace(0, 1, 3))
+    for i, p in enumerate(pieces):
+        want = refs[i][0]
+        got = out[i, :, 2 * n_prompt:2 * (n_prompt + len(p))]
+        assert got.shape == want.shape == (80, 2 * len(p))
+        err = (got - want).norm() / want.norm()
+        assert err < 1e-5, f"row {i}: relative error {err:.2e}"  # upstream padding: ~3e-3
+
+    # the runner (eager here) hands back each piece's frames and draws fresh noise per call
+    runner = FlowRunner(model.s3gen.flow)
+    with torch.inference_mode():
+        a = runner.run(pieces, ref)
+        b = runner.run(pieces[:1], ref)
+    assert [m.shape for m in a] == [(80, 48), (80, 80)] and b[0].shape == (80, 48)
+    assert torch.isfinite(a[1]).all() and not torch.equal(a[0], b[0])

@@ -1,0 +1,217 @@
+"""S3Gen's flow (speech tokens -> mel) as fixed-shape calls that CUDA graphs replay.
+
+One piece through upstream's ``flow.inference`` is ~3500 small kernels launched from Python:
+on an H200 ~60 ms of wall clock for ~28 ms of GPU work (docs/gpu-performance.md), and those
+launches compete with the T3 decoder's thread for the GIL. That call is the first chunk's
+latency and, after T3 has finished, most of a clip's tail. Replayed as a CUDA graph it is one
+launch.
+
+``flow_mel`` restates ``CausalMaskedDiffWithXvec.inference`` (``finalize=True``, meanflow; the
+same modules in the same order) without what stops a capture: the host round-trips (the
+token range check's ``.any()``, ``make_pad_mask``'s ``.max().item()``), the progress bar, and
+noise drawn at a length known only per call. Rows are padded to a width bucket; the padding is
+masked everywhere (attention masks, convolutions over masked inputs, causal convolutions look
+back only), so the voiced frames do not depend on it: ``tests/chatterbox/test_flow_graph.py``
+checks them against upstream's call with the same noise.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from voxgate_server.engines.chatterbox_fast.s3gen_syncfree import add_optional_chunk_mask
+
+MEL_PER_TOKEN = 2
+N_MELS = 80
+
+
+def flow_mel(flow: torch.nn.Module, tokens: torch.Tensor, lens: torch.Tensor, cond: torch.Tensor,
+             spks: torch.Tensor, z: torch.Tensor, t_span: torch.Tensor) -> torch.Tensor:
+    """Mel [B, 80, 2W] for padded rows: ``tokens`` [B, W] (the voice's prompt tokens, then the
+    piece's, then anything), ``lens`` [B] (prompt + piece), ``cond`` [B, 80, 2W] (the prompt's
+    mel, zeros after), ``spks`` [B, 80] (projected speaker embedding, ``speaker_projection``),
+    ``z`` [B, 80, 2W] noise, ``t_span`` [steps + 1] meanflow times."""
+    width = tokens.shape[1]
+    valid = torch.arange(width, device=tokens.device)[None, :] < lens[:, None]
+    x = flow.input_embedding(tokens) * valid.unsqueeze(-1).to(spks.dtype)
+    h, h_masks = encode(flow.encoder, x, lens)  # [B, 2W, C], [B, 1, 2W]
+    h = flow.encoder_proj(h)
+    estimator = flow.decoder.estimator
+    dtype = estimator.dtype
+    mu = h.transpose(1, 2).contiguous().to(dtype)
+    mask = h_masks.to(dtype)
+    x, spks, cond, t_span = z.to(dtype), spks.to(dtype), cond.to(dtype), t_span.to(dtype)
+    for i in range(t_span.shape[0] - 1):
+        t, r = t_span[i:i + 1], t_span[i + 1:i + 2]
+        dxdt = estimator(x, mask=mask, mu=mu, t=t, spks=spks, cond=cond, r=r)
+        x = x + (r - t) * dxdt
+    return x.float()
+
+
+def encode(enc: torch.nn.Module, xs: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``UpsampleConformerEncoder.forward`` for inference, with the padding set back to zero after
+    the input embedding: its LayerNorm turns padding into its bias, and the pre-look-ahead
+    convolution would read that where an unpadded call reads zeros (so upstream's own padded
+    batches voice a piece's last tokens slightly differently from one piece alone)."""
+    masks = torch.arange(xs.size(1), device=xs.device)[None, None, :] < lens[:, None, None]  # [B, 1, T]
+    if enc.global_cmvn is not None:
+        xs = enc.global_cmvn(xs)
+    xs, pos_emb, masks = enc.embed(xs, masks)
+    xs = xs * masks.transpose(1, 2).to(xs.dtype)
+    chunk_masks = add_optional_chunk_mask(xs, masks, enc.use_dynamic_chunk, enc.use_dynamic_left_chunk, 0,
+                                          enc.static_chunk_size, -1)
+    xs = enc.pre_lookahead_layer(xs)
+    xs = enc.forward_layers(xs, chunk_masks, pos_emb, masks)
+    xs, lens = enc.up_layer(xs.transpose(1, 2).contiguous(), lens)
+    xs = xs.transpose(1, 2).contiguous()
+    masks = torch.arange(xs.size(1), device=xs.device)[None, None, :] < lens[:, None, None]
+    xs, pos_emb, masks = enc.up_embed(xs, masks)
+    chunk_masks = add_optional_chunk_mask(xs, masks, enc.use_dynamic_chunk, enc.use_dynamic_left_chunk, 0,
+                                          enc.static_chunk_size * enc.up_layer.stride, -1)
+    xs = enc.forward_up_layers(xs, chunk_masks, pos_emb, masks)
+    if enc.normalize_before:
+        xs = enc.after_norm(xs)
+    return xs, masks
+
+
+def speaker_projection(flow: torch.nn.Module, embedding: torch.Tensor) -> torch.Tensor:
+    """The flow's speaker input [1, 80] from a voice's x-vector, as upstream computes it per call."""
+    return flow.spk_embed_affine_layer(F.normalize(torch.atleast_2d(embedding).float(), dim=1))
+
+
+def _bucket(n: int, step: int) -> int:
+    return -(-n // step) * step
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+@dataclass
+class _Graph:
+    graph: Any  # torch.cuda.CUDAGraph
+    tokens: torch.Tensor
+    lens: torch.Tensor
+    cond: torch.Tensor
+    spks: torch.Tensor
+    z: torch.Tensor
+    out: torch.Tensor
+
+
+class FlowRunner:
+    """Runs batches of flow pieces of one voice, through a CUDA graph per (batch bucket, width
+    bucket) when on CUDA and the batch has at most ``graph_batch`` pieces, eagerly otherwise
+    (a large batch is bound by the GPU, not by launches, and its graph would hold activation
+    memory for good). Graphs are captured on first use, on the calling thread's current stream,
+    and share one memory pool: use a runner from one thread only."""
+
+    width_step = 32  # tokens: rows are padded to a multiple (voice prompt + piece)
+
+    def __init__(self, flow: torch.nn.Module, *, n_timesteps: int = 2, graph_batch: int = 2,
+                 bf16: bool = False) -> None:
+        self.flow = flow
+        self.device = next(flow.parameters()).device
+        self.t_span = torch.linspace(0, 1, n_timesteps + 1, device=self.device)
+        self.on_cuda = self.device.type == "cuda"
+        self.graph_batch = graph_batch if self.on_cuda else 0
+        self.bf16 = bf16 and self.on_cuda
+        self._graphs: dict[tuple[int, int], _Graph] = {}
+        self._pool: Any = None
+        self._spks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(embedding) -> (it, spks)
+        self._thread: int | None = None
+        self.captures = 0
+
+    def _autocast(self) -> Any:
+        # cache_enabled=False: autocast's weight-cast cache must not outlive a graph capture
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if self.bf16 else nullcontext()
+
+    def speaker(self, ref: dict) -> torch.Tensor:
+        emb = ref["embedding"]
+        hit = self._spks.get(id(emb))
+        if hit is None or hit[0] is not emb:
+            if len(self._spks) > 64:
+                self._spks.clear()
+            hit = (emb, speaker_projection(self.flow, emb.to(self.device)))
+            self._spks[id(emb)] = hit
+        return hit[1]
+
+    def run(self, pieces: Sequence[Sequence[int]], ref: dict) -> list[torch.Tensor]:
+        """Mel [80, 2 * len(piece)] (float32, on the device, the caller's to keep) of each piece
+        after the voice's prompt (``ref``: S3Gen's ref dict of one voice)."""
+        if self._thread is None:
+            self._thread = threading.get_ident()
+        assert self._thread == threading.get_ident(), "a FlowRunner belongs to one thread"
+        prompt = ref["prompt_token"].to(self.device).reshape(-1)
+        n_prompt = int(prompt.shape[0])
+        longest = n_prompt + max(len(p) for p in pieces)
+        if len(pieces) <= self.graph_batch:
+            key = (_pow2(len(pieces)), _bucket(longest, self.width_step))
+            g = self._graphs.get(key)
+            if g is None:
+                g = self._capture(*key)
+            self._fill(g.tokens, g.lens, g.cond, g.spks, g.z, pieces, ref, prompt)
+            g.graph.replay()
+            out = g.out
+        else:
+            rows = len(pieces)
+            tokens = torch.zeros(rows, longest, dtype=torch.long, device=self.device)
+            lens = torch.zeros(rows, dtype=torch.long, device=self.device)
+            cond = torch.zeros(rows, N_MELS, MEL_PER_TOKEN * longest, device=self.device)
+            spks = torch.zeros(rows, N_MELS, device=self.device)
+            z = torch.empty_like(cond)
+            self._fill(tokens, lens, cond, spks, z, pieces, ref, prompt)
+            with self._autocast():
+                out = flow_mel(self.flow, tokens, lens, cond, spks, z, self.t_span)
+        a = int(ref["prompt_feat"].shape[1])  # upstream keeps the frames after the prompt's mel
+        return [out[i, :, a:a + MEL_PER_TOKEN * len(p)].clone() for i, p in enumerate(pieces)]
+
+    def _fill(self, tokens: torch.Tensor, lens: torch.Tensor, cond: torch.Tensor, spks: torch.Tensor,
+              z: torch.Tensor, pieces: Sequence[Sequence[int]], ref: dict, prompt: torch.Tensor) -> None:
+        n_prompt = int(prompt.shape[0])
+        rows = len(pieces)
+        host = torch.zeros(tokens.shape, dtype=torch.long)
+        lens_host = torch.ones(tokens.shape[0], dtype=torch.long)  # spare rows: one token, masked
+        for i, p in enumerate(pieces):
+            host[i, n_prompt:n_prompt + len(p)] = torch.tensor(list(p), dtype=torch.long)
+            lens_host[i] = n_prompt + len(p)
+        if self.on_cuda:
+            host, lens_host = host.pin_memory(), lens_host.pin_memory()
+        tokens.copy_(host, non_blocking=True)
+        tokens[:rows, :n_prompt] = prompt
+        lens.copy_(lens_host, non_blocking=True)
+        feat = ref["prompt_feat"].to(self.device).reshape(-1, N_MELS).transpose(0, 1)  # [80, 2P]
+        cond.zero_()
+        cond[:rows, :, :feat.shape[1]] = feat
+        spks.copy_(self.speaker(ref).expand_as(spks))
+        z.normal_()
+
+    def _capture(self, rows: int, width: int) -> _Graph:
+        dev = self.device
+        tokens = torch.zeros(rows, width, dtype=torch.long, device=dev)
+        lens = torch.ones(rows, dtype=torch.long, device=dev)
+        cond = torch.zeros(rows, N_MELS, MEL_PER_TOKEN * width, device=dev)
+        spks = torch.zeros(rows, N_MELS, device=dev)
+        z = torch.randn(rows, N_MELS, MEL_PER_TOKEN * width, device=dev)
+        with self._autocast():
+            flow_mel(self.flow, tokens, lens, cond, spks, z, self.t_span)  # warm-up before capture
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        stream = torch.cuda.current_stream(dev)
+        if stream == torch.cuda.default_stream(dev):  # cannot capture there; replaying there is fine
+            stream = torch.cuda.Stream(dev)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the T3 decoder's thread keeps launching (and syncing) during a capture
+        with torch.cuda.graph(graph, pool=self._pool, stream=stream, capture_error_mode="thread_local"), \
+                self._autocast():
+            out = flow_mel(self.flow, tokens, lens, cond, spks, z, self.t_span)
+        g = _Graph(graph, tokens, lens, cond, spks, z, out)
+        self._graphs[(rows, width)] = g
+        self.captures += 1
+        return g
