@@ -14,8 +14,9 @@
   (what the engine does while it decodes), under the default and a 0.5 ms GIL switch interval.
 - ``flow``: S3Gen flow calls in float32 against bf16 autocast: wall, and how far the mel moves
   (against how far other noise moves it).
-- ``flowgraph``: S3Gen flow calls as upstream's ``flow_inference``, restated eagerly, and replayed
-  as CUDA graphs (``flow_graph.py``): wall, capture cost, the replayed mel against upstream's.
+- ``flowgraph``: S3Gen flow and HiFT calls as upstream makes them, restated eagerly, and replayed
+  as CUDA graphs (``flow_graph.py``, ``hift_graph.py``): wall, capture cost, the replayed output
+  against the eager one (and, for the flow, against upstream's with the same noise).
 - ``clips``: whole clips through ``FastTurbo`` (RTF of one stream, first audio, audio s/s at 16)
   for the combinations that the sections above single out (``--variant`` JSON: FastTurbo keyword
   arguments; run each variant in its own process for a fair A/B, as ``bench/gpu_knobs.sh`` does).
@@ -368,7 +369,8 @@ def section_flowgraph(model: Any, torch: Any, rows: list) -> None:
     eager (``flow_graph.flow_mel``), and replayed as CUDA graphs: wall per call, the graphs' capture
     time and memory, and the replayed mel against upstream's with the same noise."""
     from voxgate_server.engines.chatterbox_fast import s3gen_syncfree
-    from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner, flow_mel
+    from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner
+    from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
 
     s3gen_syncfree.install(model.s3gen)
     flow = model.s3gen.flow
@@ -409,12 +411,12 @@ def section_flowgraph(model: Any, torch: Any, rows: list) -> None:
                 row["graph_ms"] = wall(lambda: graphed.run(toks, ref))
                 # the last replay's own inputs, through upstream's call with the same noise
                 step = FlowRunner.width_step
-                gr = graphed._graphs[(1 << max(0, b - 1).bit_length(), -(-(n_prompt + n) // step) * step)]
+                gr = graphed.graphs.get((1 << max(0, b - 1).bit_length(), -(-(n_prompt + n) // step) * step))
                 replayed = gr.out[0, :, 2 * n_prompt:2 * (n_prompt + n)].clone()
-                again = flow_mel(flow, gr.tokens, gr.lens, gr.cond, gr.spks, gr.z, graphed.t_span)
+                again = graphed._mel(gr.inputs)
                 row["graph_vs_eager_rel"] = float((again[0, :, 2 * n_prompt:2 * (n_prompt + n)] - replayed).norm()
                                                   / replayed.norm())
-                z = gr.z[:1, :, :2 * (n_prompt + n)].clone()
+                z = gr.inputs.z[:1, :, :2 * (n_prompt + n)].clone()
                 saved = torch.randn_like
                 torch.randn_like = lambda t, **kw: z.clone()
                 try:
@@ -425,7 +427,28 @@ def section_flowgraph(model: Any, torch: Any, rows: list) -> None:
                     torch.randn_like = saved
                 row["graph_vs_upstream_rel"] = float((want[0] - replayed).norm() / want[0].norm())
             emit(row, rows)
-    emit({"section": "flowgraph", "graphs": len(graphed._graphs), "captures": graphed.captures}, rows)
+    emit({"section": "flowgraph", "graphs": len(graphed.graphs), "captures": graphed.graphs.captures}, rows)
+    # HiFT: upstream's inference (one piece), the restated call eagerly, and its graphs
+    hift = model.s3gen.mel2wav
+    heager, hgraphed = HiftRunner(hift, graph_batch=0), HiftRunner(hift, graph_batch=4)
+    with torch.inference_mode():
+        for frames, b in ((24, 1), (86, 1), (300, 1), (538, 1), (86, 2), (300, 4)):
+            mels = [torch.randn(80, frames, device="cuda") - 5 for _ in range(b)]
+            row = {"section": "hiftgraph", "frames": frames, "batch": b,
+                   "eager_ms": wall(lambda: heager.run(mels, [None] * b))}
+            if b == 1:
+                row["upstream_ms"] = wall(lambda: hift.inference(mels[0][None]))
+            before, t0 = torch.cuda.memory_reserved(), time.perf_counter()
+            hgraphed.run(mels, [None] * b)
+            sync()
+            row["capture_s"] = round(time.perf_counter() - t0, 3)
+            row["capture_reserved_mib"] = round((torch.cuda.memory_reserved() - before) / 2**20, 1)
+            row["graph_ms"] = wall(lambda: hgraphed.run(mels, [None] * b))
+            entry = hgraphed.graphs.get((1 << max(0, b - 1).bit_length(), -(-frames // HiftRunner.frame_step) * HiftRunner.frame_step))
+            replayed = entry.out[0][0, :480 * frames].clone()
+            again = hgraphed._wave(entry.inputs)[0][0, :480 * frames]
+            row["graph_vs_eager_rel"] = float((again - replayed).norm() / replayed.norm())
+            emit(row, rows)
 
 
 def section_flow(model: Any, torch: Any, rows: list) -> None:

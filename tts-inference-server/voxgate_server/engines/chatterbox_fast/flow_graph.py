@@ -17,7 +17,6 @@ checks them against upstream's call with the same noise.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from voxgate_server.engines.chatterbox_fast.graph_cache import GraphCache
 from voxgate_server.engines.chatterbox_fast.s3gen_syncfree import add_optional_chunk_mask
 
 MEL_PER_TOKEN = 2
@@ -86,31 +86,38 @@ def speaker_projection(flow: torch.nn.Module, embedding: torch.Tensor) -> torch.
     return flow.spk_embed_affine_layer(F.normalize(torch.atleast_2d(embedding).float(), dim=1))
 
 
-def _bucket(n: int, step: int) -> int:
+def bucket(n: int, step: int) -> int:
+    """``n`` rounded up to a multiple of ``step``."""
     return -(-n // step) * step
 
 
-def _pow2(n: int) -> int:
+def pow2(n: int) -> int:
+    """The smallest power of two >= ``n``."""
     return 1 << max(0, n - 1).bit_length()
 
 
 @dataclass
-class _Graph:
-    graph: Any  # torch.cuda.CUDAGraph
-    tokens: torch.Tensor
-    lens: torch.Tensor
-    cond: torch.Tensor
-    spks: torch.Tensor
-    z: torch.Tensor
-    out: torch.Tensor
+class _FlowInputs:
+    tokens: torch.Tensor  # [B, W]
+    lens: torch.Tensor  # [B]
+    cond: torch.Tensor  # [B, 80, 2W]
+    spks: torch.Tensor  # [B, 80]
+    z: torch.Tensor  # [B, 80, 2W]
+
+    @classmethod
+    def empty(cls, rows: int, width: int, device: torch.device) -> "_FlowInputs":
+        frames = MEL_PER_TOKEN * width
+        return cls(torch.zeros(rows, width, dtype=torch.long, device=device),
+                   torch.ones(rows, dtype=torch.long, device=device),
+                   torch.zeros(rows, N_MELS, frames, device=device), torch.zeros(rows, N_MELS, device=device),
+                   torch.randn(rows, N_MELS, frames, device=device))
 
 
 class FlowRunner:
     """Runs batches of flow pieces of one voice, through a CUDA graph per (batch bucket, width
     bucket) when on CUDA and the batch has at most ``graph_batch`` pieces, eagerly otherwise
     (a large batch is bound by the GPU, not by launches, and its graph would hold activation
-    memory for good). Graphs are captured on first use, on the calling thread's current stream,
-    and share one memory pool: use a runner from one thread only."""
+    memory for good). Graphs are captured on first use; use a runner from one thread only."""
 
     width_step = 32  # tokens: rows are padded to a multiple (voice prompt + piece)
 
@@ -119,18 +126,18 @@ class FlowRunner:
         self.flow = flow
         self.device = next(flow.parameters()).device
         self.t_span = torch.linspace(0, 1, n_timesteps + 1, device=self.device)
-        self.on_cuda = self.device.type == "cuda"
-        self.graph_batch = graph_batch if self.on_cuda else 0
-        self.bf16 = bf16 and self.on_cuda
-        self._graphs: dict[tuple[int, int], _Graph] = {}
-        self._pool: Any = None
+        on_cuda = self.device.type == "cuda"
+        self.graph_batch = graph_batch if on_cuda else 0
+        self.bf16 = bf16 and on_cuda
+        self.graphs = GraphCache(self.device)
         self._spks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(embedding) -> (it, spks)
-        self._thread: int | None = None
-        self.captures = 0
 
     def _autocast(self) -> Any:
         # cache_enabled=False: autocast's weight-cast cache must not outlive a graph capture
         return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if self.bf16 else nullcontext()
+
+    def _mel(self, x: _FlowInputs) -> torch.Tensor:
+        return flow_mel(self.flow, x.tokens, x.lens, x.cond, x.spks, x.z, self.t_span)
 
     def speaker(self, ref: dict) -> torch.Tensor:
         emb = ref["embedding"]
@@ -145,73 +152,39 @@ class FlowRunner:
     def run(self, pieces: Sequence[Sequence[int]], ref: dict) -> list[torch.Tensor]:
         """Mel [80, 2 * len(piece)] (float32, on the device, the caller's to keep) of each piece
         after the voice's prompt (``ref``: S3Gen's ref dict of one voice)."""
-        if self._thread is None:
-            self._thread = threading.get_ident()
-        assert self._thread == threading.get_ident(), "a FlowRunner belongs to one thread"
         prompt = ref["prompt_token"].to(self.device).reshape(-1)
-        n_prompt = int(prompt.shape[0])
-        longest = n_prompt + max(len(p) for p in pieces)
+        longest = int(prompt.shape[0]) + max(len(p) for p in pieces)
         if len(pieces) <= self.graph_batch:
-            key = (_pow2(len(pieces)), _bucket(longest, self.width_step))
-            g = self._graphs.get(key)
-            if g is None:
-                g = self._capture(*key)
-            self._fill(g.tokens, g.lens, g.cond, g.spks, g.z, pieces, ref, prompt)
-            g.graph.replay()
-            out = g.out
+            key = (pow2(len(pieces)), bucket(longest, self.width_step))
+            entry = self.graphs.get(key)
+            if entry is None:
+                entry = self.graphs.capture(key, _FlowInputs.empty(*key, self.device), self._mel, self._autocast)
+            self._fill(entry.inputs, pieces, ref, prompt)
+            entry.graph.replay()
+            out = entry.out
         else:
-            rows = len(pieces)
-            tokens = torch.zeros(rows, longest, dtype=torch.long, device=self.device)
-            lens = torch.zeros(rows, dtype=torch.long, device=self.device)
-            cond = torch.zeros(rows, N_MELS, MEL_PER_TOKEN * longest, device=self.device)
-            spks = torch.zeros(rows, N_MELS, device=self.device)
-            z = torch.empty_like(cond)
-            self._fill(tokens, lens, cond, spks, z, pieces, ref, prompt)
+            inputs = _FlowInputs.empty(len(pieces), longest, self.device)
+            self._fill(inputs, pieces, ref, prompt)
             with self._autocast():
-                out = flow_mel(self.flow, tokens, lens, cond, spks, z, self.t_span)
+                out = self._mel(inputs)
         a = int(ref["prompt_feat"].shape[1])  # upstream keeps the frames after the prompt's mel
         return [out[i, :, a:a + MEL_PER_TOKEN * len(p)].clone() for i, p in enumerate(pieces)]
 
-    def _fill(self, tokens: torch.Tensor, lens: torch.Tensor, cond: torch.Tensor, spks: torch.Tensor,
-              z: torch.Tensor, pieces: Sequence[Sequence[int]], ref: dict, prompt: torch.Tensor) -> None:
+    def _fill(self, x: _FlowInputs, pieces: Sequence[Sequence[int]], ref: dict, prompt: torch.Tensor) -> None:
         n_prompt = int(prompt.shape[0])
         rows = len(pieces)
-        host = torch.zeros(tokens.shape, dtype=torch.long)
-        lens_host = torch.ones(tokens.shape[0], dtype=torch.long)  # spare rows: one token, masked
+        host = torch.zeros(x.tokens.shape, dtype=torch.long)
+        lens_host = torch.ones(x.tokens.shape[0], dtype=torch.long)  # spare rows: one token, masked
         for i, p in enumerate(pieces):
             host[i, n_prompt:n_prompt + len(p)] = torch.tensor(list(p), dtype=torch.long)
             lens_host[i] = n_prompt + len(p)
-        if self.on_cuda:
+        if self.device.type == "cuda":
             host, lens_host = host.pin_memory(), lens_host.pin_memory()
-        tokens.copy_(host, non_blocking=True)
-        tokens[:rows, :n_prompt] = prompt
-        lens.copy_(lens_host, non_blocking=True)
+        x.tokens.copy_(host, non_blocking=True)
+        x.tokens[:rows, :n_prompt] = prompt
+        x.lens.copy_(lens_host, non_blocking=True)
         feat = ref["prompt_feat"].to(self.device).reshape(-1, N_MELS).transpose(0, 1)  # [80, 2P]
-        cond.zero_()
-        cond[:rows, :, :feat.shape[1]] = feat
-        spks.copy_(self.speaker(ref).expand_as(spks))
-        z.normal_()
-
-    def _capture(self, rows: int, width: int) -> _Graph:
-        dev = self.device
-        tokens = torch.zeros(rows, width, dtype=torch.long, device=dev)
-        lens = torch.ones(rows, dtype=torch.long, device=dev)
-        cond = torch.zeros(rows, N_MELS, MEL_PER_TOKEN * width, device=dev)
-        spks = torch.zeros(rows, N_MELS, device=dev)
-        z = torch.randn(rows, N_MELS, MEL_PER_TOKEN * width, device=dev)
-        with self._autocast():
-            flow_mel(self.flow, tokens, lens, cond, spks, z, self.t_span)  # warm-up before capture
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        stream = torch.cuda.current_stream(dev)
-        if stream == torch.cuda.default_stream(dev):  # cannot capture there; replaying there is fine
-            stream = torch.cuda.Stream(dev)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: the T3 decoder's thread keeps launching (and syncing) during a capture
-        with torch.cuda.graph(graph, pool=self._pool, stream=stream, capture_error_mode="thread_local"), \
-                self._autocast():
-            out = flow_mel(self.flow, tokens, lens, cond, spks, z, self.t_span)
-        g = _Graph(graph, tokens, lens, cond, spks, z, out)
-        self._graphs[(rows, width)] = g
-        self.captures += 1
-        return g
+        x.cond.zero_()
+        x.cond[:rows, :, :feat.shape[1]] = feat
+        x.spks.copy_(self.speaker(ref).expand_as(x.spks))
+        x.z.normal_()

@@ -3,10 +3,12 @@
 S3Gen (flow: tokens -> mel; HiFT: mel -> wave) costs about the same per call whether it
 voices 20 tokens or 200, and with many requests each calling it from its own thread the calls
 also fight over the GIL. So requests queue their pieces here and the worker runs each stage
-once for all of them: flow jobs of the same voice are padded into one batch (S3Gen's flow
-takes per-item token lengths and masks the padding), HiFT jobs into another (mels padded by
-repeating the last frame; each item keeps its own excitation carry-over). Everything runs on
-the worker's own CUDA stream, overlapping the T3 decoder's.
+once for all of them: flow jobs of the same voice are padded into one batch, HiFT jobs into
+another (each item keeps its own excitation carry-over); both stages are restated so that a
+padded row gives exactly what the row alone would (``flow_graph.py``, ``hift_graph.py``).
+Calls of up to ``graph_batch`` pieces replay CUDA graphs, one per (batch, width) bucket: one
+piece eagerly is thousands of kernel launches from Python, several times its GPU time.
+Everything runs on the worker's own CUDA stream, overlapping the T3 decoder's.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import numpy as np
 import torch
 
 from voxgate_server.engines.chatterbox_fast import s3gen_syncfree
-from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner
+from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner, bucket
+from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
 
 SAMPLES_PER_MEL = 480
 
@@ -183,16 +186,27 @@ class S3GenWorker:
             self._local.runner = runner
         return runner
 
-    def warm_graphs(self, ref: dict, longest: int) -> None:
-        """Capture the one-piece flow graphs for this voice's pieces of up to ``longest`` tokens now
-        rather than at the first request that needs each width (a capture costs ~3 calls)."""
+    def hift_runner(self) -> HiftRunner:
+        """This thread's HiFT runner (graphs, like the flow's, belong to one thread)."""
+        runner = getattr(self._local, "hift_runner", None)
+        if runner is None:
+            runner = HiftRunner(self.s3gen.mel2wav, graph_batch=self.graph_batch)
+            self._local.hift_runner = runner
+        return runner
+
+    def warm_graphs(self, ref: dict, longest: int, widest: int) -> None:
+        """Capture the one-piece graphs now rather than at the first request that needs each width
+        (a capture costs ~3 calls): the flow's for this voice's pieces of up to ``longest`` tokens,
+        HiFT's for pieces of up to ``widest`` mel frames."""
         if not self.graph_batch or self.s3gen.device.type != "cuda":
             return
         n_prompt = int(ref["prompt_token"].shape[-1])
         step = FlowRunner.width_step
-        first = -(-(n_prompt + 1) // step) * step
-        for width in range(first, n_prompt + longest + step, step):
+        for width in range(bucket(n_prompt + 1, step), n_prompt + longest + step, step):
             self.flow([0] * max(1, min(width - n_prompt, longest)), ref).result()
+        step = HiftRunner.frame_step
+        for frames in range(step, widest + step, step):
+            self.hift(torch.zeros(80, min(frames, widest), device=self.s3gen.device), None).result()
 
     def _flow_batch(self, jobs: list[_FlowJob]) -> None:
         t0 = time.perf_counter()
@@ -203,27 +217,13 @@ class S3GenWorker:
         self._count("flow", len(jobs), time.perf_counter() - t0)
 
     def _hift_batch(self, jobs: list[_HiftJob]) -> None:
-        hift = self.s3gen.mel2wav
         t0 = time.perf_counter()
-        frames = [j.mel.shape[-1] for j in jobs]
-        width = max(frames)
-        mel = torch.stack([torch.nn.functional.pad(j.mel[None], (0, width - j.mel.shape[-1]), mode="replicate")[0]
-                           if j.mel.shape[-1] < width else j.mel for j in jobs])
-        # HiFTGenerator.inference, with a carry-over per item
-        f0 = hift.f0_predictor(mel)
-        s = hift.f0_upsamp(f0[:, None]).transpose(1, 2)
-        s, _, _ = hift.m_source(s)
-        s = s.transpose(1, 2)  # [B, 1, samples]
-        for i, j in enumerate(jobs):
-            if j.cache is not None and j.cache.numel():
-                n = min(j.cache.shape[-1], s.shape[-1])
-                s[i, 0, :n] = j.cache[:n]
-        wav = hift.decode(x=mel, s=s)
+        wav, src = self.hift_runner().run([j.mel for j in jobs], [j.cache for j in jobs])
+        lens = [j.mel.shape[-1] * SAMPLES_PER_MEL for j in jobs]
+        srcs = [src[i, :n].clone() for i, n in enumerate(lens)]  # the replay's output is reused
         out = wav.float().cpu().numpy()
-        self._sync()
         for i, j in enumerate(jobs):
-            n = frames[i] * SAMPLES_PER_MEL
-            j.future.set_result((np.ascontiguousarray(out[i, :n]), s[i, 0, :n]))
+            j.future.set_result((np.ascontiguousarray(out[i, :lens[i]]), srcs[i]))
         self._count("hift", len(jobs), time.perf_counter() - t0)
 
 

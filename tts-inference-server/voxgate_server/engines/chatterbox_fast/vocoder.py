@@ -89,8 +89,11 @@ class StreamingVocoder:
         self._trim_fade = trim
 
     def warm_graphs(self, ref: dict) -> None:
-        """Capture the flow graphs of one piece of this voice, for every piece width a stream makes."""
-        self.worker.warm_graphs(ref, self.context + self.max_chunk + 2 * LOOKAHEAD)
+        """Capture S3Gen's one-piece graphs for every piece width a stream of this voice makes."""
+        longest = self.context + self.max_chunk + 2 * LOOKAHEAD  # tokens into the flow
+        widest = MEL_PER_TOKEN * (self.max_chunk + 2 * LOOKAHEAD) + self.vocoder_context + \
+            self.crossfade // SAMPLES_PER_MEL + 1  # mel frames into HiFT
+        self.worker.warm_graphs(ref, longest, widest)
 
     @property
     def stats(self) -> dict[str, float]:

@@ -1,0 +1,60 @@
+"""Fixed-shape calls captured once as CUDA graphs and replayed, for the S3Gen worker's stages.
+
+A graph replays the kernels its capture recorded, on the tensors the capture used: callers keep
+static input buffers per shape, fill them, replay, and copy the output out before the next
+replay (the graphs of one cache share a memory pool, so one graph's replay may overwrite
+another's output). Hence one cache per thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Captured:
+    graph: Any  # torch.cuda.CUDAGraph
+    inputs: Any  # the static input buffers the caller fills before each replay
+    out: Any  # the output tensors the replay rewrites
+
+
+class GraphCache:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._graphs: dict[Hashable, Captured] = {}
+        self._pool: Any = None
+        self._thread = threading.get_ident()
+        self.captures = 0
+
+    def __len__(self) -> int:
+        return len(self._graphs)
+
+    def get(self, key: Hashable) -> Captured | None:
+        assert self._thread == threading.get_ident(), "a GraphCache belongs to one thread"
+        return self._graphs.get(key)
+
+    def capture(self, key: Hashable, inputs: Any, fn: Callable[[Any], Any],
+                context: Callable[[], AbstractContextManager] = nullcontext) -> Captured:
+        """Run ``fn(inputs)`` once eagerly (warm-up), then capture it on this thread's stream (a side
+        stream when that is the default one, where capture is not allowed)."""
+        with context():
+            fn(inputs)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        stream = torch.cuda.current_stream(self.device)
+        if stream == torch.cuda.default_stream(self.device):
+            stream = torch.cuda.Stream(self.device)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the T3 decoder's thread keeps launching (and syncing) during a capture
+        with torch.cuda.graph(graph, pool=self._pool, stream=stream, capture_error_mode="thread_local"), context():
+            out = fn(inputs)
+        entry = Captured(graph, inputs, out)
+        self._graphs[key] = entry
+        self.captures += 1
+        return entry
