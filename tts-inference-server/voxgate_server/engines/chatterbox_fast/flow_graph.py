@@ -10,9 +10,10 @@ launch.
 same modules in the same order) without what stops a capture: the host round-trips (the
 token range check's ``.any()``, ``make_pad_mask``'s ``.max().item()``), the progress bar, and
 noise drawn at a length known only per call. Rows are padded to a width bucket; the padding is
-masked everywhere (attention masks, convolutions over masked inputs, causal convolutions look
-back only), so the voiced frames do not depend on it: ``tests/chatterbox/test_flow_graph.py``
-checks them against upstream's call with the same noise.
+masked (attention masks, convolutions over masked inputs, causal convolutions that look back
+only) and set back to zero where upstream leaves it non-zero before a look-ahead (``encode``),
+so the voiced frames do not depend on it: ``tests/chatterbox/test_s3gen_graphs.py`` checks them
+against upstream's call with the same noise.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ padded rows so that every row's samples are those of the row alone:
 - the inverse STFT is an overlap-add normalised by the window envelope of the row's own frames.
 
 Same modules, same weights, same order of operations otherwise;
-``tests/chatterbox/test_hift_graph.py`` checks padded rows against ``HiFTGenerator.inference``
+``tests/chatterbox/test_s3gen_graphs.py`` checks padded rows against ``HiFTGenerator.inference``
 with the same random draws.
 """
 
