@@ -200,12 +200,14 @@ class S3GenWorker:
         HiFT's for pieces of up to ``widest`` mel frames."""
         if not self.graph_batch or self.s3gen.device.type != "cuda":
             return
+        # widest first: the graphs share one memory pool, and a capture reuses the blocks an
+        # earlier (larger) capture freed instead of reserving new ones
         n_prompt = int(ref["prompt_token"].shape[-1])
         step = FlowRunner.width_step
-        for width in range(bucket(n_prompt + 1, step), n_prompt + longest + step, step):
+        for width in reversed(range(bucket(n_prompt + 1, step), n_prompt + longest + step, step)):
             self.flow([0] * max(1, min(width - n_prompt, longest)), ref).result()
         step = HiftRunner.frame_step
-        for frames in range(step, widest + step, step):
+        for frames in reversed(range(step, widest + step, step)):
             self.hift(torch.zeros(80, min(frames, widest), device=self.s3gen.device), None).result()
 
     def _flow_batch(self, jobs: list[_FlowJob]) -> None:
