@@ -513,6 +513,7 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
         ft = FastTurbo(model, max_batch=16, max_len=768, **v).start()
         try:
             ft.warmup()
+            reserved_warm = torch.cuda.memory_reserved() / 2**30
             torch.cuda.reset_peak_memory_stats()
 
             def clip() -> dict[str, float]:
@@ -553,7 +554,10 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
                   "chunks_one_stream": ones[-1]["chunks"], **wm,
                   "c16_audio_s_per_s": round(sum(r["audio_s"] for r in results) / wall, 1),
                   "c16_first_audio_s_max": round(max(r["first_audio_s"] for r in results), 4),
-                  "peak_alloc_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}, rows)
+                  "peak_alloc_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
+                  "reserved_after_warmup_gib": round(reserved_warm, 3),
+                  "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 3),
+                  "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")}, rows)
         finally:
             ft.close()
             sys.setswitchinterval(default_si)

@@ -296,7 +296,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Random-weight checkpoint (tools/make_random_turbo_ckpt.py, bf16 files, stop token suppressed), "
         f"{n + 1} speech tokens a clip ({n}-token cap as upstream counts it), text of {len(TEXT)} characters. "
         f"torch {doc['env'].get('torch')}, chatterbox-tts {doc['env'].get('chatterbox_tts')}. "
-        f"Command: `{doc['command']}`.",
+        f"Command: `{doc['command']}`; PYTORCH_CUDA_ALLOC_CONF=`{doc.get('alloc_conf', '')}`.",
         "",
         "| figure | upstream generate() | voxgate in-process | voxgate over HTTP | target |",
         "|---|---|---|---|---|",
@@ -377,7 +377,8 @@ def main() -> int:
         res = phase_http(args)
     else:
         doc: dict[str, Any] = {"env": env_info(), "tokens": args.tokens,
-                               "command": "bash bench/run_gpu_bench.sh", "argv": sys.argv[1:]}
+                               "command": "bash bench/run_gpu_bench.sh", "argv": sys.argv[1:],
+                               "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")}
         phases = args.phases.split(",")
         common = ["--max-batch", str(args.max_batch), "--max-len", str(args.max_len)]
         if "upstream" in phases:

@@ -15,6 +15,8 @@ CKPT=${CKPT:-/tmp/voxgate-turbo-ckpt}
 SITE=${SITE:-/tmp/voxgate-site}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# the allocator setting the gpu image ships (tts-inference-server/Dockerfile), unless set
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF-expandable_segments:True}
 t0=$(date +%s)
 if [ -d "$WHEELS" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
