@@ -122,3 +122,24 @@ def test_padded_hift_rows_give_upstreams_wave_and_excitation(model):
     assert a.shape == a_src.shape == (2, 480 * 41) and b.shape == (1, 480 * 24)
     assert torch.equal(a_src[1, :caches[1].shape[0]], caches[1])
     assert torch.isfinite(a).all() and not torch.equal(a[0, :480 * 24], b[0])
+
+
+def test_a_capture_that_fails_leaves_the_runners_eager(model, caplog):
+    """A GPU or driver that cannot capture must cost speed, not the engine: here capturing fails
+    for real (no CUDA), once per runner, and every call still gets its audio."""
+    import logging
+
+    from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner
+    from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
+
+    flow, hift = FlowRunner(model.s3gen.flow), HiftRunner(model.s3gen.mel2wav)
+    flow.graph_batch = hift.graph_batch = 2  # what CUDA would get
+    piece = list(range(300, 316))
+    with caplog.at_level(logging.WARNING, logger="voxgate.engine.chatterbox.graphs"), torch.inference_mode():
+        mel = flow.run([piece], model.conds.gen)[0]
+        wave, _ = hift.run([mel], [None])
+        again = flow.run([piece], model.conds.gen)[0]  # no second capture attempt
+    assert mel.shape == again.shape == (80, 32) and wave.shape == (1, 480 * 32)
+    assert torch.isfinite(wave).all() and wave.abs().max() > 0
+    assert flow.graphs.broken and hift.graphs.broken and len(flow.graphs) == len(hift.graphs) == 0
+    assert sum("capture failed" in r.getMessage() for r in caplog.records) == 2

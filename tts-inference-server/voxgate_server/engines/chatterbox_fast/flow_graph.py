@@ -155,11 +155,12 @@ class FlowRunner:
         after the voice's prompt (``ref``: S3Gen's ref dict of one voice)."""
         prompt = ref["prompt_token"].to(self.device).reshape(-1)
         longest = int(prompt.shape[0]) + max(len(p) for p in pieces)
+        entry = None
         if len(pieces) <= self.graph_batch:
             key = (pow2(len(pieces)), bucket(longest, self.width_step))
-            entry = self.graphs.get(key)
-            if entry is None:
-                entry = self.graphs.capture(key, _FlowInputs.empty(*key, self.device), self._mel, self._autocast)
+            entry = self.graphs.get_or_capture(key, lambda: _FlowInputs.empty(*key, self.device), self._mel,
+                                               self._autocast)
+        if entry is not None:
             self._fill(entry.inputs, pieces, ref, prompt)
             entry.graph.replay()
             out = entry.out

@@ -8,6 +8,7 @@ another's output). Hence one cache per thread.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager, nullcontext
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+log = logging.getLogger("voxgate.engine.chatterbox.graphs")
 
 
 @dataclass
@@ -31,6 +34,7 @@ class GraphCache:
         self._pool: Any = None
         self._thread = threading.get_ident()
         self.captures = 0
+        self.broken: str | None = None  # why capturing failed; callers then run eagerly
 
     def __len__(self) -> int:
         return len(self._graphs)
@@ -38,6 +42,19 @@ class GraphCache:
     def get(self, key: Hashable) -> Captured | None:
         assert self._thread == threading.get_ident(), "a GraphCache belongs to one thread"
         return self._graphs.get(key)
+
+    def get_or_capture(self, key: Hashable, make_inputs: Callable[[], Any], fn: Callable[[Any], Any],
+                       context: Callable[[], AbstractContextManager] = nullcontext) -> Captured | None:
+        """The graph for ``key``, captured now if need be; None once a capture has failed (a
+        driver or an op that cannot be captured fails every time: the caller runs eagerly)."""
+        entry = self.get(key)
+        if entry is None and self.broken is None:
+            try:
+                entry = self.capture(key, make_inputs(), fn, context)
+            except Exception as exc:  # noqa: BLE001 - logged once, then eager for good
+                self.broken = repr(exc)[:300]
+                log.warning("CUDA graph capture failed, running eagerly from now on: %s", self.broken)
+        return entry
 
     def capture(self, key: Hashable, inputs: Any, fn: Callable[[Any], Any],
                 context: Callable[[], AbstractContextManager] = nullcontext) -> Captured:

@@ -178,12 +178,11 @@ class HiftRunner:
         widest = max(m.shape[-1] for m in mels)
         if len(mels) <= self.graph_batch:
             key = (pow2(len(mels)), bucket(widest, self.frame_step))
-            entry = self.graphs.get(key)
-            if entry is None:
-                entry = self.graphs.capture(key, self._empty(*key), self._wave)
-            self._fill(entry.inputs, mels, caches)
-            entry.graph.replay()
-            return entry.out
+            entry = self.graphs.get_or_capture(key, lambda: self._empty(*key), self._wave)
+            if entry is not None:
+                self._fill(entry.inputs, mels, caches)
+                entry.graph.replay()
+                return entry.out
         inputs = self._empty(len(mels), widest)
         self._fill(inputs, mels, caches)
         return self._wave(inputs)
