@@ -370,6 +370,7 @@ def section_flowgraph(model: Any, torch: Any, rows: list) -> None:
     time and memory, and the replayed mel against upstream's with the same noise."""
     from voxgate_server.engines.chatterbox_fast import s3gen_syncfree
     from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner
+    from voxgate_server.engines.chatterbox_fast.graph_cache import bucket, pow2
     from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
 
     s3gen_syncfree.install(model.s3gen)
@@ -410,8 +411,7 @@ def section_flowgraph(model: Any, torch: Any, rows: list) -> None:
                 row["capture_reserved_mib"] = round((torch.cuda.memory_reserved() - before) / 2**20, 1)
                 row["graph_ms"] = wall(lambda: graphed.run(toks, ref))
                 # the last replay's own inputs, through upstream's call with the same noise
-                step = FlowRunner.width_step
-                gr = graphed.graphs.get((1 << max(0, b - 1).bit_length(), -(-(n_prompt + n) // step) * step))
+                gr = graphed.graphs.get((pow2(b), bucket(n_prompt + n, FlowRunner.width_step)))
                 replayed = gr.out[0, :, 2 * n_prompt:2 * (n_prompt + n)].clone()
                 again = graphed._mel(gr.inputs)
                 row["graph_vs_eager_rel"] = float((again[0, :, 2 * n_prompt:2 * (n_prompt + n)] - replayed).norm()
@@ -444,7 +444,7 @@ def section_flowgraph(model: Any, torch: Any, rows: list) -> None:
             row["capture_s"] = round(time.perf_counter() - t0, 3)
             row["capture_reserved_mib"] = round((torch.cuda.memory_reserved() - before) / 2**20, 1)
             row["graph_ms"] = wall(lambda: hgraphed.run(mels, [None] * b))
-            entry = hgraphed.graphs.get((1 << max(0, b - 1).bit_length(), -(-frames // HiftRunner.frame_step) * HiftRunner.frame_step))
+            entry = hgraphed.graphs.get((pow2(b), bucket(frames, HiftRunner.frame_step)))
             replayed = entry.out[0][0, :480 * frames].clone()
             again = hgraphed._wave(entry.inputs)[0][0, :480 * frames]
             row["graph_vs_eager_rel"] = float((again - replayed).norm() / replayed.norm())

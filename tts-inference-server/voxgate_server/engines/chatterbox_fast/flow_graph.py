@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from voxgate_server.engines.chatterbox_fast.graph_cache import GraphCache
+from voxgate_server.engines.chatterbox_fast.graph_cache import GraphCache, bucket, pow2
 from voxgate_server.engines.chatterbox_fast.s3gen_syncfree import add_optional_chunk_mask
 
 MEL_PER_TOKEN = 2
@@ -85,16 +85,6 @@ def encode(enc: torch.nn.Module, xs: torch.Tensor, lens: torch.Tensor) -> tuple[
 def speaker_projection(flow: torch.nn.Module, embedding: torch.Tensor) -> torch.Tensor:
     """The flow's speaker input [1, 80] from a voice's x-vector, as upstream computes it per call."""
     return flow.spk_embed_affine_layer(F.normalize(torch.atleast_2d(embedding).float(), dim=1))
-
-
-def bucket(n: int, step: int) -> int:
-    """``n`` rounded up to a multiple of ``step``."""
-    return -(-n // step) * step
-
-
-def pow2(n: int) -> int:
-    """The smallest power of two >= ``n``."""
-    return 1 << max(0, n - 1).bit_length()
 
 
 @dataclass

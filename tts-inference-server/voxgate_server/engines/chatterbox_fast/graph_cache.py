@@ -20,6 +20,16 @@ import torch
 log = logging.getLogger("voxgate.engine.chatterbox.graphs")
 
 
+def bucket(n: int, step: int) -> int:
+    """``n`` rounded up to a multiple of ``step`` (a width bucket: one graph serves the widths in it)."""
+    return -(-n // step) * step
+
+
+def pow2(n: int) -> int:
+    """The smallest power of two >= ``n`` (a batch bucket)."""
+    return 1 << max(0, n - 1).bit_length()
+
+
 @dataclass
 class Captured:
     graph: Any  # torch.cuda.CUDAGraph

@@ -26,8 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from voxgate_server.engines.chatterbox_fast.flow_graph import bucket, pow2
-from voxgate_server.engines.chatterbox_fast.graph_cache import GraphCache
+from voxgate_server.engines.chatterbox_fast.graph_cache import GraphCache, bucket, pow2
 
 N_MELS = 80
 

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from voxgate_server.engines.chatterbox_fast import s3gen_syncfree
-from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner, bucket
+from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner
+from voxgate_server.engines.chatterbox_fast.graph_cache import bucket
 from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
 
 SAMPLES_PER_MEL = 480
@@ -86,7 +87,7 @@ class S3GenWorker:
         # weights it moves the mel by 16-19% (docs/gpu-performance.md), unmeasured on real ones
         self.flow_bf16 = flow_bf16 and s3gen.device.type == "cuda"
         s3gen_syncfree.install(s3gen)
-        # Flow calls of at most this many pieces replay CUDA graphs (flow_graph.py); 0: none
+        # flow and HiFT calls of at most this many pieces replay CUDA graphs; 0: always eager
         self.graph_batch = graph_batch
         self.n_cfm_timesteps = n_cfm_timesteps
         self.max_batch = max_batch
