@@ -121,7 +121,6 @@ class FlowRunner:
         self.graph_batch = graph_batch if on_cuda else 0
         self.bf16 = bf16 and on_cuda
         self.graphs = GraphCache(self.device)
-        self._spks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(embedding) -> (it, spks)
 
     def _autocast(self) -> Any:
         # cache_enabled=False: autocast's weight-cast cache must not outlive a graph capture
@@ -129,16 +128,6 @@ class FlowRunner:
 
     def _mel(self, x: _FlowInputs) -> torch.Tensor:
         return flow_mel(self.flow, x.tokens, x.lens, x.cond, x.spks, x.z, self.t_span)
-
-    def speaker(self, ref: dict) -> torch.Tensor:
-        emb = ref["embedding"]
-        hit = self._spks.get(id(emb))
-        if hit is None or hit[0] is not emb:
-            if len(self._spks) > 64:
-                self._spks.clear()
-            hit = (emb, speaker_projection(self.flow, emb.to(self.device)))
-            self._spks[id(emb)] = hit
-        return hit[1]
 
     def run(self, pieces: Sequence[Sequence[int]], ref: dict) -> list[torch.Tensor]:
         """Mel [80, 2 * len(piece)] (float32, on the device, the caller's to keep) of each piece
@@ -178,5 +167,5 @@ class FlowRunner:
         feat = ref["prompt_feat"].to(self.device).reshape(-1, N_MELS).transpose(0, 1)  # [80, 2P]
         x.cond.zero_()
         x.cond[:rows, :, :feat.shape[1]] = feat
-        x.spks.copy_(self.speaker(ref).expand_as(x.spks))
+        x.spks.copy_(speaker_projection(self.flow, ref["embedding"].to(self.device)).expand_as(x.spks))
         x.z.normal_()
