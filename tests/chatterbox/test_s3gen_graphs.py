@@ -10,6 +10,7 @@ draws are the same (flow: ``flow.inference(finalize=True)``'s mel; HiFT:
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,8 +78,18 @@ def test_padded_flow_rows_give_upstreams_mel(model):
     assert torch.isfinite(a[1]).all() and not torch.equal(a[0], b[0])
 
 
+def upstream_source_draws(hift, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What HiFT's SineGen draws for one row, in its order: ``Uniform(-pi, pi)`` harmonic phases
+    [1, H+1, 1] (the fundamental's set to 0), then Gaussian noise [1, H+1, samples]."""
+    harmonics = hift.m_source.l_sin_gen.harmonic_num + 1
+    lo, hi = torch.tensor(-np.pi), torch.tensor(np.pi)
+    phase = lo + torch.rand(1, harmonics, 1) * (hi - lo)
+    phase[:, 0, :] = 0
+    return phase, torch.randn(1, harmonics, samples)
+
+
 def test_padded_hift_rows_give_upstreams_wave_and_excitation(model):
-    from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner, hift_wave, source_draws
+    from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner, hift_wave
 
     hift = model.s3gen.mel2wav
     gen = torch.Generator().manual_seed(7)
@@ -94,7 +105,7 @@ def test_padded_hift_rows_give_upstreams_wave_and_excitation(model):
             wav, src = hift.inference(mel[None], cache_source=torch.zeros(1, 1, 0) if cache is None else cache[None, None])
         want.append((wav[0], src[0, 0]))
         torch.manual_seed(100 + i)
-        draws.append(source_draws(hift, 1, 480 * frames[i], torch.device("cpu")))  # upstream's draws, in its order
+        draws.append(upstream_source_draws(hift, 480 * frames[i]))
 
     mel_p = torch.full((2, 80, width), 3.0)  # junk past each row's frames: must not matter
     phase = torch.cat([d[0] for d in draws])

@@ -31,18 +31,6 @@ from voxgate_server.engines.chatterbox_fast.graph_cache import GraphCache, bucke
 N_MELS = 80
 
 
-def source_draws(hift: torch.nn.Module, rows: int, samples: int, device: torch.device,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sine source's random draws, in upstream's order: harmonic phases [B, H+1, 1] (the
-    fundamental's set to 0) and Gaussian noise [B, H+1, samples]."""
-    gen = hift.m_source.l_sin_gen
-    lo, hi = torch.tensor(-np.pi), torch.tensor(np.pi)
-    phase = lo + torch.rand(rows, gen.harmonic_num + 1, 1, generator=generator) * (hi - lo)
-    phase[:, 0, :] = 0
-    noise = torch.randn(rows, gen.harmonic_num + 1, samples, generator=generator)
-    return phase.to(device), noise.to(device)
-
-
 def _masked_resblock(block: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``ResBlock.forward`` with each convolution's input zero past the row's end (Snake(0) = 0)."""
     for c1, c2, a1, a2 in zip(block.convs1, block.convs2, block.activations1, block.activations2):
@@ -59,7 +47,8 @@ def _frame_mask(frames: torch.Tensor, width: int) -> torch.Tensor:
 def hift_wave(hift: torch.nn.Module, mel: torch.Tensor, frames: torch.Tensor, phase: torch.Tensor,
               noise: torch.Tensor, cache: torch.Tensor, cache_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(wave [B, 480 F], excitation [B, 480 F]) of padded rows: ``mel`` [B, 80, F] (row ``i`` valid
-    for ``frames[i]`` frames), ``phase``/``noise`` from ``source_draws``, ``cache`` [B, C] the
+    for ``frames[i]`` frames), ``phase`` [B, H+1, 1] and ``noise`` [B, H+1, 480 F] the sine
+    source's draws (uniform phases, the fundamental's 0; standard normal), ``cache`` [B, C] the
     excitation to carry over into each row's first ``cache_len[i]`` samples (HiFT's
     ``cache_source``). Samples past a row's ``480 * frames[i]`` are not meaningful."""
     B, _, width = mel.shape
