@@ -163,27 +163,16 @@ def _profile_step(dec: Any, torch: Any, rows: list) -> None:
                   "top": [{"name": k, "n": len(v), "us": round(sum(v), 1)} for k, v in top]}, rows)
 
 
-def section_fusedcfg(model: Any, torch: Any, rows: list) -> None:
-    """Tiles of the fused step's kernels, one matrix (or the attention) at a time, the others
-    kept: graph replay ms per step at batch 1 and 16; keeps the best of each in turn."""
+def section_fusedcfg(model: Any, torch: Any, args: argparse.Namespace, rows: list) -> None:
+    """Graph replay ms per step at batch 1 and 16: the tiles before K splits and PDL, the default
+    tiles without PDL, and the PDL tiles with PDL (Hopper). With ``--sweep``, then the tiles and
+    K splits of each matmul, one matrix at a time, the others kept, keeping the best of each (by
+    the sum of the two) in turn. The weights' layout and the attention have ``attncfg``."""
     import dataclasses
 
     from voxgate_server.engines.chatterbox_fast import BatchedT3Decoder
-    from voxgate_server.engines.chatterbox_fast.fused_step import ATTENTION_PROGRAMS, FusedDecodeStep, LinearConfig
+    from voxgate_server.engines.chatterbox_fast.fused_step import CUDA_CONFIGS, PDL_CONFIGS, LinearConfig
 
-    # the weights' layout first: GPT-2's [K, N] as loaded, against the [N, K] copy the step makes
-    plain = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, ahead=1, fused=False)
-    plain._fused = FusedDecodeStep(plain.model, transpose=False)
-    plain.len_buckets = [768]
-    with torch.cuda.stream(plain._stream), torch.inference_mode():
-        plain._graph(1, 512)
-        plain._graph(16, 512)
-    emit({"section": "fusedcfg", "weights": "[K, N] (not transposed)",
-          "b1_ms": round(graph_ms_per_step(plain, 1, 512, reps=50), 4),
-          "b16_ms": round(graph_ms_per_step(plain, 16, 512, reps=50), 4)}, rows)
-    plain._graphs.clear()
-    del plain
-    torch.cuda.empty_cache()
     dec = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, ahead=1, fused=True)
     f = dec._fused
 
@@ -194,25 +183,85 @@ def section_fusedcfg(model: Any, torch: Any, rows: list) -> None:
             dec._graph(16, 512)
         return graph_ms_per_step(dec, 1, 512, reps=50), graph_ms_per_step(dec, 16, 512, reps=50)
 
+    previous = {"qkv": LinearConfig(32, 256), "proj": LinearConfig(16, 512), "fc": LinearConfig(32, 256),
+                "fc2": LinearConfig(16, 512), "head": LinearConfig(64, 256)}  # before split K and PDL
     with torch.inference_mode():
+        pdl = f.pdl
+        f.configs, f.pdl = dict(previous), False
+        r = measure()
+        emit({"section": "fusedcfg", "previous_tiles_no_split_no_pdl": True, "b1_ms": round(r[0], 4),
+              "b16_ms": round(r[1], 4)}, rows)
+        f.configs = dict(CUDA_CONFIGS)
+        r = measure()
+        emit({"section": "fusedcfg", "cuda_configs_no_pdl": True, "b1_ms": round(r[0], 4), "b16_ms": round(r[1], 4)},
+             rows)
+        f.pdl = pdl
+        f.configs = dict(PDL_CONFIGS if pdl else CUDA_CONFIGS)
         base = measure()
-        emit({"section": "fusedcfg", "start": True, "b1_ms": round(base[0], 4), "b16_ms": round(base[1], 4)}, rows)
-        for name in ("qkv", "proj", "fc", "fc2", "head"):
-            best = (sum(base), f.configs[name])
-            for bn in (16, 32, 64):
-                for bk, warps, stages in ((128, 4, 4), (256, 4, 3), (256, 8, 3), (512, 4, 3)):
-                    f.configs[name] = LinearConfig(bn, bk, warps, stages)
-                    try:
-                        r = measure()
-                    except Exception as exc:  # noqa: BLE001 - a tile that does not compile
-                        emit({"section": "fusedcfg", "matrix": name, "config": dataclasses.asdict(f.configs[name]),
-                              "error": repr(exc)[:200]}, rows)
-                        continue
-                    if sum(r) < best[0]:
-                        best = (sum(r), f.configs[name])
+        emit({"section": "fusedcfg", "start": True, "pdl": f.pdl, "b1_ms": round(base[0], 4),
+              "b16_ms": round(base[1], 4), "configs": {k: dataclasses.asdict(v) for k, v in f.configs.items()}}, rows)
+        best_sum = sum(base)
+        for name in ("fc2", "fc", "qkv", "proj", "head") if args.sweep else ():
+            K = 4096 if name == "fc2" else 1024
+            best = (best_sum, f.configs[name])
+            for split in (1, 2, 4, 8):
+                for bn in (16, 32, 64):
+                    for warps in (4, 8):
+                        if bn * K // split > 32768:  # a program's weights would not fit its registers
+                            continue
+                        cfg = LinearConfig(bn, K // split, warps, 3, split)  # one block of K: PDL reads it early
+                        f.configs[name] = cfg
+                        try:
+                            r = measure()
+                        except Exception as exc:  # noqa: BLE001 - a tile that does not compile
+                            emit({"section": "fusedcfg", "matrix": name, "config": dataclasses.asdict(cfg),
+                                  "error": repr(exc)[:200]}, rows)
+                            continue
+                        emit({"section": "fusedcfg", "matrix": name, "config": dataclasses.asdict(cfg),
+                              "b1_ms": round(r[0], 4), "b16_ms": round(r[1], 4)}, rows)
+                        if sum(r) < best[0]:
+                            best = (sum(r), cfg)
             f.configs[name] = best[1]
+            best_sum = best[0]
             emit({"section": "fusedcfg", "matrix": name, "best": dataclasses.asdict(best[1]),
                   "b1_plus_b16_ms": round(best[0], 4)}, rows)
+        final = measure()
+        emit({"section": "fusedcfg", "final": True, "b1_ms": round(final[0], 4),
+              "b16_ms": round(final[1], 4),
+              "configs": {k: dataclasses.asdict(v) for k, v in f.configs.items()}}, rows)
+    dec._graphs.clear()
+    torch.cuda.empty_cache()
+
+
+def section_attncfg(model: Any, torch: Any, rows: list) -> None:
+    """The weights' layout (GPT-2's ``[K, N]`` against the step's ``[N, K]`` copy), the
+    attention's key block and warps, and how many programs its key splits aim for."""
+    from voxgate_server.engines.chatterbox_fast import BatchedT3Decoder
+    from voxgate_server.engines.chatterbox_fast.fused_step import ATTENTION_PROGRAMS, FusedDecodeStep
+
+    plain = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, ahead=1, fused=False)
+    plain._fused = FusedDecodeStep(plain.model, transpose=False)
+    plain.len_buckets = [768]
+    with torch.cuda.stream(plain._stream), torch.inference_mode():
+        plain._graph(1, 512)
+        plain._graph(16, 512)
+    emit({"section": "attncfg", "weights": "[K, N] (not transposed)",
+          "b1_ms": round(graph_ms_per_step(plain, 1, 512, reps=50), 4),
+          "b16_ms": round(graph_ms_per_step(plain, 16, 512, reps=50), 4)}, rows)
+    plain._graphs.clear()
+    del plain
+    torch.cuda.empty_cache()
+    dec = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, ahead=1, fused=True)
+    f = dec._fused
+
+    def measure() -> tuple[float, float]:
+        dec._graphs.clear()
+        with torch.cuda.stream(dec._stream):
+            dec._graph(1, 512)
+            dec._graph(16, 512)
+        return graph_ms_per_step(dec, 1, 512, reps=50), graph_ms_per_step(dec, 16, 512, reps=50)
+
+    with torch.inference_mode():
         best_a = (1e9, None)
         for bl in (64, 128, 256):
             for warps in (2, 4):
@@ -221,17 +270,13 @@ def section_fusedcfg(model: Any, torch: Any, rows: list) -> None:
                 if sum(r) < best_a[0]:
                     best_a = (sum(r), (bl, warps))
         f.block_l, f.attn_warps = best_a[1]
-        emit({"section": "fusedcfg", "attention_best": best_a[1], "b1_plus_b16_ms": round(best_a[0], 4)}, rows)
+        emit({"section": "attncfg", "attention_best": best_a[1], "b1_plus_b16_ms": round(best_a[0], 4)}, rows)
         for programs in (16, 32, 64, 128, 256, 512):  # key splits: (row, head) pairs x splits ~ programs
             f.attention_programs = programs
             r = measure()
-            emit({"section": "fusedcfg", "attention_programs": programs, "splits_b1": f.splits(1),
+            emit({"section": "attncfg", "attention_programs": programs, "splits_b1": f.splits(1),
                   "splits_b16": f.splits(16), "b1_ms": round(r[0], 4), "b16_ms": round(r[1], 4)}, rows)
-        f.attention_programs = ATTENTION_PROGRAMS  # the default, with the tiles chosen above
-        final = measure()
-        emit({"section": "fusedcfg", "final": True, "b1_ms": round(final[0], 4),
-              "b16_ms": round(final[1], 4),
-              "configs": {k: dataclasses.asdict(v) for k, v in f.configs.items()}}, rows)
+        f.attention_programs = ATTENTION_PROGRAMS
     dec._graphs.clear()
     torch.cuda.empty_cache()
 
@@ -570,6 +615,7 @@ def main() -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--tokens", type=int, default=250)
     p.add_argument("--sections", default="mem,t3prof,t3,flow,clips")
+    p.add_argument("--sweep", action="store_true", help="fusedcfg: search each matmul's tiles and K splits")
     p.add_argument("--t3-variants", default="plain,fused", help="for t3step: " + ",".join(T3_VARIANTS))
     p.add_argument("--variant", dest="variants", action="append",
                    default=None, help='JSON FastTurbo kwargs for the clips section (repeatable); '
@@ -585,7 +631,8 @@ def main() -> int:
     sections = args.sections.split(",")
     for name, fn in (("mem", lambda: section_mem(model, torch, rows)),
                      ("t3prof", lambda: section_t3prof(model, torch, rows)),
-                     ("fusedcfg", lambda: section_fusedcfg(model, torch, rows)),
+                     ("fusedcfg", lambda: section_fusedcfg(model, torch, args, rows)),
+                     ("attncfg", lambda: section_attncfg(model, torch, rows)),
                      ("s3mem", lambda: section_s3mem(model, torch, rows)),
                      ("t3step", lambda: section_t3step(model, torch, args, rows)),
                      ("syncs", lambda: section_syncs(model, torch, rows)),

@@ -9,6 +9,7 @@ greedy tokens through the batched decoder compared with upstream's.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -31,8 +32,8 @@ def model(turbo_ckpt):
     return load_cpu_turbo(turbo_ckpt["dir"])
 
 
-@pytest.mark.parametrize("splits", [1, 2], ids=["keys-whole", "keys-split"])
-def test_one_fused_step_equals_the_plain_step(model, splits):
+@pytest.mark.parametrize("splits,split_k", [(1, 1), (2, 4)], ids=["keys-whole-K-whole", "keys-split-K-split"])
+def test_one_fused_step_equals_the_plain_step(model, splits, split_k):
     sg = StaticGPT2(model.t3, device=torch.device("cpu"), dtype=torch.float32, max_batch=4, max_len=256)
     gen = torch.Generator().manual_seed(1)
     lengths = [40, 75, 58]  # rows attend over different numbers of keys
@@ -48,10 +49,12 @@ def test_one_fused_step_equals_the_plain_step(model, splits):
         step = FusedDecodeStep(sg)
         step.max_splits = splits
         assert step.splits(3) == splits
+        step.configs = {name: dataclasses.replace(cfg, split_k=split_k) for name, cfg in step.configs.items()}
         got = step(tokens, pos)
     assert got.shape == want.shape == (3, sg.head_w.shape[0])
     assert torch.equal(got.argmax(-1), want.argmax(-1))
     assert ((got - want).norm() / want.norm()).item() < 1e-5
+    assert not step.linear_lock.any()  # the split path leaves its arrival counts at zero for the next call
     # the step wrote each row's key and value at its position, and nothing else
     assert not torch.equal(sg.kv_cache, before)
     assert torch.allclose(sg.kv_cache, cache_want, rtol=1e-5, atol=1e-5)

@@ -29,21 +29,41 @@ class LinearConfig:
     block_k: int
     num_warps: int = 4
     num_stages: int = 3
+    split_k: int = 1  # programs sharing one tile's K (``linear_kernel``)
 
 
-# GPU tiles: bench/gpu_knobs_bench.py --sections fusedcfg (H200) picks them matrix by matrix
+# GPU tiles: bench/gpu_knobs_bench.py --sections fusedcfg (H200) picks them matrix by matrix.
+# Without PDL (before Hopper), K loops over blocks and only fc2 (K = 4096) gains from splitting it.
 CUDA_CONFIGS: dict[str, LinearConfig] = {
     "qkv": LinearConfig(32, 256, 4, 3),
     "proj": LinearConfig(16, 512, 4, 3),
     "fc": LinearConfig(32, 256, 4, 3),
-    "fc2": LinearConfig(16, 512, 4, 3),
+    "fc2": LinearConfig(32, 256, 4, 3, 8),
     "head": LinearConfig(64, 256, 4, 3),
+}
+# With PDL (Hopper) a program's share of K is one block: its weights are read before the wait.
+PDL_CONFIGS: dict[str, LinearConfig] = {
+    "qkv": LinearConfig(32, 1024, 4, 3, 1),
+    "proj": LinearConfig(64, 256, 4, 3, 4),
+    "fc": LinearConfig(64, 256, 4, 3, 4),
+    "fc2": LinearConfig(64, 512, 4, 3, 8),
+    "head": LinearConfig(64, 128, 4, 3, 8),
+}
+# float32 weights (the GPU bench's exactness check) are twice the bytes: half-width tiles
+PDL_FP32_CONFIGS: dict[str, LinearConfig] = {
+    "qkv": LinearConfig(32, 256, 4, 1, 4),
+    "proj": LinearConfig(32, 256, 4, 1, 4),
+    "fc": LinearConfig(32, 256, 4, 1, 4),
+    "fc2": LinearConfig(32, 512, 4, 1, 8),
+    "head": LinearConfig(32, 128, 4, 1, 8),
 }
 # attention programs wanted per step: fewer (row, head) pairs than this split their keys (H200:
 # one row 1.24 -> 0.98 ms a step with 8 splits; 16 rows 1.45 -> 1.38 ms with 2)
 ATTENTION_PROGRAMS = 512
-# the interpreter (CPU, CI) runs programs one by one in Python: few, large ones
-INTERPRETER_CONFIG = LinearConfig(1024, 1024)
+# the interpreter (CPU, CI) runs programs one by one in Python: few, large ones; K split in two,
+# so CI runs the split path's partial sums and counts too
+INTERPRETER_CONFIG = LinearConfig(1024, 1024, split_k=2)
+MAX_SPLIT_K = 8
 
 
 def available() -> bool:
@@ -58,6 +78,11 @@ def available() -> bool:
 
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def pdl_supported(device: torch.device) -> bool:
+    """Programmatic dependent launch: Hopper (compute capability 9) and later."""
+    return device.type == "cuda" and not interpreting() and torch.cuda.get_device_capability(device)[0] >= 9
 
 
 def _transpose_weights(model: StaticGPT2) -> None:
@@ -89,7 +114,12 @@ class FusedDecodeStep:
             _transpose_weights(model)
         self.ieee = model.dtype == torch.float32
         # tunable in place (bench/gpu_knobs_bench.py --sections fusedcfg)
-        self.configs = dict(CUDA_CONFIGS) if on_cuda else {n: INTERPRETER_CONFIG for n in CUDA_CONFIGS}
+        # each kernel launched as a programmatic dependent of the one before (weights read early)
+        self.pdl = pdl_supported(model.device)
+        if not on_cuda:
+            self.configs = {n: INTERPRETER_CONFIG for n in CUDA_CONFIGS}
+        else:
+            self.configs = dict(CUDA_CONFIGS if not self.pdl else PDL_FP32_CONFIGS if self.ieee else PDL_CONFIGS)
         self.block_l = 64 if on_cuda else 1024
         self.hb = 1 if on_cuda else model.n_head
         self.attn_warps = 4
@@ -106,19 +136,34 @@ class FusedDecodeStep:
         self.scale = model.head_dim ** -0.5
         self.part = torch.zeros(mb * self.max_splits * model.n_head * (model.head_dim + 2), device=dev,
                                 dtype=torch.float32)
+        # split-K partial sums [split, B, N] of the widest matrix, and one arrival count per tile
+        self.linear_part = torch.zeros(MAX_SPLIT_K * mb * max(vocab, 4 * c), device=dev, dtype=torch.float32)
+        self.linear_lock = torch.zeros(max(vocab, 4 * c) * -(-mb // BLOCK_B), device=dev, dtype=torch.int32)
 
     def _linear(self, name: str, x: Tensor, w: Tensor, b: Tensor, out: Tensor, B: int, *, conv1d: bool = True,
                 ln: tuple[Tensor, Tensor] | None = None, gelu: bool = False, residual: bool = False) -> None:
         """``w`` in GPT-2's Conv1D layout ``[K, N]`` (any strides) or, ``conv1d=False``, ``[N, K]``."""
         cfg = self.configs[name]
         N, K = out.shape[1], x.shape[1]
+        split = cfg.split_k
+        if split > MAX_SPLIT_K or K % split:
+            raise ValueError(f"{name}: split_k {split} does not divide K={K} (at most {MAX_SPLIT_K})")
+        block_k = min(cfg.block_k, K // split)
+        if (K // split) % block_k:
+            raise ValueError(f"{name}: block_k {block_k} does not divide K/split_k = {K // split}")
         s_n, s_k = (w.stride(1), w.stride(0)) if conv1d else (w.stride(0), w.stride(1))
         lnw, lnb = ln if ln is not None else (b, b)
-        grid = (-(-N // cfg.block_n), -(-B // BLOCK_B))
-        self.k.linear_kernel[grid](x, w, b, out, lnw, lnb, B, N, s_n, s_k, self.m.eps, K=K, LN=ln is not None,
-                                   GELU=gelu, RESIDUAL=residual, IEEE=self.ieee, BLOCK_B=BLOCK_B,
-                                   BLOCK_N=cfg.block_n, BLOCK_K=min(cfg.block_k, K),
-                                   num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        pdl = self.pdl and block_k == K // split  # weights read early: the share of K is one block
+        grid = (-(-N // cfg.block_n), -(-B // BLOCK_B), split)
+        self.k.linear_kernel[grid](x, w, b, out, lnw, lnb, self.linear_part, self.linear_lock, B, N, s_n, s_k,
+                                   self.m.eps, K=K, LN=ln is not None, GELU=gelu, RESIDUAL=residual,
+                                   IEEE=self.ieee, BLOCK_B=BLOCK_B, BLOCK_N=cfg.block_n, BLOCK_K=block_k,
+                                   SPLIT_K=split, PDL=pdl, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                                   **self._pdl_launch(pdl))
+
+    @staticmethod
+    def _pdl_launch(pdl: bool) -> dict[str, bool]:
+        return {"launch_pdl": True} if pdl else {}
 
     def splits(self, batch: int) -> int:
         """Key splits a (row, head) pair gets at this batch size (a power of two)."""
@@ -132,15 +177,19 @@ class FusedDecodeStep:
         m, B = self.m, tokens.shape[0]
         x, qkv, attn, h = self.x[:B], self.qkv[:B], self.attn[:B], self.h[:B]
         splits = self.splits(B)
-        self.k.embed_kernel[(B,)](tokens, pos, m.speech_emb, m.wpe, x, C=m.dim, BLOCK_C=min(1024, m.dim))
+        pdl = self.pdl
+        self.k.embed_kernel[(B,)](tokens, pos, m.speech_emb, m.wpe, x, C=m.dim, BLOCK_C=min(1024, m.dim), PDL=pdl,
+                                  **self._pdl_launch(pdl))
         for i, layer in enumerate(m.layers):
             kv = m.kv_cache[i]  # [max_batch, 2, H, L, D]
             self._linear("qkv", x, layer.attn_w, layer.attn_b, qkv, B, ln=(layer.ln1_w, layer.ln1_b))
             self.k.attention_kernel[(B, m.n_head // self.hb, splits)](
                 qkv, kv, pos, attn, self.part, self.scale, kv.stride(0), kv.stride(1), kv.stride(2), kv.stride(3),
-                C=m.dim, D=m.head_dim, HB=self.hb, SPLITS=splits, BLOCK_L=self.block_l, num_warps=self.attn_warps)
+                C=m.dim, D=m.head_dim, HB=self.hb, SPLITS=splits, BLOCK_L=self.block_l, PDL=pdl,
+                num_warps=self.attn_warps, **self._pdl_launch(pdl))
             if splits > 1:
-                self.k.attention_combine_kernel[(B, m.n_head)](self.part, attn, C=m.dim, D=m.head_dim, SPLITS=splits)
+                self.k.attention_combine_kernel[(B, m.n_head)](self.part, attn, C=m.dim, D=m.head_dim, SPLITS=splits,
+                                                               PDL=pdl, **self._pdl_launch(pdl))
             self._linear("proj", attn, layer.proj_w, layer.proj_b, x, B, residual=True)
             self._linear("fc", x, layer.fc_w, layer.fc_b, h, B, ln=(layer.ln2_w, layer.ln2_b), gelu=True)
             self._linear("fc2", h, layer.fc2_w, layer.fc2_b, x, B, residual=True)
