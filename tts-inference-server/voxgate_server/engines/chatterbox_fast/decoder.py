@@ -170,7 +170,10 @@ class BatchedT3Decoder:
                                                                           length_bucket)})
         self.len_buckets = self._plain_len_buckets
         if fused if fused is not None else (on_cuda and fused_step.available()):
+            from voxgate_server.engines.chatterbox_fast.sampling_kernel import FusedSampler  # imports Triton
+
             self._fused = FusedDecodeStep(self.model)
+            self._sampler = FusedSampler(self.sampling)  # one kernel for sample() on the fused step
             # its attention reads each row's own length on the device: one graph per batch bucket
             self.len_buckets = [max_len]
         if compile and self._fused is None:
@@ -400,11 +403,10 @@ class BatchedT3Decoder:
     def _step_body(self, tokens: Tensor, pos: Tensor, L: int) -> tuple[Tensor, Tensor]:
         m = self.model
         if self._fused is not None:
-            logits = self._fused(tokens, pos)
+            nxt = self._sampler(self._fused(tokens, pos))
         else:
             logits = m.logits(m.decode(tokens, pos, L))
-        rows = torch.arange(tokens.shape[0], device=tokens.device)
-        nxt = sample(logits, self.sampling, rows)
+            nxt = sample(logits, self.sampling, torch.arange(tokens.shape[0], device=tokens.device))
         return nxt, (pos + 1).clamp(max=self.max_len - 1)
 
     def _step_eager(self, B: int, L: int) -> None:
