@@ -164,6 +164,7 @@ def phase_fast(args: argparse.Namespace) -> dict[str, Any]:
                 "batched_equal": [b == w for b, w in zip(batched, want)],
                 "batched_prefix_match": [prefix_match(b, w) for b, w in zip(batched, want)],
                 "lengths": [len(w) for w in want],
+                "fused_step": dec.fused,
             }
             dec.close()
             del dec
