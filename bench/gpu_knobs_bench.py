@@ -559,6 +559,7 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
         try:
             ft.warmup()
             reserved_warm = torch.cuda.memory_reserved() / 2**30
+            alloc_warm = torch.cuda.memory_allocated() / 2**30
             torch.cuda.reset_peak_memory_stats()
 
             def clip() -> dict[str, float]:
@@ -601,6 +602,7 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
                   "c16_first_audio_s_max": round(max(r["first_audio_s"] for r in results), 4),
                   "peak_alloc_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
                   "reserved_after_warmup_gib": round(reserved_warm, 3),
+                  "alloc_after_warmup_gib": round(alloc_warm, 3),
                   "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 3),
                   "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")}, rows)
         finally:

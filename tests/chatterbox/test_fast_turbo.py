@@ -281,6 +281,28 @@ def test_s3gen_batches_respect_the_piece_and_frame_limits():
     assert sorted(w for b in out for w in b) == sorted(widths)
 
 
+def test_the_worker_gives_hift_half_the_frame_budget(model):
+    """HiFT's batched call holds ~1.7x the flow's memory per frame: two pieces that share one
+    flow call under the budget go to HiFT in two calls."""
+    from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker, _FlowJob, _flow_frames
+
+    ref = model.conds.gen
+    tokens = [[100 + i for i in range(20)], [300 + i for i in range(20)]]
+    budget = 2 * _flow_frames(_FlowJob(tokens[0], ref))  # both flow pieces fit in one call
+    worker = S3GenWorker(model.s3gen, max_frames=budget, window_ms=500, graph_batch=0)
+    try:
+        mels = [f.result(300) for f in [worker.flow(t, ref) for t in tokens]]
+        assert worker.stats["flow_calls"] == 1 and worker.stats["flow_items"] == 2
+        assert all(m.shape == (80, 40) for m in mels)
+        # two mel pieces that fit the whole budget together, but not its half
+        frames = budget // 4 + 1
+        outs = [f.result(300) for f in [worker.hift(torch.zeros(80, frames), None) for _ in range(2)]]
+        assert worker.stats["hift_calls"] == 2 and worker.stats["hift_items"] == 2
+        assert all(len(samples) == 480 * frames for samples, _ in outs)
+    finally:
+        worker.close()
+
+
 def test_sync_free_masks_equal_upstream_and_make_a_row_with_no_visible_key_visible():
     from chatterbox.models.s3gen.utils import mask as upstream
 

@@ -82,6 +82,10 @@ class S3GenWorker:
         # voice's prompt included for the flow). Past it a batch is split; batched calls are
         # GPU-bound, so two halves cost about what the whole did. None: only ``max_batch``.
         self.max_frames = max_frames
+        # HiFT's restated batch call holds ~1.7x the flow's activations per frame (H200, 16 pieces
+        # of a last chunk: flow 1.66 GiB for 8 x 948 frames, HiFT 2.73 GiB for 16 x 448), so it
+        # gets half the budget; two HiFT calls took the time of one (106 vs 105 ms)
+        self.hift_max_frames = max_frames // 2 if max_frames else None
         # bf16 autocast for the flow (conformer + meanflow estimator), as CosyVoice's own fp16 mode
         # runs its flow; batched it is bound by float32 arithmetic. Off by default: on random
         # weights it moves the mel by 16-19% (docs/gpu-performance.md), unmeasured on real ones
@@ -156,7 +160,7 @@ class S3GenWorker:
                 for group in by_voice.values():
                     for batch in split_batches(group, _flow_frames, self.max_batch, self.max_frames):
                         self._guard(self._flow_batch, batch)
-                for batch in split_batches(hifts, _hift_frames, self.max_batch, self.max_frames):
+                for batch in split_batches(hifts, _hift_frames, self.max_batch, self.hift_max_frames):
                     self._guard(self._hift_batch, batch)
 
     def _guard(self, fn: Any, jobs: list[Any]) -> None:
