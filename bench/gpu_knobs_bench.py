@@ -295,6 +295,18 @@ def section_s3mem(model: Any, torch: Any, rows: list) -> None:
         fj = [_FlowJob(t, ref) for t in toks[:1]]
         worker._flow_batch(fj)
         mel = fj[0].future.result()
+        # the same 8 pieces with the same noise, matmuls in float32 and in TF32 (what --tf32 changes)
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+        mels = []
+        for allow in (False, True):
+            torch.backends.cuda.matmul.allow_tf32 = allow
+            torch.manual_seed(0)
+            jobs = [_FlowJob(t, ref) for t in toks[:8]]
+            worker._flow_batch(jobs)
+            mels.append(torch.stack([j.future.result() for j in jobs]))
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        emit({"section": "s3mem", "tf32_mel_rel_diff": round(((mels[1] - mels[0]).norm() / mels[0].norm()).item(), 6),
+              "tf32": tf32}, rows)
         for stage in ("flow", "hift"):
             for split in (1, 2, 4):
                 per = 16 // split
@@ -317,7 +329,7 @@ def section_s3mem(model: Any, torch: Any, rows: list) -> None:
                     torch.cuda.synchronize()
                     walls.append((time.perf_counter() - t0) * 1000)
                     peaks.append((torch.cuda.max_memory_allocated() - base) / 2**30)
-                emit({"section": "s3mem", "stage": stage, "pieces": 16, "calls": split,
+                emit({"section": "s3mem", "tf32": tf32, "stage": stage, "pieces": 16, "calls": split,
                       "frames_per_piece": (_flow_frames(_FlowJob(toks[0], ref)) if stage == "flow"
                                            else _hift_frames(_HiftJob(mel, None))),
                       "wall_ms": round(statistics.median(walls[1:]), 2), "peak_extra_gib": round(max(peaks), 3)}, rows)
@@ -618,6 +630,7 @@ def main() -> int:
     p.add_argument("--tokens", type=int, default=250)
     p.add_argument("--sections", default="mem,t3prof,t3,flow,clips")
     p.add_argument("--sweep", action="store_true", help="fusedcfg: search each matmul's tiles and K splits")
+    p.add_argument("--tf32", action="store_true", help="TF32 matmuls process-wide (what FastTurbo(tf32=True) sets)")
     p.add_argument("--t3-variants", default="plain,fused", help="for t3step: " + ",".join(T3_VARIANTS))
     p.add_argument("--variant", dest="variants", action="append",
                    default=None, help='JSON FastTurbo kwargs for the clips section (repeatable); '
@@ -628,6 +641,8 @@ def main() -> int:
     import torch
     from chatterbox.tts_turbo import ChatterboxTurboTTS
 
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
     model = ChatterboxTurboTTS.from_local(args.ckpt, device="cuda")
     rows: list[dict[str, Any]] = []
     sections = args.sections.split(",")
