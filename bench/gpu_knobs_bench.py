@@ -5,7 +5,11 @@
 
 - ``mem``: where the VRAM goes after loading (parameters per module, allocated).
 - ``t3prof``: the kernels of one decode step (batch 1 and 16), by total GPU time.
-- ``s3mem``: peak memory and wall of S3Gen's batched calls, 16 pieces at once against split calls.
+- ``s3mem``: peak memory and wall of S3Gen's batched calls, 16 pieces at once against split calls,
+  and how far TF32 matmuls move the flow's mel (same noise); ``--tf32`` runs it all with them.
+- ``fusedcfg``: the fused step's matmul tiles, K splits and PDL, replayed as graphs (batch 1 and
+  16); ``--sweep`` searches each matrix's tiles. ``attncfg``: the weights' layout and the
+  attention's key blocks and splits.
 - ``t3step``: the decode step's variants (plain graphs, fused Triton kernels, ``torch.compile``):
   set-up, step time, greedy tokens against the plain step.
 - ``t3``: the T3 decoder alone: graph replay only (GPU time of a step, no host work) against the
