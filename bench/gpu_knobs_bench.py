@@ -167,6 +167,16 @@ def _profile_step(dec: Any, torch: Any, rows: list) -> None:
                   "top": [{"name": k, "n": len(v), "us": round(sum(v), 1)} for k, v in top]}, rows)
 
 
+def _recaptured_ms(dec: Any, torch: Any) -> tuple[float, float]:
+    """Graph replay ms per step at batch 1 and 16 (length 512), the graphs captured afresh, on the
+    decoder's stream as in serving, so that changed tiles or kernels take effect."""
+    dec._graphs.clear()
+    with torch.cuda.stream(dec._stream):
+        dec._graph(1, 512)
+        dec._graph(16, 512)
+    return graph_ms_per_step(dec, 1, 512, reps=50), graph_ms_per_step(dec, 16, 512, reps=50)
+
+
 def section_fusedcfg(model: Any, torch: Any, args: argparse.Namespace, rows: list) -> None:
     """Graph replay ms per step at batch 1 and 16: the tiles before K splits and PDL, the default
     tiles without PDL, and the PDL tiles with PDL (Hopper). With ``--sweep``, then the tiles and
@@ -181,11 +191,7 @@ def section_fusedcfg(model: Any, torch: Any, args: argparse.Namespace, rows: lis
     f = dec._fused
 
     def measure() -> tuple[float, float]:
-        dec._graphs.clear()
-        with torch.cuda.stream(dec._stream):  # captured on the decoder's stream, as in serving
-            dec._graph(1, 512)
-            dec._graph(16, 512)
-        return graph_ms_per_step(dec, 1, 512, reps=50), graph_ms_per_step(dec, 16, 512, reps=50)
+        return _recaptured_ms(dec, torch)
 
     previous = {"qkv": LinearConfig(32, 256), "proj": LinearConfig(16, 512), "fc": LinearConfig(32, 256),
                 "fc2": LinearConfig(16, 512), "head": LinearConfig(64, 256)}  # before split K and PDL
@@ -242,16 +248,16 @@ def section_attncfg(model: Any, torch: Any, rows: list) -> None:
     attention's key block and warps, and how many programs its key splits aim for."""
     from voxgate_server.engines.chatterbox_fast import BatchedT3Decoder
     from voxgate_server.engines.chatterbox_fast.fused_step import ATTENTION_PROGRAMS, FusedDecodeStep
+    from voxgate_server.engines.chatterbox_fast.sampling_kernel import FusedSampler
 
     plain = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, ahead=1, fused=False)
     plain._fused = FusedDecodeStep(plain.model, transpose=False)
+    plain._sampler = FusedSampler(plain.sampling)  # the fused step's sampling, as fused=True sets up
     plain.len_buckets = [768]
-    with torch.cuda.stream(plain._stream), torch.inference_mode():
-        plain._graph(1, 512)
-        plain._graph(16, 512)
-    emit({"section": "attncfg", "weights": "[K, N] (not transposed)",
-          "b1_ms": round(graph_ms_per_step(plain, 1, 512, reps=50), 4),
-          "b16_ms": round(graph_ms_per_step(plain, 16, 512, reps=50), 4)}, rows)
+    with torch.inference_mode():
+        r = _recaptured_ms(plain, torch)
+    emit({"section": "attncfg", "weights": "[K, N] (not transposed)", "b1_ms": round(r[0], 4),
+          "b16_ms": round(r[1], 4)}, rows)
     plain._graphs.clear()
     del plain
     torch.cuda.empty_cache()
@@ -259,11 +265,7 @@ def section_attncfg(model: Any, torch: Any, rows: list) -> None:
     f = dec._fused
 
     def measure() -> tuple[float, float]:
-        dec._graphs.clear()
-        with torch.cuda.stream(dec._stream):
-            dec._graph(1, 512)
-            dec._graph(16, 512)
-        return graph_ms_per_step(dec, 1, 512, reps=50), graph_ms_per_step(dec, 16, 512, reps=50)
+        return _recaptured_ms(dec, torch)
 
     with torch.inference_mode():
         best_a = (1e9, None)
