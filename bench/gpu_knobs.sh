@@ -10,7 +10,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target $SITE "${WH
 export PYTHONPATH=$SITE:$PWD/tts-inference-server:$PWD/bench
 python3 bench/perth_random_weights.py 2>/dev/null
 [ -f /tmp/ck/conds.pt ] || python3 tools/make_random_turbo_ckpt.py /tmp/ck --dtype bf16 --eos-logit-bias -10000 2>/dev/null | tail -1
-timeout ${PROF_TIMEOUT:-300} python3 bench/gpu_knobs_bench.py --ckpt /tmp/ck --sections ${SECTIONS:-mem,t3prof} --json $OUT/prof.json 2>>$OUT/stderr.txt
+timeout ${PROF_TIMEOUT:-300} python3 bench/gpu_knobs_bench.py --ckpt /tmp/ck --sections ${SECTIONS:-mem,t3prof} ${PROF_ARGS:-} --json $OUT/prof.json 2>>$OUT/stderr.txt
 i=0
 for round in 1 2; do
   for v in "$@"; do

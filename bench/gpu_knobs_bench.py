@@ -7,6 +7,8 @@
 - ``t3prof``: the kernels of one decode step (batch 1 and 16), by total GPU time.
 - ``s3mem``: peak memory and wall of S3Gen's batched calls, 16 pieces at once against split calls,
   and how far TF32 matmuls move the flow's mel (same noise); ``--tf32`` runs it all with them.
+- ``flowprof``: a batched flow call's kernels by GPU time, and the estimator's attention in
+  float16 / bfloat16 (``flow_attention.py``) and autocast against it: wall, peak memory, mel moved.
 - ``fusedcfg``: the fused step's matmul tiles, K splits and PDL, replayed as graphs (batch 1 and
   16); ``--sweep`` searches each matrix's tiles. ``attncfg``: the weights' layout and the
   attention's key blocks and splits.
@@ -342,6 +344,94 @@ def section_s3mem(model: Any, torch: Any, rows: list) -> None:
     worker.close()
 
 
+def _kernel_top(prof: Any, n: int) -> tuple[float, int, list[dict[str, Any]]]:
+    """(kernel ms, kernels, the ``n`` kernel names with the most GPU time) of a profile."""
+    by: dict[str, list[float]] = {}
+    for e in prof.events():
+        if e.device_type.name == "CUDA":
+            by.setdefault(e.name[:90], []).append(e.device_time)
+    total = sum(sum(v) for v in by.values())
+    top = sorted(by.items(), key=lambda kv: -sum(kv[1]))[:n]
+    return (round(total / 1000, 3), sum(len(v) for v in by.values()),
+            [{"name": k, "n": len(v), "us": round(sum(v), 1)} for k, v in top])
+
+
+def section_flowprof(model: Any, torch: Any, rows: list) -> None:
+    """Where a batched flow call's GPU time goes (16 last-chunk pieces, eager, as the worker runs
+    a large batch), and what the estimator's attention in half precision and autocast change:
+    wall, kernel time, peak memory, and how far the voiced frames' mel moves (same noise),
+    against how far other noise moves it."""
+    from contextlib import nullcontext
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from voxgate_server.engines.chatterbox_fast import flow_attention
+    from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner, _FlowInputs
+
+    flow = model.s3gen.flow
+    est = flow.decoder.estimator
+    ref = model.conds.gen
+    runner = FlowRunner(flow, graph_batch=0)
+    prompt = ref["prompt_token"].to("cuda").reshape(-1)
+    a = int(ref["prompt_feat"].shape[1])
+    g = torch.Generator().manual_seed(0)
+    for pieces, n in ((16, 224), (1, 12), (1, 224)):
+        toks = [torch.randint(0, 6561, (n,), generator=g).tolist() for _ in range(pieces)]
+        inputs = _FlowInputs.empty(pieces, int(prompt.shape[0]) + n, torch.device("cuda"))
+        torch.manual_seed(0)
+        runner._fill(inputs, toks, ref, prompt)
+        other = _FlowInputs(inputs.tokens, inputs.lens, inputs.cond, inputs.spks, torch.randn_like(inputs.z))
+        variants = [("fp32 (TF32 matmuls if set)", None, None), ("attention fp16", torch.float16, None),
+                    ("attention bf16", torch.bfloat16, None), ("autocast bf16", None, torch.bfloat16),
+                    ("autocast fp16", None, torch.float16), ("attention fp16 + autocast fp16", torch.float16,
+                                                             torch.float16)]
+        base = None
+        with torch.inference_mode():
+            for name, attn_dtype, auto in variants:
+                changed = flow_attention.install(est, attn_dtype)
+                ctx = (lambda: torch.autocast("cuda", dtype=auto, cache_enabled=False)) if auto else nullcontext
+
+                def call(x: Any = inputs) -> Any:
+                    with ctx():
+                        return runner._mel(x)[:, :, a:a + 2 * n].float()
+
+                try:
+                    for _ in range(2):
+                        call()
+                    torch.cuda.synchronize()
+                    walls = []
+                    for _ in range(5):
+                        t0 = time.perf_counter()
+                        out = call()
+                        torch.cuda.synchronize()
+                        walls.append((time.perf_counter() - t0) * 1000)
+                    torch.cuda.reset_peak_memory_stats()
+                    before = torch.cuda.memory_allocated()
+                    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                        call()
+                        torch.cuda.synchronize()
+                    peak = (torch.cuda.max_memory_allocated() - before) / 2**30
+                    kernel_ms, kernels, top = _kernel_top(prof, 14 if base is None else 6)
+                    row = {"section": "flowprof", "pieces": pieces, "tokens": n, "variant": name,
+                           "attention_blocks_changed": changed if attn_dtype is not None else 0,
+                           "wall_ms": round(statistics.median(walls), 2), "kernel_ms": kernel_ms,
+                           "kernels": kernels, "peak_extra_gib": round(peak, 3),
+                           "finite": bool(torch.isfinite(out).all())}
+                    if base is None:
+                        base = out
+                        moved = call(other)
+                        row["rel_diff_other_noise"] = round(float((moved - base).norm() / base.norm()), 6)
+                    else:
+                        row["rel_diff_vs_fp32"] = round(float((out - base).norm() / base.norm()), 6)
+                        row["max_abs_diff_vs_fp32"] = round(float((out - base).abs().max()), 5)
+                    row["top"] = top
+                    emit(row, rows)
+                except Exception as exc:  # noqa: BLE001 - the next variant still runs
+                    emit({"section": "flowprof", "pieces": pieces, "variant": name, "error": repr(exc)[:600]}, rows)
+                finally:
+                    flow_attention.install(est, None)
+
+
 T3_VARIANTS = {"plain": {"fused": False}, "fused": {"fused": True}, "compiled": {"fused": False, "compile": True}}
 
 
@@ -609,7 +699,12 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
                     t0 = time.perf_counter()
                     ft.vocoder._watermark(np.zeros(SR * secs, dtype=np.float32))
                     wm[f"watermark_{secs}s_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-            results, _, wall = run_at_once(16, lambda _: clip())
+            bursts: dict[int, list[tuple[list[dict[str, float]], float]]] = {4: [], 16: []}
+            for _ in range(2):  # the first bursts also capture the graphs their batch sizes need
+                for n in (4, 16):
+                    res, _, w = run_at_once(n, lambda _: traced_clip())
+                    bursts[n].append((res, w))
+            results, wall = bursts[16][0]
             emit({"section": "clips", "variant": v, "switch_interval_ms": si,
                   "rtf_median": round(statistics.median(o["total_s"] / o["audio_s"] for o in ones), 4),
                   "first_audio_s_median": round(statistics.median(o["first_audio_s"] for o in ones), 4),
@@ -618,6 +713,13 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
                   "chunks_one_stream": ones[-1]["chunks"], **wm,
                   "c16_audio_s_per_s": round(sum(r["audio_s"] for r in results) / wall, 1),
                   "c16_first_audio_s_max": round(max(r["first_audio_s"] for r in results), 4),
+                  "bursts": {n: [{"audio_s_per_s": round(sum(r["audio_s"] for r in res) / w, 1),
+                                  "first_audio_s_max": round(max(r["first_audio_s"] for r in res), 4),
+                                  "t3_end_s_max": round(max(r["t3_end_s"] for r in res), 4),
+                                  "total_s_max": round(max(r["total_s"] for r in res), 4),
+                                  "chunks_mean": round(statistics.mean(r["chunks"] for r in res), 2)}
+                                 for res, w in runs] for n, runs in bursts.items()},
+                  "s3gen_stats": ft.s3gen_stats(),
                   "peak_alloc_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
                   "reserved_after_warmup_gib": round(reserved_warm, 3),
                   "alloc_after_warmup_gib": round(alloc_warm, 3),
@@ -657,6 +759,7 @@ def main() -> int:
                      ("fusedcfg", lambda: section_fusedcfg(model, torch, args, rows)),
                      ("attncfg", lambda: section_attncfg(model, torch, rows)),
                      ("s3mem", lambda: section_s3mem(model, torch, rows)),
+                     ("flowprof", lambda: section_flowprof(model, torch, rows)),
                      ("t3step", lambda: section_t3step(model, torch, args, rows)),
                      ("syncs", lambda: section_syncs(model, torch, rows)),
                      ("flow", lambda: section_flow(model, torch, rows)),

@@ -180,9 +180,12 @@ def phase_fast(args: argparse.Namespace) -> dict[str, Any]:
                    decode_ahead=fs.decode_ahead, tokenizer_on_cpu=fs.speech_tokenizer_on_cpu,
                    s3gen_max_frames=fs.s3gen_max_frames or None, compile_t3=fs.compile,
                    s3gen_bf16=fs.s3gen_bf16, tf32=fs.s3gen_tf32, busy_streams=fs.busy_streams,
-                   busy_first_chunk=fs.busy_first_chunk_tokens).start()
+                   busy_first_chunk=fs.busy_first_chunk_tokens, s3gen_graph_batch=fs.s3gen_graph_batch,
+                   s3gen_attention=fs.s3gen_attention).start()
     torch.cuda.empty_cache()
     res["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
+    res["s3gen_attention"] = fs.s3gen_attention
+    res["s3gen_graph_batch"] = fs.s3gen_graph_batch
     res["warmup_s"] = round(ft.warmup(), 2)
     torch.cuda.reset_peak_memory_stats()
 

@@ -67,6 +67,9 @@ class FastSettings(BaseSettings):
     # S3Gen flow calls of at most this many pieces replay CUDA graphs (captured per width bucket;
     # one-piece graphs at start-up); 0: always eager
     s3gen_graph_batch: int = Field(2, ge=0, le=16)
+    # the flow estimator's attention: Q, K, V in float16 (the default; its rounding is TF32's),
+    # bfloat16, or float32 as upstream runs it (docs/gpu-performance.md)
+    s3gen_attention: Literal["fp16", "bf16", "fp32"] = "fp16"
 
 
 class FastChatterboxTurboEngine(ChatterboxTurboEngine):
@@ -98,7 +101,8 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
                                   fused_t3={"auto": None, "on": True, "off": False}[fs.fused_step],
                                   busy_streams=fs.busy_streams,
                                   busy_first_chunk=fs.busy_first_chunk_tokens,
-                                  s3gen_graph_batch=fs.s3gen_graph_batch).start()
+                                  s3gen_graph_batch=fs.s3gen_graph_batch,
+                                  s3gen_attention=fs.s3gen_attention).start()
             seconds = self.fast.warmup(max_new_tokens=24 if self.device == "cuda" else 4)
         except Exception as exc:  # noqa: BLE001 - reported as a failed load
             raise EngineError(f"chatterbox fast path failed to start: {exc}") from exc

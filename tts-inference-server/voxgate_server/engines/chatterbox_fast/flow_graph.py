@@ -113,14 +113,14 @@ class FlowRunner:
     width_step = 32  # tokens: rows are padded to a multiple (voice prompt + piece)
 
     def __init__(self, flow: torch.nn.Module, *, n_timesteps: int = 2, graph_batch: int = 2,
-                 bf16: bool = False) -> None:
+                 bf16: bool = False, graph_pool: Any = None) -> None:
         self.flow = flow
         self.device = next(flow.parameters()).device
         self.t_span = torch.linspace(0, 1, n_timesteps + 1, device=self.device)
         on_cuda = self.device.type == "cuda"
         self.graph_batch = graph_batch if on_cuda else 0
         self.bf16 = bf16 and on_cuda
-        self.graphs = GraphCache(self.device)
+        self.graphs = GraphCache(self.device, graph_pool)
 
     def _autocast(self) -> Any:
         # cache_enabled=False: autocast's weight-cast cache must not outlive a graph capture

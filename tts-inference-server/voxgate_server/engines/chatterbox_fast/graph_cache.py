@@ -3,7 +3,7 @@
 A graph replays the kernels its capture recorded, on the tensors the capture used: callers keep
 static input buffers per shape, fill them, replay, and copy the output out before the next
 replay (the graphs of one cache share a memory pool, so one graph's replay may overwrite
-another's output). Hence one cache per thread.
+another's output; caches of one thread may share a pool too). Hence one cache per thread.
 """
 
 from __future__ import annotations
@@ -38,10 +38,12 @@ class Captured:
 
 
 class GraphCache:
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, pool: Any = None) -> None:
+        """``pool``: a ``torch.cuda.graph_pool_handle()`` shared with other caches whose graphs
+        never run at the same time as these (None: this cache's own)."""
         self.device = device
         self._graphs: dict[Hashable, Captured] = {}
-        self._pool: Any = None
+        self._pool: Any = pool
         self._thread = threading.get_ident()
         self.captures = 0
         self.broken: str | None = None  # why capturing failed; callers then run eagerly

@@ -143,11 +143,11 @@ class HiftRunner:
 
     frame_step = 32
 
-    def __init__(self, hift: torch.nn.Module, *, graph_batch: int = 2) -> None:
+    def __init__(self, hift: torch.nn.Module, *, graph_batch: int = 2, graph_pool: Any = None) -> None:
         self.hift = hift
         self.device = next(hift.parameters()).device
         self.graph_batch = graph_batch if self.device.type == "cuda" else 0
-        self.graphs = GraphCache(self.device)
+        self.graphs = GraphCache(self.device, graph_pool)
         self.samples_per_frame = int(np.prod([u.stride[0] for u in hift.ups])) * hift.istft_params["hop_len"]
 
     def _empty(self, rows: int, width: int) -> _HiftInputs:

@@ -48,7 +48,8 @@ class FastTurbo:
                  release_upstream_t3: bool = False, decode_ahead: int | None = None,
                  tokenizer_on_cpu: bool = False, s3gen_max_frames: int | None = None,
                  compile_t3: bool = False, s3gen_bf16: bool = False, fused_t3: bool | None = None,
-                 busy_streams: int = 0, busy_first_chunk: int = 48, s3gen_graph_batch: int = 2) -> None:
+                 busy_streams: int = 0, busy_first_chunk: int = 48, s3gen_graph_batch: int = 2,
+                 s3gen_attention: str = "fp16") -> None:
         self.model = model
         if tf32 and torch.cuda.is_available():
             # S3Gen's flow is compute-bound in float32 once pieces are batched (measured: 205 ms
@@ -79,7 +80,8 @@ class FastTurbo:
                                         s3gen_bf16=s3gen_bf16,
                                         busy=self._busy(self.decoder, busy_streams),
                                         busy_first_chunk=busy_first_chunk,
-                                        s3gen_graph_batch=s3gen_graph_batch)
+                                        s3gen_graph_batch=s3gen_graph_batch,
+                                        s3gen_attention=s3gen_attention)
         self.sample_rate = model.sr
 
     @staticmethod

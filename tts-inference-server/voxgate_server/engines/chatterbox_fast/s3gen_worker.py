@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from voxgate_server.engines.chatterbox_fast import s3gen_syncfree
+from voxgate_server.engines.chatterbox_fast import flow_attention, s3gen_syncfree
 from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner
 from voxgate_server.engines.chatterbox_fast.graph_cache import bucket
 from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
@@ -75,7 +75,9 @@ def _hift_frames(job: _HiftJob) -> int:
 class S3GenWorker:
     def __init__(self, s3gen: torch.nn.Module, *, n_cfm_timesteps: int = 2, max_batch: int = 32,
                  threads: int = 1, window_ms: float = 4.0, max_frames: int | None = None,
-                 flow_bf16: bool = False, graph_batch: int = 2) -> None:
+                 flow_bf16: bool = False, graph_batch: int = 2, attention: str = "fp16") -> None:
+        if attention not in ("fp16", "bf16", "fp32"):
+            raise ValueError(f"attention must be fp16, bf16 or fp32, not {attention!r}")
         self.s3gen = s3gen
         # Activation memory grows with pieces x padded frames (the flow's attention with its
         # square): one call holds at most this many (pieces x widest piece's mel frames, the
@@ -91,6 +93,11 @@ class S3GenWorker:
         # weights it moves the mel by 16-19% (docs/gpu-performance.md), unmeasured on real ones
         self.flow_bf16 = flow_bf16 and s3gen.device.type == "cuda"
         s3gen_syncfree.install(s3gen)
+        # the flow estimator's attention with Q, K, V in float16 (``flow_attention.py``): on an H200
+        # 16 batched pieces' attention took 114 of 185 ms of kernels in float32, 16 ms so; the mel
+        # moved 6.4e-4 (relative), as much as TF32 matmuls move it. "fp32": upstream's processor
+        if s3gen.device.type == "cuda":
+            flow_attention.install(s3gen.flow.decoder.estimator, flow_attention.DTYPES.get(attention))
         # flow and HiFT calls of at most this many pieces replay CUDA graphs; 0: always eager
         self.graph_batch = graph_batch
         self.n_cfm_timesteps = n_cfm_timesteps
@@ -99,7 +106,8 @@ class S3GenWorker:
         self._q: queue.Queue[Any] = queue.Queue()
         self._local = threading.local()
         self.stats: dict[str, float] = {"flow_calls": 0, "flow_items": 0, "flow_s": 0.0,
-                                        "hift_calls": 0, "hift_items": 0, "hift_s": 0.0}
+                                        "hift_calls": 0, "hift_items": 0, "hift_s": 0.0,
+                                        "flow_graphs": 0, "hift_graphs": 0}
         self._stats_lock = threading.Lock()
         # More than one thread (each with its own CUDA stream) is possible; measured on an H200
         # it did not raise throughput (the calls are host-bound) and doubled the memory pools.
@@ -176,18 +184,27 @@ class S3GenWorker:
         if stream is not None:
             stream.synchronize()
 
-    def _count(self, stage: str, items: int, seconds: float) -> None:
+    def _count(self, stage: str, items: int, seconds: float, graphs: int) -> None:
         with self._stats_lock:
             self.stats[f"{stage}_calls"] += 1
             self.stats[f"{stage}_items"] += items
             self.stats[f"{stage}_s"] += seconds
+            self.stats[f"{stage}_graphs"] = graphs  # captured so far (this thread's)
+
+    def _graph_pool(self) -> Any:
+        """This thread's CUDA graph memory pool, shared by its flow and HiFT graphs: they run one
+        after another on this thread, and each call's output is copied out before the next."""
+        pool = getattr(self._local, "pool", None)
+        if pool is None and self.s3gen.device.type == "cuda":
+            pool = self._local.pool = torch.cuda.graph_pool_handle()
+        return pool
 
     def flow_runner(self) -> FlowRunner:
         """This thread's flow runner (its graphs are captured on, and replayed from, one thread)."""
         runner = getattr(self._local, "runner", None)
         if runner is None:
             runner = FlowRunner(self.s3gen.flow, n_timesteps=self.n_cfm_timesteps,
-                                graph_batch=self.graph_batch, bf16=self.flow_bf16)
+                                graph_batch=self.graph_batch, bf16=self.flow_bf16, graph_pool=self._graph_pool())
             self._local.runner = runner
         return runner
 
@@ -195,7 +212,7 @@ class S3GenWorker:
         """This thread's HiFT runner (graphs, like the flow's, belong to one thread)."""
         runner = getattr(self._local, "hift_runner", None)
         if runner is None:
-            runner = HiftRunner(self.s3gen.mel2wav, graph_batch=self.graph_batch)
+            runner = HiftRunner(self.s3gen.mel2wav, graph_batch=self.graph_batch, graph_pool=self._graph_pool())
             self._local.hift_runner = runner
         return runner
 
@@ -217,21 +234,23 @@ class S3GenWorker:
 
     def _flow_batch(self, jobs: list[_FlowJob]) -> None:
         t0 = time.perf_counter()
-        mels = self.flow_runner().run([j.tokens for j in jobs], jobs[0].ref)
+        runner = self.flow_runner()
+        mels = runner.run([j.tokens for j in jobs], jobs[0].ref)
         self._sync()
         for j, mel in zip(jobs, mels):
             j.future.set_result(mel)
-        self._count("flow", len(jobs), time.perf_counter() - t0)
+        self._count("flow", len(jobs), time.perf_counter() - t0, len(runner.graphs))
 
     def _hift_batch(self, jobs: list[_HiftJob]) -> None:
         t0 = time.perf_counter()
-        wav, src = self.hift_runner().run([j.mel for j in jobs], [j.cache for j in jobs])
+        runner = self.hift_runner()
+        wav, src = runner.run([j.mel for j in jobs], [j.cache for j in jobs])
         lens = [j.mel.shape[-1] * SAMPLES_PER_MEL for j in jobs]
         srcs = [src[i, :n].clone() for i, n in enumerate(lens)]  # the replay's output is reused
         out = wav.float().cpu().numpy()
         for i, j in enumerate(jobs):
             j.future.set_result((np.ascontiguousarray(out[i, :lens[i]]), srcs[i]))
-        self._count("hift", len(jobs), time.perf_counter() - t0)
+        self._count("hift", len(jobs), time.perf_counter() - t0, len(runner.graphs))
 
 
 class _Null:

@@ -58,7 +58,7 @@ class StreamingVocoder:
                  s3gen_threads: int = 1, lead_s: float | None = 0.35, buffer_s: float = 1.5,
                  s3gen_max_frames: int | None = None, s3gen_bf16: bool = False,
                  busy: Callable[[], bool] | None = None, busy_first_chunk: int | None = None,
-                 s3gen_graph_batch: int = 2) -> None:
+                 s3gen_graph_batch: int = 2, s3gen_attention: str = "fp16") -> None:
         self.s3gen = s3gen
         # under load (``busy()`` when a request's first chunk is due) the first chunk waits for
         # ``busy_first_chunk`` tokens: S3Gen, which re-runs the voice prompt for every piece, is
@@ -79,7 +79,8 @@ class StreamingVocoder:
         self.sample_rate = 24000
         self.worker = S3GenWorker(s3gen, n_cfm_timesteps=n_cfm_timesteps, max_batch=s3gen_batch,
                                   threads=s3gen_threads, max_frames=s3gen_max_frames,
-                                  flow_bf16=s3gen_bf16, graph_batch=s3gen_graph_batch)
+                                  flow_bf16=s3gen_bf16, graph_batch=s3gen_graph_batch,
+                                  attention=s3gen_attention)
         t = torch.linspace(0, np.pi, crossfade)
         self._fade_in = ((1 - torch.cos(t)) / 2).numpy().astype(np.float32)
         self._fade_out = 1.0 - self._fade_in
