@@ -7,8 +7,10 @@ of a few dozen speech tokens while the rest is still being generated.
 
 Settings (``VOXGATE_CHATTERBOX_*``): ``FAST`` (auto: on with CUDA, off on CPU; on; off),
 ``MAX_BATCH`` (16), ``MAX_LEN`` (1536 positions: prompt + generated tokens a request may use),
-``S3GEN_BATCH`` (16 vocoder pieces at once), ``S3GEN_TF32`` (false; true: TF32 matmuls, process-wide),
-``FIRST_CHUNK_TOKENS`` (12), ``MAX_CHUNK_TOKENS`` (200), ``WATERMARK_FIRST_CHUNK`` (false).
+``S3GEN_BATCH`` (16 vocoder pieces at once), ``S3GEN_TF32`` (true: TF32 matmuls, process-wide),
+``S3GEN_ATTENTION`` (fp16: the flow estimator's attention on tensor cores), ``FIRST_CHUNK_TOKENS``
+(12), ``MAX_CHUNK_TOKENS`` (256), ``WATERMARK_FIRST_CHUNK`` (false); the rest in
+docs/gpu-performance.md.
 """
 
 from __future__ import annotations
