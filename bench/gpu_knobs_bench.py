@@ -145,6 +145,18 @@ def section_t3prof(model: Any, torch: Any, rows: list) -> None:
         torch.cuda.empty_cache()
 
 
+def _kernel_top(prof: Any, n: int) -> tuple[float, int, list[dict[str, Any]]]:
+    """(kernel ms, kernels, the ``n`` kernel names with the most GPU time) of a profile."""
+    by: dict[str, list[float]] = {}
+    for e in prof.events():
+        if e.device_type.name == "CUDA":
+            by.setdefault(e.name[:90], []).append(e.device_time)
+    total = sum(sum(v) for v in by.values())
+    top = sorted(by.items(), key=lambda kv: -sum(kv[1]))[:n]
+    return total / 1000, sum(len(v) for v in by.values()), [{"name": k, "n": len(v), "us": round(sum(v), 1)}
+                                                            for k, v in top]
+
+
 def _profile_step(dec: Any, torch: Any, rows: list) -> None:
     from torch.profiler import ProfilerActivity, profile
 
@@ -157,16 +169,9 @@ def _profile_step(dec: Any, torch: Any, rows: list) -> None:
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 dec._step_eager(B, 512)
                 torch.cuda.synchronize()
-            by: dict[str, list[float]] = {}
-            for e in prof.events():
-                if e.device_type.name == "CUDA":
-                    by.setdefault(e.name[:90], []).append(e.device_time)
-            total = sum(sum(v) for v in by.values())
-            top = sorted(by.items(), key=lambda kv: -sum(kv[1]))[:14]
-            emit({"section": "t3prof", "fused": dec.fused, "batch": B, "length": 512,
-                  "kernels": sum(len(v) for v in by.values()),
-                  "kernel_ms": round(total / 1000, 4),
-                  "top": [{"name": k, "n": len(v), "us": round(sum(v), 1)} for k, v in top]}, rows)
+            kernel_ms, kernels, top = _kernel_top(prof, 14)
+            emit({"section": "t3prof", "fused": dec.fused, "batch": B, "length": 512, "kernels": kernels,
+                  "kernel_ms": round(kernel_ms, 4), "top": top}, rows)
 
 
 def _recaptured_ms(dec: Any, torch: Any) -> tuple[float, float]:
@@ -344,18 +349,6 @@ def section_s3mem(model: Any, torch: Any, rows: list) -> None:
     worker.close()
 
 
-def _kernel_top(prof: Any, n: int) -> tuple[float, int, list[dict[str, Any]]]:
-    """(kernel ms, kernels, the ``n`` kernel names with the most GPU time) of a profile."""
-    by: dict[str, list[float]] = {}
-    for e in prof.events():
-        if e.device_type.name == "CUDA":
-            by.setdefault(e.name[:90], []).append(e.device_time)
-    total = sum(sum(v) for v in by.values())
-    top = sorted(by.items(), key=lambda kv: -sum(kv[1]))[:n]
-    return (round(total / 1000, 3), sum(len(v) for v in by.values()),
-            [{"name": k, "n": len(v), "us": round(sum(v), 1)} for k, v in top])
-
-
 def section_flowprof(model: Any, torch: Any, rows: list) -> None:
     """Where a batched flow call's GPU time goes (16 last-chunk pieces, eager, as the worker runs
     a large batch), and what the estimator's attention in half precision and autocast change:
@@ -414,7 +407,7 @@ def section_flowprof(model: Any, torch: Any, rows: list) -> None:
                     kernel_ms, kernels, top = _kernel_top(prof, 14 if base is None else 6)
                     row = {"section": "flowprof", "pieces": pieces, "tokens": n, "variant": name,
                            "attention_blocks_changed": changed if attn_dtype is not None else 0,
-                           "wall_ms": round(statistics.median(walls), 2), "kernel_ms": kernel_ms,
+                           "wall_ms": round(statistics.median(walls), 2), "kernel_ms": round(kernel_ms, 3),
                            "kernels": kernels, "peak_extra_gib": round(peak, 3),
                            "finite": bool(torch.isfinite(out).all())}
                     if base is None:
