@@ -176,12 +176,7 @@ def phase_fast(args: argparse.Namespace) -> dict[str, Any]:
     from voxgate_server.engines.chatterbox_fast.engine import FastSettings
 
     fs = FastSettings()  # the engine's defaults (environment included), as the server runs them
-    ft = FastTurbo(model, max_batch=args.max_batch, max_len=args.max_len, release_upstream_t3=True,
-                   decode_ahead=fs.decode_ahead, tokenizer_on_cpu=fs.speech_tokenizer_on_cpu,
-                   s3gen_max_frames=fs.s3gen_max_frames or None, compile_t3=fs.compile,
-                   s3gen_bf16=fs.s3gen_bf16, tf32=fs.s3gen_tf32, busy_streams=fs.busy_streams,
-                   busy_first_chunk=fs.busy_first_chunk_tokens, s3gen_graph_batch=fs.s3gen_graph_batch,
-                   s3gen_attention=fs.s3gen_attention).start()
+    ft = FastTurbo(model, **{**fs.turbo_kwargs(), "max_batch": args.max_batch, "max_len": args.max_len}).start()
     torch.cuda.empty_cache()
     res["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
     res["s3gen_attention"] = fs.s3gen_attention

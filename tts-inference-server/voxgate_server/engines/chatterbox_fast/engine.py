@@ -73,6 +73,21 @@ class FastSettings(BaseSettings):
     # bfloat16, or float32 as upstream runs it (docs/gpu-performance.md)
     s3gen_attention: Literal["fp16", "bf16", "fp32"] = "fp16"
 
+    def turbo_kwargs(self) -> dict[str, Any]:
+        """``FastTurbo``'s keyword arguments for these settings (the watermark is the engine's),
+        in one place so the server and the GPU bench run the same configuration."""
+        return dict(max_batch=self.max_batch, max_len=self.max_len, first_chunk=self.first_chunk_tokens,
+                    max_chunk=self.max_chunk_tokens, watermark_first_chunk=self.watermark_first_chunk,
+                    s3gen_batch=self.s3gen_batch, tf32=self.s3gen_tf32,
+                    chunk_lead_s=self.chunk_lead_s if self.chunk_lead_s >= 0 else None,
+                    release_upstream_t3=True, decode_ahead=self.decode_ahead,
+                    tokenizer_on_cpu=self.speech_tokenizer_on_cpu,
+                    s3gen_max_frames=self.s3gen_max_frames or None, compile_t3=self.compile,
+                    s3gen_bf16=self.s3gen_bf16,
+                    fused_t3={"auto": None, "on": True, "off": False}[self.fused_step],
+                    busy_streams=self.busy_streams, busy_first_chunk=self.busy_first_chunk_tokens,
+                    s3gen_graph_batch=self.s3gen_graph_batch, s3gen_attention=self.s3gen_attention)
+
 
 class FastChatterboxTurboEngine(ChatterboxTurboEngine):
     """``chatterbox-turbo`` with ``FastTurbo`` underneath when it is enabled."""
@@ -91,20 +106,7 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
 
         fs = self.fast_settings
         try:
-            self.fast = FastTurbo(self.model, max_batch=fs.max_batch, max_len=fs.max_len,
-                                  watermark=self.settings.watermark, first_chunk=fs.first_chunk_tokens,
-                                  max_chunk=fs.max_chunk_tokens, watermark_first_chunk=fs.watermark_first_chunk,
-                                  s3gen_batch=fs.s3gen_batch, tf32=fs.s3gen_tf32,
-                                  chunk_lead_s=fs.chunk_lead_s if fs.chunk_lead_s >= 0 else None,
-                                  release_upstream_t3=True, decode_ahead=fs.decode_ahead,
-                                  tokenizer_on_cpu=fs.speech_tokenizer_on_cpu,
-                                  s3gen_max_frames=fs.s3gen_max_frames or None, compile_t3=fs.compile,
-                                  s3gen_bf16=fs.s3gen_bf16,
-                                  fused_t3={"auto": None, "on": True, "off": False}[fs.fused_step],
-                                  busy_streams=fs.busy_streams,
-                                  busy_first_chunk=fs.busy_first_chunk_tokens,
-                                  s3gen_graph_batch=fs.s3gen_graph_batch,
-                                  s3gen_attention=fs.s3gen_attention).start()
+            self.fast = FastTurbo(self.model, watermark=self.settings.watermark, **fs.turbo_kwargs()).start()
             seconds = self.fast.warmup(max_new_tokens=24 if self.device == "cuda" else 4)
         except Exception as exc:  # noqa: BLE001 - reported as a failed load
             raise EngineError(f"chatterbox fast path failed to start: {exc}") from exc
