@@ -22,7 +22,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}  # fp32: upstream's processor
+
+
+def dtype_for(name: str) -> torch.dtype | None:
+    """The Q, K, V dtype a setting names (None: upstream's float32 attention)."""
+    if name not in DTYPES:
+        raise ValueError(f"attention must be {', '.join(list(DTYPES)[:-1])} or {list(DTYPES)[-1]}, not {name!r}")
+    return DTYPES[name]
 
 
 class HalfAttention:

@@ -76,8 +76,7 @@ class S3GenWorker:
     def __init__(self, s3gen: torch.nn.Module, *, n_cfm_timesteps: int = 2, max_batch: int = 32,
                  threads: int = 1, window_ms: float = 4.0, max_frames: int | None = None,
                  flow_bf16: bool = False, graph_batch: int = 2, attention: str = "fp16") -> None:
-        if attention not in ("fp16", "bf16", "fp32"):
-            raise ValueError(f"attention must be fp16, bf16 or fp32, not {attention!r}")
+        attention_dtype = flow_attention.dtype_for(attention)
         self.s3gen = s3gen
         # Activation memory grows with pieces x padded frames (the flow's attention with its
         # square): one call holds at most this many (pieces x widest piece's mel frames, the
@@ -97,7 +96,7 @@ class S3GenWorker:
         # 16 batched pieces' attention took 114 of 185 ms of kernels in float32, 16 ms so; the mel
         # moved 6.4e-4 (relative), as much as TF32 matmuls move it. "fp32": upstream's processor
         if s3gen.device.type == "cuda":
-            flow_attention.install(s3gen.flow.decoder.estimator, flow_attention.DTYPES.get(attention))
+            flow_attention.install(s3gen.flow.decoder.estimator, attention_dtype)
         # flow and HiFT calls of at most this many pieces replay CUDA graphs; 0: always eager
         self.graph_batch = graph_batch
         self.n_cfm_timesteps = n_cfm_timesteps
