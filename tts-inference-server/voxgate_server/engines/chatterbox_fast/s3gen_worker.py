@@ -89,7 +89,8 @@ class S3GenWorker:
         self.hift_max_frames = max_frames // 2 if max_frames else None
         # bf16 autocast for the flow (conformer + meanflow estimator), as CosyVoice's own fp16 mode
         # runs its flow; batched it is bound by float32 arithmetic. Off by default: on random
-        # weights it moves the mel by 16-19% (docs/gpu-performance.md), unmeasured on real ones
+        # weights it moved the mel by 16-19% in an earlier measurement and by 5.4e-3 in the flowprof
+        # one (docs/gpu-performance.md; the two disagree, unexplained); unmeasured on real ones
         self.flow_bf16 = flow_bf16 and s3gen.device.type == "cuda"
         s3gen_syncfree.install(s3gen)
         # the flow estimator's attention with Q, K, V in float16 (``flow_attention.py``): on an H200
