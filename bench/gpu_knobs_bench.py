@@ -647,6 +647,42 @@ def section_flow(model: Any, torch: Any, rows: list) -> None:
 _FLOW_REF: dict[tuple[int, int], Any] = {}
 
 
+def burst_timeline(clips: list[dict[str, float]], steps: list[tuple[float, str, int]],
+                   calls: list[tuple[str, int, bool, int, float, float]], cpu_s: float) -> dict[str, Any]:
+    """Where a burst's time went, in ms from its first request: T3's steps (the gaps between
+    launches: a step's GPU time is ~1-1.5 ms, so longer gaps are the host's), the S3Gen worker's
+    calls one by one, each clip's first and last T3 token and its end, and the process's CPU
+    seconds per wall second (all threads; near 1 with one thread busy: the GIL's ceiling)."""
+    origin = min(c["t0_abs"] for c in clips)
+    wall = max(c["end_abs"] for c in clips) - origin
+
+    def ms(t: float) -> float:
+        return round((t - origin) * 1000, 1)
+
+    launches = [t for t, kind, _ in steps if kind == "step"]
+    gaps = np.diff(np.array(launches)) * 1000 if len(launches) > 1 else np.zeros(0)
+    slow = gaps[gaps > 3.0]
+    busy = {stage: round(sum(t1 - t0 for s, _, _, _, t0, t1 in calls if s == stage) * 1000, 1)
+            for stage in ("flow", "hift")}
+    return {
+        "wall_ms": round(wall * 1000, 1), "cpu_s_per_wall_s": round(cpu_s / wall, 2),
+        "t3_last_first_token_ms": max(ms(c["t3_first_abs"]) for c in clips),
+        "t3_last_token_ms": max(ms(c["t3_done_abs"]) for c in clips),
+        "steps": len(launches),
+        "step_rows_mean": round(statistics.mean(r for _, k, r in steps if k == "step"), 2) if launches else 0,
+        "step_gap_ms": {"median": round(float(np.median(gaps)), 3) if gaps.size else None,
+                        "p90": round(float(np.percentile(gaps, 90)), 3) if gaps.size else None,
+                        "max": round(float(gaps.max()), 2) if gaps.size else None,
+                        "over_3ms": int(slow.size), "over_3ms_sum": round(float(slow.sum()), 1)},
+        "prefills": [[ms(t), n] for t, kind, n in steps if kind == "prefill"],
+        "worker_busy_ms": busy,
+        # stage, pieces, replayed, graphs captured, start ms, duration ms
+        "calls": [[s, n, g, c, ms(t0), round((t1 - t0) * 1000, 1)] for s, n, g, c, t0, t1 in calls],
+        # first T3 token, last T3 token, clip's end (ms)
+        "clips": sorted([ms(c["t3_first_abs"]), ms(c["t3_done_abs"]), ms(c["end_abs"])] for c in clips),
+    }
+
+
 def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) -> None:
     from voxgate_server.engines.chatterbox_fast import FastTurbo
 
@@ -667,21 +703,25 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
                 return time_clip(ft.stream(TEXT, max_new_tokens=args.tokens + 1), SR)
 
             def traced_clip() -> dict[str, float]:
-                """One clip, also timing when T3's last token reached the vocoder."""
+                """One clip, also timing when T3's last token reached the vocoder, and (absolute
+                perf_counter times, for the burst timeline) when T3 made its first and last token."""
                 marks: dict[str, float] = {}
 
                 def audio() -> Any:
-                    t0 = time.perf_counter()
+                    t0 = marks["t0_abs"] = time.perf_counter()
                     ts = ft.tokens(TEXT, max_new_tokens=args.tokens + 1)
 
                     def batches() -> Any:
                         yield from ts
                         marks["t3_end_s"] = time.perf_counter() - t0
+                        marks["t3_first_abs"] = ts.t_first or 0.0
+                        marks["t3_done_abs"] = ts.t_done or 0.0
 
                     yield from ft.vocoder.stream(batches(), model.conds.gen)
 
                 out = time_clip(audio(), SR)
                 out.update(marks)
+                out["end_abs"] = time.perf_counter()
                 return out
 
             ones = [traced_clip() for _ in range(3)]
@@ -693,10 +733,18 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
                     ft.vocoder._watermark(np.zeros(SR * secs, dtype=np.float32))
                     wm[f"watermark_{secs}s_ms"] = round((time.perf_counter() - t0) * 1000, 2)
             bursts: dict[int, list[tuple[list[dict[str, float]], float]]] = {4: [], 16: []}
-            for _ in range(2):  # the first bursts also capture the graphs their batch sizes need
+            timelines: dict[int, dict[str, Any]] = {}
+            for rnd in range(2):  # the first bursts also capture the graphs their batch sizes need
                 for n in (4, 16):
+                    if rnd:  # the second bursts' timelines
+                        ft.decoder.trace, ft.vocoder.worker.trace = [], []
+                    cpu0 = time.process_time()
                     res, _, w = run_at_once(n, lambda _: traced_clip())
+                    cpu = time.process_time() - cpu0
                     bursts[n].append((res, w))
+                    if rnd:
+                        timelines[n] = burst_timeline(res, ft.decoder.trace, ft.vocoder.worker.trace, cpu)
+                        ft.decoder.trace = ft.vocoder.worker.trace = None
             results, wall = bursts[16][0]
             emit({"section": "clips", "variant": v, "switch_interval_ms": si,
                   "rtf_median": round(statistics.median(o["total_s"] / o["audio_s"] for o in ones), 4),
@@ -712,6 +760,7 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
                                   "total_s_max": round(max(r["total_s"] for r in res), 4),
                                   "chunks_mean": round(statistics.mean(r["chunks"] for r in res), 2)}
                                  for res, w in runs] for n, runs in bursts.items()},
+                  "timelines": timelines,
                   "s3gen_stats": ft.s3gen_stats(),
                   "peak_alloc_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
                   "reserved_after_warmup_gib": round(reserved_warm, 3),

@@ -93,6 +93,7 @@ def test_requests_admitted_together_share_one_prefill_and_match_upstream(model):
     prefills: list[int] = []
     prefill = dec.model.prefill
     dec.model.prefill = lambda slots, embeds: prefills.append(len(slots)) or prefill(slots, embeds)
+    dec.trace = []
     dec.start()
     try:
         got = [s.result(300) for s in streams]
@@ -101,6 +102,10 @@ def test_requests_admitted_together_share_one_prefill_and_match_upstream(model):
     assert len(set(lengths)) == 3  # prompts of three lengths: the shorter ones are padded
     assert prefills == [3]
     assert got == want
+    # the bench's timeline: the prefill, then one record per step launched, in launch order
+    assert [(kind, rows) for _, kind, rows in dec.trace[:2]] == [("prefill", 3), ("step", 3)]
+    assert sum(kind == "step" for _, kind, _ in dec.trace) == dec.steps
+    assert [t for t, _, _ in dec.trace] == sorted(t for t, _, _ in dec.trace)
 
 
 def test_seeded_sampling_is_reproducible_and_independent_of_the_batch(model, decoder):
@@ -290,6 +295,7 @@ def test_the_worker_gives_hift_half_the_frame_budget(model):
     tokens = [[100 + i for i in range(20)], [300 + i for i in range(20)]]
     budget = 2 * _flow_frames(_FlowJob(tokens[0], ref))  # both flow pieces fit in one call
     worker = S3GenWorker(model.s3gen, max_frames=budget, window_ms=500, graph_batch=0)
+    worker.trace = []
     try:
         mels = [f.result(300) for f in [worker.flow(t, ref) for t in tokens]]
         assert worker.stats["flow_calls"] == 1 and worker.stats["flow_items"] == 2
@@ -299,6 +305,9 @@ def test_the_worker_gives_hift_half_the_frame_budget(model):
         outs = [f.result(300) for f in [worker.hift(torch.zeros(80, frames), None) for _ in range(2)]]
         assert worker.stats["hift_calls"] == 2 and worker.stats["hift_items"] == 2
         assert all(len(samples) == 480 * frames for samples, _ in outs)
+        # the bench's timeline: each call, eager (no graphs on the CPU), in order, with its times
+        assert [c[:4] for c in worker.trace] == [("flow", 2, False, 0), ("hift", 1, False, 0), ("hift", 1, False, 0)]
+        assert all(t0 <= t1 for *_, t0, t1 in worker.trace)
     finally:
         worker.close()
 

@@ -197,6 +197,9 @@ class BatchedT3Decoder:
         self._thread: threading.Thread | None = None
         self.steps = 0
         self.step_rows = 0
+        # a list to record (perf_counter, "prefill" | "step", rows) per launch into (the GPU bench's
+        # burst timeline); None: nothing is recorded
+        self.trace: list[tuple[float, str, int]] | None = None
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -328,6 +331,8 @@ class BatchedT3Decoder:
     def _prefill(self, batch: list[tuple[int, _Job]]) -> list[int]:
         """Prompts of ``batch`` into their slots' caches; each one's first token, sampled."""
         m, st = self.model, self.sampling
+        if self.trace is not None:
+            self.trace.append((time.perf_counter(), "prefill", len(batch)))
         slots = [slot for slot, _ in batch]
         embeds = [job.embeds.to(self.device) for _, job in batch]
         logits = m.logits(m.prefill(slots, embeds))
@@ -350,6 +355,8 @@ class BatchedT3Decoder:
         # the step writes each slot's key at its position on the device (prompt + steps so far)
         longest = min(self.max_len, max(s.job.embeds.shape[0] + s.launched for _, s in active) + 1)
         L = next(n for n in self.len_buckets if n >= longest)
+        if self.trace is not None:
+            self.trace.append((time.perf_counter(), "step", len(active)))
         if self.cuda_graphs:
             self._graph(B, L).replay()
         else:

@@ -129,6 +129,10 @@ class FlowRunner:
     def _mel(self, x: _FlowInputs) -> torch.Tensor:
         return flow_mel(self.flow, x.tokens, x.lens, x.cond, x.spks, x.z, self.t_span)
 
+    def replays(self, pieces: int) -> bool:
+        """Whether a call of ``pieces`` pieces replays a graph (else it runs eagerly)."""
+        return pieces <= self.graph_batch and self.graphs.broken is None
+
     def run(self, pieces: Sequence[Sequence[int]], ref: dict) -> list[torch.Tensor]:
         """Mel [80, 2 * len(piece)] (float32, on the device, the caller's to keep) of each piece
         after the voice's prompt (``ref``: S3Gen's ref dict of one voice)."""

@@ -160,6 +160,10 @@ class HiftRunner:
     def _wave(self, x: _HiftInputs) -> tuple[torch.Tensor, torch.Tensor]:
         return hift_wave(self.hift, x.mel, x.frames, x.phase, x.noise, x.cache, x.cache_len)
 
+    def replays(self, pieces: int) -> bool:
+        """Whether a call of ``pieces`` pieces replays a graph (else it runs eagerly)."""
+        return pieces <= self.graph_batch and self.graphs.broken is None
+
     def run(self, mels: list[torch.Tensor], caches: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
         """(wave, excitation), each [B, 480 F] on the device for the widest F: row ``i`` is valid for
         ``480 * mels[i].shape[-1]`` samples (the caller's to copy before the next call)."""

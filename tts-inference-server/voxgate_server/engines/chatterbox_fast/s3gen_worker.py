@@ -109,6 +109,9 @@ class S3GenWorker:
                                         "hift_calls": 0, "hift_items": 0, "hift_s": 0.0,
                                         "flow_graphs": 0, "hift_graphs": 0}
         self._stats_lock = threading.Lock()
+        # a list to record each call into, as (stage, pieces, replayed as a graph, graphs captured
+        # by it, start, end) in perf_counter seconds (the GPU bench's burst timeline); None: nothing
+        self.trace: list[tuple[str, int, bool, int, float, float]] | None = None
         # More than one thread (each with its own CUDA stream) is possible; measured on an H200
         # it did not raise throughput (the calls are host-bound) and doubled the memory pools.
         self._threads = [threading.Thread(target=self._run, name=f"s3gen-worker-{i}", daemon=True)
@@ -184,7 +187,11 @@ class S3GenWorker:
         if stream is not None:
             stream.synchronize()
 
-    def _count(self, stage: str, items: int, seconds: float, graphs: int) -> None:
+    def _count(self, stage: str, items: int, t0: float, graphs: int, captured: int, replayed: bool) -> None:
+        t1 = time.perf_counter()
+        seconds = t1 - t0
+        if self.trace is not None:
+            self.trace.append((stage, items, replayed, captured, t0, t1))
         with self._stats_lock:
             self.stats[f"{stage}_calls"] += 1
             self.stats[f"{stage}_items"] += items
@@ -235,22 +242,26 @@ class S3GenWorker:
     def _flow_batch(self, jobs: list[_FlowJob]) -> None:
         t0 = time.perf_counter()
         runner = self.flow_runner()
+        before = len(runner.graphs)
         mels = runner.run([j.tokens for j in jobs], jobs[0].ref)
         self._sync()
         for j, mel in zip(jobs, mels):
             j.future.set_result(mel)
-        self._count("flow", len(jobs), time.perf_counter() - t0, len(runner.graphs))
+        self._count("flow", len(jobs), t0, len(runner.graphs), len(runner.graphs) - before,
+                    runner.replays(len(jobs)))
 
     def _hift_batch(self, jobs: list[_HiftJob]) -> None:
         t0 = time.perf_counter()
         runner = self.hift_runner()
+        before = len(runner.graphs)
         wav, src = runner.run([j.mel for j in jobs], [j.cache for j in jobs])
         lens = [j.mel.shape[-1] * SAMPLES_PER_MEL for j in jobs]
         srcs = [src[i, :n].clone() for i, n in enumerate(lens)]  # the replay's output is reused
         out = wav.float().cpu().numpy()
         for i, j in enumerate(jobs):
             j.future.set_result((np.ascontiguousarray(out[i, :lens[i]]), srcs[i]))
-        self._count("hift", len(jobs), time.perf_counter() - t0, len(runner.graphs))
+        self._count("hift", len(jobs), t0, len(runner.graphs), len(runner.graphs) - before,
+                    runner.replays(len(jobs)))
 
 
 class _Null:
