@@ -283,17 +283,67 @@ def test_s3gen_batches_respect_the_piece_and_frame_limits():
     # a call's pieces x its widest piece stays within 600 frames; a piece wider than that goes alone
     assert out == [[100, 110, 120], [250, 300], [900]]
     assert all(len(b) * max(b) <= 600 for b in out if len(b) > 1)
+    # a call padded to a graph's shape (here: rows to a power of two) is counted as padded
+    pow2 = lambda n: 1 << (n - 1).bit_length()  # noqa: E731
+    assert split_batches(widths, lambda w: w, max_batch=16, max_frames=450) == [[100, 110, 120], [250], [300], [900]]
+    out = split_batches(widths, lambda w: w, max_batch=16, max_frames=450, frames=lambda n, w: pow2(n) * w)
+    assert out == [[100, 110], [120], [250], [300], [900]]  # three pieces pad to four: 480 frames
     assert sorted(w for b in out for w in b) == sorted(widths)
+
+
+def test_every_call_the_worker_makes_meets_a_graph_warmed_ahead(model):
+    """A shape first met while serving is captured then, at ~3 calls' cost in the middle of a
+    burst: ``warm_graphs`` must cover every call that ``split_batches`` can make of this voice's
+    pieces, within the frame budget (padding included), for any mix of piece lengths."""
+    import random
+
+    from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner
+    from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
+    from voxgate_server.engines.chatterbox_fast.s3gen_worker import (S3GenWorker, _FlowJob, _HiftJob, _flow_tokens,
+                                                                      _hift_frames, split_batches)
+
+    ref = model.conds.gen
+    n_prompt = int(ref["prompt_token"].shape[-1])
+    longest, widest, budget = 286, 539, 8000  # the vocoder's defaults, the engine's budget
+    worker = S3GenWorker(model.s3gen, max_frames=budget, graph_batch=16, max_batch=16)
+    try:
+        flow, hift = worker.flow_runner(), worker.hift_runner()
+        flow.graph_batch = hift.graph_batch = 16  # what CUDA gets (the CPU never replays)
+        flows = worker._graph_shapes(FlowRunner.width_step, FlowRunner.batch_width_step, n_prompt + 1,
+                                     n_prompt + longest, 2, budget)
+        hifts = worker._graph_shapes(HiftRunner.frame_step, HiftRunner.batch_frame_step, 1, widest, 1,
+                                     worker.hift_max_frames)
+        sizes = [r * w for r, w in flows]
+        assert sizes == sorted(sizes, reverse=True) and len(set(flows)) == len(flows)
+        assert {r for r, _ in flows} == {1, 2, 4, 8} and {r for r, _ in hifts} == {1, 2, 4, 8, 16}
+        rng = random.Random(0)
+        mel = torch.zeros(80, 1)
+        for _ in range(300):
+            n = rng.randint(1, 16)
+            jobs = [_FlowJob([0] * rng.randint(1, longest), ref) for _ in range(n)]
+            calls = split_batches(jobs, _flow_tokens, 16, budget, flow.call_frames)
+            assert sum(map(len, calls)) == n
+            for call in calls:
+                width = max(map(_flow_tokens, call))
+                assert flow.graph_shape(len(call), width) in flows
+                assert flow.call_frames(len(call), width) <= budget
+            jobs = [_HiftJob(mel.expand(80, rng.randint(1, widest)), None) for _ in range(n)]
+            for call in split_batches(jobs, _hift_frames, 16, worker.hift_max_frames, hift.call_frames):
+                width = max(map(_hift_frames, call))
+                assert hift.graph_shape(len(call), width) in hifts
+                assert hift.call_frames(len(call), width) <= worker.hift_max_frames
+    finally:
+        worker.close()
 
 
 def test_the_worker_gives_hift_half_the_frame_budget(model):
     """HiFT's batched call holds ~1.7x the flow's memory per frame: two pieces that share one
     flow call under the budget go to HiFT in two calls."""
-    from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker, _FlowJob, _flow_frames
+    from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker, _FlowJob, _flow_tokens
 
     ref = model.conds.gen
     tokens = [[100 + i for i in range(20)], [300 + i for i in range(20)]]
-    budget = 2 * _flow_frames(_FlowJob(tokens[0], ref))  # both flow pieces fit in one call
+    budget = 2 * 2 * _flow_tokens(_FlowJob(tokens[0], ref))  # both flow pieces fit in one call
     worker = S3GenWorker(model.s3gen, max_frames=budget, window_ms=500, graph_batch=0)
     worker.trace = []
     try:

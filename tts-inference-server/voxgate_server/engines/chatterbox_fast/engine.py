@@ -68,7 +68,7 @@ class FastSettings(BaseSettings):
     s3gen_bf16: bool = False
     # S3Gen flow calls of at most this many pieces replay CUDA graphs (captured per width bucket;
     # one-piece graphs at start-up); 0: always eager
-    s3gen_graph_batch: int = Field(2, ge=0, le=16)
+    s3gen_graph_batch: int = Field(16, ge=0, le=16)
     # the flow estimator's attention: Q, K, V in float16 (the default; its rounding is TF32's),
     # bfloat16, or float32 as upstream runs it (docs/gpu-performance.md)
     s3gen_attention: Literal["fp16", "bf16", "fp32"] = "fp16"

@@ -106,13 +106,18 @@ class _FlowInputs:
 
 class FlowRunner:
     """Runs batches of flow pieces of one voice, through a CUDA graph per (batch bucket, width
-    bucket) when on CUDA and the batch has at most ``graph_batch`` pieces, eagerly otherwise
-    (a large batch is bound by the GPU, not by launches, and its graph would hold activation
-    memory for good). Graphs are captured on first use; use a runner from one thread only."""
+    bucket) when on CUDA and the batch has at most ``graph_batch`` pieces, eagerly otherwise.
+    Eager, a call of any size costs ~100 ms of launches from Python (H200), more than the GPU
+    time of 16 pieces, and holds the GIL the T3 decoder and the other requests need; a graph is
+    one launch. A lone piece is padded to ``width_step`` tokens (the first chunk's latency),
+    several to ``batch_width_step`` (few shapes to capture; padding costs GPU time only).
+    Graphs are captured on first use (or ahead, ``S3GenWorker.warm_graphs``); use a runner from
+    one thread only."""
 
-    width_step = 32  # tokens: rows are padded to a multiple (voice prompt + piece)
+    width_step = 32  # tokens (voice prompt + piece): one piece's rows are padded to a multiple
+    batch_width_step = 128  # tokens, for a call of several pieces
 
-    def __init__(self, flow: torch.nn.Module, *, n_timesteps: int = 2, graph_batch: int = 2,
+    def __init__(self, flow: torch.nn.Module, *, n_timesteps: int = 2, graph_batch: int = 16,
                  bf16: bool = False, graph_pool: Any = None) -> None:
         self.flow = flow
         self.device = next(flow.parameters()).device
@@ -133,14 +138,25 @@ class FlowRunner:
         """Whether a call of ``pieces`` pieces replays a graph (else it runs eagerly)."""
         return pieces <= self.graph_batch and self.graphs.broken is None
 
+    def graph_shape(self, pieces: int, longest: int) -> tuple[int, int]:
+        """(rows, tokens) a call of ``pieces`` pieces, the longest ``longest`` tokens with the
+        prompt, is padded to as a graph."""
+        return pow2(pieces), bucket(longest, self.width_step if pieces == 1 else self.batch_width_step)
+
+    def call_frames(self, pieces: int, longest: int) -> int:
+        """Mel frames (rows x padded width) a call holds activations for: what the worker's frame
+        budget counts."""
+        rows, width = self.graph_shape(pieces, longest) if self.replays(pieces) else (pieces, longest)
+        return rows * MEL_PER_TOKEN * width
+
     def run(self, pieces: Sequence[Sequence[int]], ref: dict) -> list[torch.Tensor]:
         """Mel [80, 2 * len(piece)] (float32, on the device, the caller's to keep) of each piece
         after the voice's prompt (``ref``: S3Gen's ref dict of one voice)."""
         prompt = ref["prompt_token"].to(self.device).reshape(-1)
         longest = int(prompt.shape[0]) + max(len(p) for p in pieces)
         entry = None
-        if len(pieces) <= self.graph_batch:
-            key = (pow2(len(pieces)), bucket(longest, self.width_step))
+        if self.replays(len(pieces)):
+            key = self.graph_shape(len(pieces), longest)
             entry = self.graphs.get_or_capture(key, lambda: _FlowInputs.empty(*key, self.device), self._mel,
                                                self._autocast)
         if entry is not None:

@@ -131,19 +131,21 @@ def hift_wave(hift: torch.nn.Module, mel: torch.Tensor, frames: torch.Tensor, ph
 class _HiftInputs:
     mel: torch.Tensor  # [B, 80, F]
     frames: torch.Tensor  # [B]
-    phase: torch.Tensor  # [B, H+1, 1]
-    noise: torch.Tensor  # [B, H+1, 480 F]
     cache: torch.Tensor  # [B, 480 F]
     cache_len: torch.Tensor  # [B]
 
 
 class HiftRunner:
     """HiFT for batches of mel pieces, through a CUDA graph per (batch bucket, frame bucket) when on
-    CUDA and the batch has at most ``graph_batch`` pieces, eagerly otherwise. One thread only."""
+    CUDA and the batch has at most ``graph_batch`` pieces, eagerly otherwise. A lone piece is
+    padded to ``frame_step`` frames, several to ``batch_frame_step`` (as ``FlowRunner``). The
+    sine source's random draws are made inside the call, so a graph holds no buffer for them.
+    One thread only."""
 
     frame_step = 32
+    batch_frame_step = 128
 
-    def __init__(self, hift: torch.nn.Module, *, graph_batch: int = 2, graph_pool: Any = None) -> None:
+    def __init__(self, hift: torch.nn.Module, *, graph_batch: int = 16, graph_pool: Any = None) -> None:
         self.hift = hift
         self.device = next(hift.parameters()).device
         self.graph_batch = graph_batch if self.device.type == "cuda" else 0
@@ -152,24 +154,38 @@ class HiftRunner:
 
     def _empty(self, rows: int, width: int) -> _HiftInputs:
         dev, n = self.device, width * self.samples_per_frame
-        harmonics = self.hift.m_source.l_sin_gen.harmonic_num + 1
         return _HiftInputs(torch.zeros(rows, N_MELS, width, device=dev), torch.ones(rows, dtype=torch.long, device=dev),
-                           torch.zeros(rows, harmonics, 1, device=dev), torch.zeros(rows, harmonics, n, device=dev),
                            torch.zeros(rows, n, device=dev), torch.zeros(rows, dtype=torch.long, device=dev))
 
     def _wave(self, x: _HiftInputs) -> tuple[torch.Tensor, torch.Tensor]:
-        return hift_wave(self.hift, x.mel, x.frames, x.phase, x.noise, x.cache, x.cache_len)
+        # the sine source's draws, as upstream makes them (uniform phases, the fundamental's 0;
+        # standard normal noise), drawn in the call: a graph draws afresh at every replay
+        rows, harmonics = x.mel.shape[0], self.hift.m_source.l_sin_gen.harmonic_num + 1
+        phase = torch.empty(rows, harmonics, 1, device=self.device).uniform_(-np.pi, np.pi)
+        phase[:, 0] = 0
+        noise = torch.randn(rows, harmonics, x.cache.shape[-1], device=self.device)
+        return hift_wave(self.hift, x.mel, x.frames, phase, noise, x.cache, x.cache_len)
 
     def replays(self, pieces: int) -> bool:
         """Whether a call of ``pieces`` pieces replays a graph (else it runs eagerly)."""
         return pieces <= self.graph_batch and self.graphs.broken is None
 
+    def graph_shape(self, pieces: int, widest: int) -> tuple[int, int]:
+        """(rows, frames) a call of ``pieces`` pieces, the widest ``widest`` frames, is padded to as
+        a graph."""
+        return pow2(pieces), bucket(widest, self.frame_step if pieces == 1 else self.batch_frame_step)
+
+    def call_frames(self, pieces: int, widest: int) -> int:
+        """Mel frames (rows x padded width) a call holds activations for (the worker's budget)."""
+        rows, width = self.graph_shape(pieces, widest) if self.replays(pieces) else (pieces, widest)
+        return rows * width
+
     def run(self, mels: list[torch.Tensor], caches: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
         """(wave, excitation), each [B, 480 F] on the device for the widest F: row ``i`` is valid for
         ``480 * mels[i].shape[-1]`` samples (the caller's to copy before the next call)."""
         widest = max(m.shape[-1] for m in mels)
-        if len(mels) <= self.graph_batch:
-            key = (pow2(len(mels)), bucket(widest, self.frame_step))
+        if self.replays(len(mels)):
+            key = self.graph_shape(len(mels), widest)
             entry = self.graphs.get_or_capture(key, lambda: self._empty(*key), self._wave)
             if entry is not None:
                 self._fill(entry.inputs, mels, caches)
@@ -194,7 +210,3 @@ class HiftRunner:
             frames, cache_len = frames.pin_memory(), cache_len.pin_memory()
         x.frames.copy_(frames, non_blocking=True)
         x.cache_len.copy_(cache_len, non_blocking=True)
-        # the sine source's draws, as upstream makes them (uniform phases, the fundamental's 0)
-        x.phase.uniform_(-np.pi, np.pi)
-        x.phase[:, 0] = 0
-        x.noise.normal_()

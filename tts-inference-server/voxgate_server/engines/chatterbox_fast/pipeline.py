@@ -48,7 +48,7 @@ class FastTurbo:
                  release_upstream_t3: bool = False, decode_ahead: int | None = None,
                  tokenizer_on_cpu: bool = False, s3gen_max_frames: int | None = None,
                  compile_t3: bool = False, s3gen_bf16: bool = False, fused_t3: bool | None = None,
-                 busy_streams: int = 0, busy_first_chunk: int = 48, s3gen_graph_batch: int = 2,
+                 busy_streams: int = 0, busy_first_chunk: int = 48, s3gen_graph_batch: int = 16,
                  s3gen_attention: str = "fp16") -> None:
         self.model = model
         if tf32 and torch.cuda.is_available():

@@ -26,10 +26,11 @@ import torch
 
 from voxgate_server.engines.chatterbox_fast import flow_attention, s3gen_syncfree
 from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner
-from voxgate_server.engines.chatterbox_fast.graph_cache import bucket
+from voxgate_server.engines.chatterbox_fast.graph_cache import bucket, pow2
 from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
 
 SAMPLES_PER_MEL = 480
+MEL_PER_TOKEN = 2
 
 
 @dataclass
@@ -46,16 +47,17 @@ class _HiftJob:
     future: cf.Future = field(default_factory=cf.Future)
 
 
-def split_batches(jobs: list[Any], frames: Callable[[Any], int], max_batch: int,
-                  max_frames: int | None) -> list[list[Any]]:
-    """``jobs`` cut into calls of at most ``max_batch`` pieces and, once padded to the widest,
-    ``max_frames`` frames (shortest first, so pieces of like length pad least; a piece wider
-    than the budget goes alone)."""
+def split_batches(jobs: list[Any], width: Callable[[Any], int], max_batch: int, max_frames: int | None,
+                  frames: Callable[[int, int], int] = lambda n, w: n * w) -> list[list[Any]]:
+    """``jobs`` cut into calls of at most ``max_batch`` pieces and ``max_frames`` mel frames, where
+    a call of ``n`` pieces, the widest ``w``, holds ``frames(n, w)`` (``n * w``; more where the
+    call is padded to a graph's shape). Shortest first, so pieces of like length pad least; a
+    piece over the budget alone goes alone."""
     out: list[list[Any]] = []
     cur: list[Any] = []
-    for job in sorted(jobs, key=frames):
-        width = frames(job)  # sorted: the newest piece is the widest
-        if cur and (len(cur) >= max_batch or (max_frames is not None and (len(cur) + 1) * width > max_frames)):
+    for job in sorted(jobs, key=width):
+        w = width(job)  # sorted: the newest piece is the widest
+        if cur and (len(cur) >= max_batch or (max_frames is not None and frames(len(cur) + 1, w) > max_frames)):
             out.append(cur)
             cur = []
         cur.append(job)
@@ -64,8 +66,9 @@ def split_batches(jobs: list[Any], frames: Callable[[Any], int], max_batch: int,
     return out
 
 
-def _flow_frames(job: _FlowJob) -> int:
-    return 2 * (int(job.ref["prompt_token"].shape[-1]) + len(job.tokens))
+def _flow_tokens(job: _FlowJob) -> int:
+    """Tokens into the flow: the voice's prompt and the piece."""
+    return int(job.ref["prompt_token"].shape[-1]) + len(job.tokens)
 
 
 def _hift_frames(job: _HiftJob) -> int:
@@ -75,7 +78,7 @@ def _hift_frames(job: _HiftJob) -> int:
 class S3GenWorker:
     def __init__(self, s3gen: torch.nn.Module, *, n_cfm_timesteps: int = 2, max_batch: int = 32,
                  threads: int = 1, window_ms: float = 4.0, max_frames: int | None = None,
-                 flow_bf16: bool = False, graph_batch: int = 2, attention: str = "fp16") -> None:
+                 flow_bf16: bool = False, graph_batch: int = 16, attention: str = "fp16") -> None:
         attention_dtype = flow_attention.dtype_for(attention)
         self.s3gen = s3gen
         # Activation memory grows with pieces x padded frames (the flow's attention with its
@@ -168,10 +171,12 @@ class S3GenWorker:
                 by_voice: dict[int, list[_FlowJob]] = {}
                 for j in flows:
                     by_voice.setdefault(id(j.ref["prompt_token"]), []).append(j)
+                flow_frames = self.flow_runner().call_frames
                 for group in by_voice.values():
-                    for batch in split_batches(group, _flow_frames, self.max_batch, self.max_frames):
+                    for batch in split_batches(group, _flow_tokens, self.max_batch, self.max_frames, flow_frames):
                         self._guard(self._flow_batch, batch)
-                for batch in split_batches(hifts, _hift_frames, self.max_batch, self.hift_max_frames):
+                hift_frames = self.hift_runner().call_frames
+                for batch in split_batches(hifts, _hift_frames, self.max_batch, self.hift_max_frames, hift_frames):
                     self._guard(self._hift_batch, batch)
 
     def _guard(self, fn: Any, jobs: list[Any]) -> None:
@@ -224,20 +229,40 @@ class S3GenWorker:
         return runner
 
     def warm_graphs(self, ref: dict, longest: int, widest: int) -> None:
-        """Capture the one-piece graphs now rather than at the first request that needs each width
-        (a capture costs ~3 calls): the flow's for this voice's pieces of up to ``longest`` tokens,
-        HiFT's for pieces of up to ``widest`` mel frames."""
+        """Capture now, rather than at the first request that needs it (a capture costs ~3 calls),
+        every graph a stream of this voice can meet: the flow's for pieces of up to ``longest``
+        tokens, HiFT's for pieces of up to ``widest`` mel frames; for one piece, and for each
+        batch bucket up to ``graph_batch`` pieces at the widths the frame budget admits."""
         if not self.graph_batch or self.s3gen.device.type != "cuda":
             return
-        # widest first: the graphs share one memory pool, and a capture reuses the blocks an
-        # earlier (larger) capture freed instead of reserving new ones
         n_prompt = int(ref["prompt_token"].shape[-1])
-        step = FlowRunner.width_step
-        for width in reversed(range(bucket(n_prompt + 1, step), n_prompt + longest + step, step)):
-            self.flow([0] * max(1, min(width - n_prompt, longest)), ref).result()
-        step = HiftRunner.frame_step
-        for frames in reversed(range(step, widest + step, step)):
-            self.hift(torch.zeros(80, min(frames, widest), device=self.s3gen.device), None).result()
+        flows = self._graph_shapes(FlowRunner.width_step, FlowRunner.batch_width_step, n_prompt + 1,
+                                   n_prompt + longest, MEL_PER_TOKEN, self.max_frames)
+        hifts = self._graph_shapes(HiftRunner.frame_step, HiftRunner.batch_frame_step, 1, widest, 1,
+                                   self.hift_max_frames)
+        for rows, width in flows:
+            piece = [0] * max(1, min(width - n_prompt, longest))
+            for future in [self.flow(piece, ref) for _ in range(rows)]:  # one call of ``rows`` pieces
+                future.result()
+        for rows, frames in hifts:
+            mel = torch.zeros(80, min(frames, widest), device=self.s3gen.device)
+            for future in [self.hift(mel, None) for _ in range(rows)]:
+                future.result()
+        # the captures' eager warm-up runs left their activations cached outside the graphs' pool
+        torch.cuda.empty_cache()
+
+    def _graph_shapes(self, step: int, batch_step: int, low: int, high: int, frames_per: int,
+                      budget: int | None) -> list[tuple[int, int]]:
+        """(rows, width) of the graphs for widths ``low``..``high``: one row at ``step``, each batch
+        bucket at ``batch_step`` within the frame budget. Largest first: the graphs share one memory
+        pool, and a capture reuses the blocks an earlier, larger one freed instead of reserving more."""
+        shapes = [(1, w) for w in range(bucket(low, step), bucket(high, step) + 1, step)]
+        rows = 2
+        while rows <= pow2(min(self.graph_batch, self.max_batch)):
+            shapes += [(rows, w) for w in range(bucket(low, batch_step), bucket(high, batch_step) + 1, batch_step)
+                       if budget is None or rows * w * frames_per <= budget]
+            rows *= 2
+        return sorted(shapes, key=lambda s: (s[0] * s[1], s[0]), reverse=True)
 
     def _flow_batch(self, jobs: list[_FlowJob]) -> None:
         t0 = time.perf_counter()

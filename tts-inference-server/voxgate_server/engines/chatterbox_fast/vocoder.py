@@ -58,7 +58,7 @@ class StreamingVocoder:
                  s3gen_threads: int = 1, lead_s: float | None = 0.35, buffer_s: float = 1.5,
                  s3gen_max_frames: int | None = None, s3gen_bf16: bool = False,
                  busy: Callable[[], bool] | None = None, busy_first_chunk: int | None = None,
-                 s3gen_graph_batch: int = 2, s3gen_attention: str = "fp16") -> None:
+                 s3gen_graph_batch: int = 16, s3gen_attention: str = "fp16") -> None:
         self.s3gen = s3gen
         # under load (``busy()`` when a request's first chunk is due) the first chunk waits for
         # ``busy_first_chunk`` tokens: S3Gen, which re-runs the voice prompt for every piece, is
