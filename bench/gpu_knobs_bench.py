@@ -297,7 +297,7 @@ def section_attncfg(model: Any, torch: Any, rows: list) -> None:
 def section_s3mem(model: Any, torch: Any, rows: list) -> None:
     """Peak memory and wall of S3Gen's batched calls: 16 pieces at once against 2 x 8 (what a
     frame budget does), for the shapes of the last chunk at 16 concurrent."""
-    from voxgate_server.engines.chatterbox_fast.s3gen_worker import (S3GenWorker, _FlowJob, _HiftJob, _flow_frames,
+    from voxgate_server.engines.chatterbox_fast.s3gen_worker import (S3GenWorker, _FlowJob, _HiftJob, _flow_tokens,
                                                                      _hift_frames)
 
     g = torch.Generator().manual_seed(0)
@@ -343,7 +343,7 @@ def section_s3mem(model: Any, torch: Any, rows: list) -> None:
                     walls.append((time.perf_counter() - t0) * 1000)
                     peaks.append((torch.cuda.max_memory_allocated() - base) / 2**30)
                 emit({"section": "s3mem", "tf32": tf32, "stage": stage, "pieces": 16, "calls": split,
-                      "frames_per_piece": (_flow_frames(_FlowJob(toks[0], ref)) if stage == "flow"
+                      "frames_per_piece": (2 * _flow_tokens(_FlowJob(toks[0], ref)) if stage == "flow"
                                            else _hift_frames(_HiftJob(mel, None))),
                       "wall_ms": round(statistics.median(walls[1:]), 2), "peak_extra_gib": round(max(peaks), 3)}, rows)
     worker.close()
@@ -689,12 +689,19 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
     variants = [json.loads(v) for v in args.variants]
     for v in variants:
         si = v.pop("switch_interval_ms", None)
+        from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner
+        from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
+
+        # padding steps of batched S3Gen graphs (class attributes, not FastTurbo arguments)
+        FlowRunner.batch_width_step = v.pop("flow_batch_width_step", FlowRunner.batch_width_step)
+        HiftRunner.batch_frame_step = v.pop("hift_batch_frame_step", HiftRunner.batch_frame_step)
         default_si = sys.getswitchinterval()
         if si:
             sys.setswitchinterval(si / 1000)
         ft = FastTurbo(model, max_batch=16, max_len=768, **v).start()
         try:
-            ft.warmup()
+            warmup_s = ft.warmup()
+            warm_stats = ft.s3gen_stats()
             reserved_warm = torch.cuda.memory_reserved() / 2**30
             alloc_warm = torch.cuda.memory_allocated() / 2**30
             torch.cuda.reset_peak_memory_stats()
@@ -747,6 +754,7 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
                         ft.decoder.trace = ft.vocoder.worker.trace = None
             results, wall = bursts[16][0]
             emit({"section": "clips", "variant": v, "switch_interval_ms": si,
+                  "batch_steps": [FlowRunner.batch_width_step, HiftRunner.batch_frame_step],
                   "rtf_median": round(statistics.median(o["total_s"] / o["audio_s"] for o in ones), 4),
                   "first_audio_s_median": round(statistics.median(o["first_audio_s"] for o in ones), 4),
                   "t3_end_s_median": round(statistics.median(o["t3_end_s"] for o in ones), 4),
@@ -760,7 +768,8 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
                                   "total_s_max": round(max(r["total_s"] for r in res), 4),
                                   "chunks_mean": round(statistics.mean(r["chunks"] for r in res), 2)}
                                  for res, w in runs] for n, runs in bursts.items()},
-                  "timelines": timelines,
+                  "timelines": timelines, "warmup_s": round(warmup_s, 2),
+                  "graphs_after_warmup": {k: warm_stats[k] for k in ("flow_graphs", "hift_graphs")},
                   "s3gen_stats": ft.s3gen_stats(),
                   "peak_alloc_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
                   "reserved_after_warmup_gib": round(reserved_warm, 3),
@@ -784,7 +793,9 @@ def main() -> int:
     p.add_argument("--t3-variants", default="plain,fused", help="for t3step: " + ",".join(T3_VARIANTS))
     p.add_argument("--variant", dest="variants", action="append",
                    default=None, help='JSON FastTurbo kwargs for the clips section (repeatable); '
-                                      '"switch_interval_ms" sets the GIL switch interval')
+                                      '"switch_interval_ms" sets the GIL switch interval, '
+                                      '"flow_batch_width_step" / "hift_batch_frame_step" the batched '
+                                      'S3Gen graphs\' padding steps')
     args = p.parse_args()
     args.variants = args.variants or ['{"decode_ahead": 1}', '{"decode_ahead": 2}']
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
