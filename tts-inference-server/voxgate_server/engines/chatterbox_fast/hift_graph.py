@@ -143,7 +143,7 @@ class HiftRunner:
     One thread only."""
 
     frame_step = 32
-    batch_frame_step = 128
+    batch_frame_step = 64
 
     def __init__(self, hift: torch.nn.Module, *, graph_batch: int = 16, graph_pool: Any = None) -> None:
         self.hift = hift
