@@ -698,7 +698,12 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
         default_si = sys.getswitchinterval()
         if si:
             sys.setswitchinterval(si / 1000)
-        ft = FastTurbo(model, max_batch=16, max_len=768, **v).start()
+        # the T3 decoder's CUDA stream priority (not a FastTurbo argument)
+        knobs = {k: v.pop(k) for k in ("t3_stream_priority",) if k in v}
+        ft = FastTurbo(model, max_batch=16, max_len=768, **v)
+        if "t3_stream_priority" in knobs:
+            ft.decoder._stream = torch.cuda.Stream(ft.decoder.device, priority=knobs["t3_stream_priority"])
+        ft.start()
         try:
             warmup_s = ft.warmup()
             warm_stats = ft.s3gen_stats()
@@ -754,7 +759,7 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
                         ft.decoder.trace = ft.vocoder.worker.trace = None
             results, wall = bursts[16][0]
             emit({"section": "clips", "variant": v, "switch_interval_ms": si,
-                  "batch_steps": [FlowRunner.batch_width_step, HiftRunner.batch_frame_step],
+                  "batch_steps": [FlowRunner.batch_width_step, HiftRunner.batch_frame_step], "t3_knobs": knobs,
                   "rtf_median": round(statistics.median(o["total_s"] / o["audio_s"] for o in ones), 4),
                   "first_audio_s_median": round(statistics.median(o["first_audio_s"] for o in ones), 4),
                   "t3_end_s_median": round(statistics.median(o["t3_end_s"] for o in ones), 4),
