@@ -66,8 +66,9 @@ class FastSettings(BaseSettings):
     compile: bool = False
     # S3Gen's flow under bf16 autocast (off: unmeasured on real weights; docs/gpu-performance.md)
     s3gen_bf16: bool = False
-    # S3Gen flow calls of at most this many pieces replay CUDA graphs (captured per width bucket;
-    # one-piece graphs at start-up); 0: always eager
+    # S3Gen flow and HiFT calls of at most this many pieces replay CUDA graphs, one per padded
+    # shape, every shape within the frame budget captured at start-up; 0: always eager (H200, 16
+    # concurrent: 81-121 audio s/s with 2, 183-216 with 16; docs/gpu-performance.md)
     s3gen_graph_batch: int = Field(16, ge=0, le=16)
     # the flow estimator's attention: Q, K, V in float16 (the default; its rounding is TF32's),
     # bfloat16, or float32 as upstream runs it (docs/gpu-performance.md)

@@ -6,8 +6,9 @@ also fight over the GIL. So requests queue their pieces here and the worker runs
 once for all of them: flow jobs of the same voice are padded into one batch, HiFT jobs into
 another (each item keeps its own excitation carry-over); both stages are restated so that a
 padded row gives exactly what the row alone would (``flow_graph.py``, ``hift_graph.py``).
-Calls of up to ``graph_batch`` pieces replay CUDA graphs, one per (batch, width) bucket: one
-piece eagerly is thousands of kernel launches from Python, several times its GPU time.
+Calls of up to ``graph_batch`` pieces replay CUDA graphs, one per (rows, width) bucket: a call
+run eagerly is thousands of kernel launches from Python whatever its size (85-194 ms a flow
+call under 16 streams on an H200, against 18-64 ms replayed), and holds the GIL meanwhile.
 Everything runs on the worker's own CUDA stream, overlapping the T3 decoder's.
 """
 
@@ -102,6 +103,7 @@ class S3GenWorker:
         if s3gen.device.type == "cuda":
             flow_attention.install(s3gen.flow.decoder.estimator, attention_dtype)
         # flow and HiFT calls of at most this many pieces replay CUDA graphs; 0: always eager
+        # (the frame budgets above count a graphed call's padded shape)
         self.graph_batch = graph_batch
         self.n_cfm_timesteps = n_cfm_timesteps
         self.max_batch = max_batch
