@@ -19,6 +19,8 @@ with the same random draws.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,14 +30,26 @@ import torch.nn.functional as F
 
 from voxgate_server.engines.chatterbox_fast.graph_cache import GraphCache, bucket, pow2
 
+log = logging.getLogger("voxgate.engine.chatterbox.graphs")
+
 N_MELS = 80
 
 
-def _masked_resblock(block: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``ResBlock.forward`` with each convolution's input zero past the row's end (Snake(0) = 0)."""
+Snake = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x, alpha, lens) -> masked
+
+
+def _masked_resblock(block: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor, lens: torch.Tensor,
+                     snake: Snake | None = None) -> torch.Tensor:
+    """``ResBlock.forward`` with each convolution's input zero past the row's end (Snake(0) = 0):
+    ``mask`` [B, 1, T] is ``lens`` [B] as a float mask; ``snake``, when given, computes the
+    activation and the mask in one (``snake_kernel.snake_masked``)."""
     for c1, c2, a1, a2 in zip(block.convs1, block.convs2, block.activations1, block.activations2):
-        xt = c1(a1(x) * mask)
-        xt = c2(a2(xt) * mask)
+        if snake is None:
+            xt = c1(a1(x) * mask)
+            xt = c2(a2(xt) * mask)
+        else:
+            xt = c1(snake(x, a1.alpha, lens))
+            xt = c2(snake(xt, a2.alpha, lens))
         x = xt + x
     return x
 
@@ -45,7 +59,8 @@ def _frame_mask(frames: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def hift_wave(hift: torch.nn.Module, mel: torch.Tensor, frames: torch.Tensor, phase: torch.Tensor,
-              noise: torch.Tensor, cache: torch.Tensor, cache_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+              noise: torch.Tensor, cache: torch.Tensor, cache_len: torch.Tensor,
+              snake: Snake | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(wave [B, 480 F], excitation [B, 480 F]) of padded rows: ``mel`` [B, 80, F] (row ``i`` valid
     for ``frames[i]`` frames), ``phase`` [B, H+1, 1] and ``noise`` [B, H+1, 480 F] the sine
     source's draws (uniform phases, the fundamental's 0; standard normal), ``cache`` [B, C] the
@@ -97,16 +112,17 @@ def hift_wave(hift: torch.nn.Module, mel: torch.Tensor, frames: torch.Tensor, ph
         x = F.leaky_relu(x, hift.lrelu_slope)
         x = hift.ups[i](x * _frame_mask(frames * res[-1] // width, x.shape[-1]))
         res.append(x.shape[-1])
-        m = _frame_mask(frames * (res[-1] // width), x.shape[-1])
+        lens = frames * (res[-1] // width)
         if i == hift.num_upsamples - 1:
             x = hift.reflection_pad(x)
-            m = _frame_mask(frames * (res[-1] // width) + 1, x.shape[-1])
+            lens = lens + 1
+        m = _frame_mask(lens, x.shape[-1])
         si = hift.source_downs[i](s_stft)
-        si = _masked_resblock(hift.source_resblocks[i], si, m)
+        si = _masked_resblock(hift.source_resblocks[i], si, m, lens, snake)
         x = x + si
         xs = None
         for j in range(hift.num_kernels):
-            y = _masked_resblock(hift.resblocks[i * hift.num_kernels + j], x, m)
+            y = _masked_resblock(hift.resblocks[i * hift.num_kernels + j], x, m, lens, snake)
             xs = y if xs is None else xs + y
         x = xs / hift.num_kernels
     x = F.leaky_relu(x)
@@ -127,6 +143,40 @@ def hift_wave(hift: torch.nn.Module, mel: torch.Tensor, frames: torch.Tensor, ph
     return wave, s[:, 0]
 
 
+class FusedSnake:
+    """``snake_kernel.snake_masked``, or the same in PyTorch ops once the kernel has failed to build
+    or run (a toolchain without a C compiler, say): that costs speed, not audio."""
+
+    def __init__(self) -> None:
+        from voxgate_server.engines.chatterbox_fast import snake_kernel  # imports Triton
+
+        self._k = snake_kernel
+        self.broken: str | None = None
+
+    def __call__(self, x: torch.Tensor, alpha: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        if self.broken is None:
+            try:
+                return self._k.snake_masked(x, alpha, lens)
+            except Exception as exc:  # noqa: BLE001 - logged once, then PyTorch's ops for good
+                self.broken = repr(exc)[:300]
+                log.warning("the fused Snake kernel failed, using PyTorch's ops: %s", self.broken)
+        return self._k.snake_masked_reference(x, alpha, lens)
+
+
+def fused_snake_for(hift: torch.nn.Module, device: torch.device) -> FusedSnake | None:
+    """A fused Snake for this HiFT on CUDA when Triton can build kernels here and every Snake has
+    a linear-scale alpha (what the kernel computes); otherwise None (PyTorch's ops)."""
+    from voxgate_server.engines.chatterbox_fast import fused_step
+
+    if device.type != "cuda" or not fused_step.available():
+        return None
+    snakes = [a for blocks in (hift.resblocks, hift.source_resblocks) for b in blocks
+              for a in (*b.activations1, *b.activations2)]
+    if any(getattr(a, "alpha_logscale", True) for a in snakes):
+        return None
+    return FusedSnake()
+
+
 @dataclass
 class _HiftInputs:
     mel: torch.Tensor  # [B, 80, F]
@@ -144,12 +194,16 @@ class HiftRunner:
 
     frame_step = 32
     batch_frame_step = 64
+    fused_snake = True
 
     def __init__(self, hift: torch.nn.Module, *, graph_batch: int = 16, graph_pool: Any = None) -> None:
         self.hift = hift
         self.device = next(hift.parameters()).device
         self.graph_batch = graph_batch if self.device.type == "cuda" else 0
         self.graphs = GraphCache(self.device, graph_pool)
+        # Snake and the row mask in one kernel (``snake_kernel.py``); the class attribute lets
+        # the GPU bench compare against PyTorch's ops
+        self.snake = fused_snake_for(hift, self.device) if self.fused_snake else None
         self.samples_per_frame = int(np.prod([u.stride[0] for u in hift.ups])) * hift.istft_params["hop_len"]
 
     def _empty(self, rows: int, width: int) -> _HiftInputs:
@@ -164,7 +218,7 @@ class HiftRunner:
         phase = torch.empty(rows, harmonics, 1, device=self.device).uniform_(-np.pi, np.pi)
         phase[:, 0] = 0
         noise = torch.randn(rows, harmonics, x.cache.shape[-1], device=self.device)
-        return hift_wave(self.hift, x.mel, x.frames, phase, noise, x.cache, x.cache_len)
+        return hift_wave(self.hift, x.mel, x.frames, phase, noise, x.cache, x.cache_len, self.snake)
 
     def replays(self, pieces: int) -> bool:
         """Whether a call of ``pieces`` pieces replays a graph (else it runs eagerly)."""
