@@ -9,6 +9,8 @@
   and how far TF32 matmuls move the flow's mel (same noise); ``--tf32`` runs it all with them.
 - ``flowprof``: a batched flow call's kernels by GPU time, and the estimator's attention in
   float16 / bfloat16 (``flow_attention.py``) and autocast against it: wall, peak memory, mel moved.
+- ``hiftprof``: a batched HiFT call's kernels by GPU time, eager against its graph's replay, with
+  PyTorch's Snake and with the fused one (``snake_kernel.py``), and how far the wave moves.
 - ``fusedcfg``: the fused step's matmul tiles, K splits and PDL, replayed as graphs (batch 1 and
   16); ``--sweep`` searches each matrix's tiles. ``attncfg``: the weights' layout and the
   attention's key blocks and splits.
@@ -425,6 +427,61 @@ def section_flowprof(model: Any, torch: Any, rows: list) -> None:
                     flow_attention.install(est, None)
 
 
+def section_hiftprof(model: Any, torch: Any, rows: list) -> None:
+    """Where a batched HiFT call's GPU time goes (the restated call, eager, the kernels its graph
+    replays), for the shapes a burst of 16 meets: first chunks (16 x 64 frames), later pieces
+    (8 x 448) and one piece; with the replayed graph's wall beside it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from voxgate_server.engines.chatterbox_fast import s3gen_syncfree
+    from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
+
+    s3gen_syncfree.install(model.s3gen)  # as the S3Gen worker does (HiFT's STFT window on the GPU)
+    hift = model.s3gen.mel2wav
+    g = torch.Generator(device="cuda").manual_seed(0)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream), torch.inference_mode():
+        for fused in (False, True):
+            eager, graphed = HiftRunner(hift, graph_batch=0), HiftRunner(hift, graph_batch=16)
+            if not fused:
+                eager.snake = graphed.snake = None
+            for pieces, frames in ((16, 64), (8, 448), (1, 448), (1, 64)):
+                mels = [torch.randn(80, frames, device="cuda", generator=g) * 2 - 6 for _ in range(pieces)]
+                caches = [None] * pieces
+
+                def wall(runner: Any) -> float:
+                    for _ in range(2):
+                        runner.run(mels, caches)
+                    torch.cuda.synchronize()
+                    walls = []
+                    for _ in range(5):
+                        t0 = time.perf_counter()
+                        runner.run(mels, caches)
+                        torch.cuda.synchronize()
+                        walls.append((time.perf_counter() - t0) * 1000)
+                    return statistics.median(walls)
+
+                eager_ms, graph_ms = wall(eager), wall(graphed)
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    eager.run(mels, caches)
+                    torch.cuda.synchronize()
+                kernel_ms, kernels, top = _kernel_top(prof, 16 if not fused else 6)
+                row = {"section": "hiftprof", "fused_snake": eager.snake is not None, "pieces": pieces,
+                       "frames": frames, "eager_wall_ms": round(eager_ms, 2), "graph_wall_ms": round(graph_ms, 2),
+                       "kernel_ms": round(kernel_ms, 3), "kernels": kernels, "top": top}
+                if fused:  # the same draws through PyTorch's Snake: how far the wave moves
+                    plain = HiftRunner(hift, graph_batch=0)
+                    plain.snake = None
+                    waves = []
+                    for r in (plain, eager):
+                        torch.manual_seed(5)
+                        waves.append(r.run(mels, caches)[0].clone())
+                    n = 480 * frames
+                    row["wave_rel_diff_vs_pytorch_snake"] = float((waves[1][:, :n] - waves[0][:, :n]).norm()
+                                                                  / waves[0][:, :n].norm())
+                emit(row, rows)
+
+
 T3_VARIANTS = {"plain": {"fused": False}, "fused": {"fused": True}, "compiled": {"fused": False, "compile": True}}
 
 
@@ -695,6 +752,7 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
         # padding steps of batched S3Gen graphs (class attributes, not FastTurbo arguments)
         FlowRunner.batch_width_step = v.pop("flow_batch_width_step", FlowRunner.batch_width_step)
         HiftRunner.batch_frame_step = v.pop("hift_batch_frame_step", HiftRunner.batch_frame_step)
+        HiftRunner.fused_snake = v.pop("hift_fused_snake", HiftRunner.fused_snake)
         default_si = sys.getswitchinterval()
         if si:
             sys.setswitchinterval(si / 1000)
@@ -760,6 +818,7 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
             results, wall = bursts[16][0]
             emit({"section": "clips", "variant": v, "switch_interval_ms": si,
                   "batch_steps": [FlowRunner.batch_width_step, HiftRunner.batch_frame_step], "t3_knobs": knobs,
+                  "hift_fused_snake": ft.vocoder.worker.hift_runner().snake is not None,
                   "rtf_median": round(statistics.median(o["total_s"] / o["audio_s"] for o in ones), 4),
                   "first_audio_s_median": round(statistics.median(o["first_audio_s"] for o in ones), 4),
                   "t3_end_s_median": round(statistics.median(o["t3_end_s"] for o in ones), 4),
@@ -818,6 +877,7 @@ def main() -> int:
                      ("attncfg", lambda: section_attncfg(model, torch, rows)),
                      ("s3mem", lambda: section_s3mem(model, torch, rows)),
                      ("flowprof", lambda: section_flowprof(model, torch, rows)),
+                     ("hiftprof", lambda: section_hiftprof(model, torch, rows)),
                      ("t3step", lambda: section_t3step(model, torch, args, rows)),
                      ("syncs", lambda: section_syncs(model, torch, rows)),
                      ("flow", lambda: section_flow(model, torch, rows)),
