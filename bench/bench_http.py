@@ -25,6 +25,23 @@ from gpu_common import run_at_once
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _pyspy_under_load(pid: int, out: str, burst: Any, seconds: float = 8.0) -> dict[str, Any]:
+    """Sample the server with py-spy (``--gil``: only the thread holding the GIL, so the samples
+    say where the interpreter's one lock goes) while bursts of 16 requests run back to back;
+    writes collapsed stacks to ``out``. py-spy comes from the carried wheels (``PYSPY``)."""
+    exe = os.environ.get("PYSPY", "py-spy")
+    rec = subprocess.Popen([exe, "record", "--gil", "--nonblocking", "--format", "raw", "-r", "250",
+                            "-d", str(int(seconds)), "-p", str(pid), "-o", out],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.0)
+    walls = []
+    t_end = time.perf_counter() + seconds - 1.0
+    while time.perf_counter() < t_end:
+        walls.append(round(burst(), 3))
+    log_text = rec.communicate(timeout=60)[0]
+    return {"bursts_wall_s": walls, "rc": rec.returncode, "log": log_text[-1500:]}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -143,6 +160,13 @@ def phase_http(args: Any) -> dict[str, Any]:
                               if results else None}
             log("http concurrency", c_n, conc[str(c_n)])
         res["concurrency"] = conc
+        spy_out = os.environ.get("PYSPY_OUT")  # where the GIL's time goes in the server under load
+        if spy_out:
+            def fresh(_: int) -> dict[str, float]:
+                with httpx.Client() as cl:
+                    return one(cl)
+
+            res["pyspy"] = _pyspy_under_load(proc.pid, spy_out, lambda: run_at_once(16, fresh)[2])
     except Exception as exc:  # noqa: BLE001
         res["error"] = repr(exc)
     finally:
