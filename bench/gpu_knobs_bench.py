@@ -747,7 +747,7 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
     for v in variants:
         si = v.pop("switch_interval_ms", None)
         from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner
-        from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
+        from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner, fused_snake_for
 
         # padding steps of batched S3Gen graphs (class attributes, not FastTurbo arguments)
         FlowRunner.batch_width_step = v.pop("flow_batch_width_step", FlowRunner.batch_width_step)
@@ -818,7 +818,8 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
             results, wall = bursts[16][0]
             emit({"section": "clips", "variant": v, "switch_interval_ms": si,
                   "batch_steps": [FlowRunner.batch_width_step, HiftRunner.batch_frame_step], "t3_knobs": knobs,
-                  "hift_fused_snake": ft.vocoder.worker.hift_runner().snake is not None,
+                  "hift_fused_snake": HiftRunner.fused_snake and fused_snake_for(model.s3gen.mel2wav,
+                                                                                 model.s3gen.device) is not None,
                   "rtf_median": round(statistics.median(o["total_s"] / o["audio_s"] for o in ones), 4),
                   "first_audio_s_median": round(statistics.median(o["first_audio_s"] for o in ones), 4),
                   "t3_end_s_median": round(statistics.median(o["t3_end_s"] for o in ones), 4),

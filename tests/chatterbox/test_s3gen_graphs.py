@@ -154,3 +154,30 @@ def test_a_capture_that_fails_leaves_the_runners_eager(model, caplog):
     assert torch.isfinite(wave).all() and wave.abs().max() > 0
     assert flow.graphs.broken and hift.graphs.broken and len(flow.graphs) == len(hift.graphs) == 0
     assert sum("capture failed" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_a_graph_shaped_flow_call_voices_its_pieces_as_the_exact_sized_call(model):
+    """Batched graphs pad the rows to a power of two (the spare rows: one masked token each) and
+    the width to a bucket; what the runner fills in for that must not change any piece's mel."""
+    from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner, _FlowInputs
+
+    runner = FlowRunner(model.s3gen.flow)
+    ref = model.conds.gen
+    prompt = ref["prompt_token"].reshape(-1)
+    n_prompt = int(prompt.shape[0])
+    pieces = [list(range(100, 120)), list(range(300, 337)), list(range(500, 507))]
+    longest = n_prompt + 37
+    rows, width = runner.graph_shape(len(pieces), longest)
+    assert rows == 4 and width > longest  # a spare row and extra width, as a replay would have
+    cpu = torch.device("cpu")
+    exact, padded = _FlowInputs.empty(3, longest, cpu), _FlowInputs.empty(rows, width, cpu)
+    runner._fill(exact, pieces, ref, prompt)
+    runner._fill(padded, pieces, ref, prompt)
+    padded.z[:3, :, :exact.z.shape[-1]] = exact.z  # the same noise over every voiced frame
+    with torch.inference_mode():
+        want, got = runner._mel(exact), runner._mel(padded)
+    a = int(ref["prompt_feat"].shape[1])
+    for i, p in enumerate(pieces):
+        w, g = want[i, :, a:a + 2 * len(p)], got[i, :, a:a + 2 * len(p)]
+        assert (g - w).norm() / w.norm() < 1e-5, f"piece {i}"
+    assert padded.lens[3] == 1 and torch.isfinite(got).all()

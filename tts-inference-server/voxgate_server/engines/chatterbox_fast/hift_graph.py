@@ -35,11 +35,11 @@ log = logging.getLogger("voxgate.engine.chatterbox.graphs")
 N_MELS = 80
 
 
-Snake = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x, alpha, lens) -> masked
+SnakeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x, alpha, lens) -> masked
 
 
 def _masked_resblock(block: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor, lens: torch.Tensor,
-                     snake: Snake | None = None) -> torch.Tensor:
+                     snake: SnakeFn | None = None) -> torch.Tensor:
     """``ResBlock.forward`` with each convolution's input zero past the row's end (Snake(0) = 0):
     ``mask`` [B, 1, T] is ``lens`` [B] as a float mask; ``snake``, when given, computes the
     activation and the mask in one (``snake_kernel.snake_masked``)."""
@@ -60,7 +60,7 @@ def _frame_mask(frames: torch.Tensor, width: int) -> torch.Tensor:
 
 def hift_wave(hift: torch.nn.Module, mel: torch.Tensor, frames: torch.Tensor, phase: torch.Tensor,
               noise: torch.Tensor, cache: torch.Tensor, cache_len: torch.Tensor,
-              snake: Snake | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              snake: SnakeFn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(wave [B, 480 F], excitation [B, 480 F]) of padded rows: ``mel`` [B, 80, F] (row ``i`` valid
     for ``frames[i]`` frames), ``phase`` [B, H+1, 1] and ``noise`` [B, H+1, 480 F] the sine
     source's draws (uniform phases, the fundamental's 0; standard normal), ``cache`` [B, C] the
