@@ -297,22 +297,16 @@ def test_every_call_the_worker_makes_meets_a_graph_warmed_ahead(model):
     pieces, within the frame budget (padding included), for any mix of piece lengths."""
     import random
 
-    from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner
-    from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
     from voxgate_server.engines.chatterbox_fast.s3gen_worker import (S3GenWorker, _FlowJob, _HiftJob, _flow_tokens,
                                                                       _hift_frames, split_batches)
 
     ref = model.conds.gen
-    n_prompt = int(ref["prompt_token"].shape[-1])
     longest, widest, budget = 286, 539, 8000  # the vocoder's defaults, the engine's budget
     worker = S3GenWorker(model.s3gen, max_frames=budget, graph_batch=16, max_batch=16)
     try:
         flow, hift = worker.flow_runner(), worker.hift_runner()
         flow.graph_batch = hift.graph_batch = 16  # what CUDA gets (the CPU never replays)
-        flows = worker._graph_shapes(FlowRunner.width_step, FlowRunner.batch_width_step, n_prompt + 1,
-                                     n_prompt + longest, 2, budget)
-        hifts = worker._graph_shapes(HiftRunner.frame_step, HiftRunner.batch_frame_step, 1, widest, 1,
-                                     worker.hift_max_frames)
+        flows, hifts = worker.graph_shapes(ref, longest, widest)  # what warm_graphs captures
         sizes = [r * w for r, w in flows]
         assert sizes == sorted(sizes, reverse=True) and len(set(flows)) == len(flows)
         for shapes, per_row, cap in ((flows, 2, budget), (hifts, 1, worker.hift_max_frames)):

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from voxgate_server.engines.chatterbox_fast.graph_cache import GraphCache, bucket, pow2
+from voxgate_server.engines.chatterbox_fast.graph_cache import GraphCache, padded_shape
 from voxgate_server.engines.chatterbox_fast.s3gen_syncfree import add_optional_chunk_mask
 
 MEL_PER_TOKEN = 2
@@ -141,7 +141,7 @@ class FlowRunner:
     def graph_shape(self, pieces: int, longest: int) -> tuple[int, int]:
         """(rows, tokens) a call of ``pieces`` pieces, the longest ``longest`` tokens with the
         prompt, is padded to as a graph."""
-        return pow2(pieces), bucket(longest, self.width_step if pieces == 1 else self.batch_width_step)
+        return padded_shape(pieces, longest, self.width_step, self.batch_width_step)
 
     def call_frames(self, pieces: int, longest: int) -> int:
         """Mel frames (rows x padded width) a call holds activations for: what the worker's frame

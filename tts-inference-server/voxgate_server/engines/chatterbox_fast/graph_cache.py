@@ -30,6 +30,28 @@ def pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
+def padded_shape(pieces: int, width: int, step: int, batch_step: int) -> tuple[int, int]:
+    """(rows, width) a call of ``pieces`` pieces, the widest ``width``, is padded to as a graph:
+    rows to a power of two; the width to a multiple of ``step`` for one piece (little padding: a
+    first chunk's latency), of ``batch_step`` for several (fewer shapes to capture)."""
+    return pow2(pieces), bucket(width, step if pieces == 1 else batch_step)
+
+
+def shapes_within(step: int, batch_step: int, low: int, high: int, max_rows: int, per_row: int,
+                  budget: int | None) -> list[tuple[int, int]]:
+    """Every (rows, width) ``padded_shape`` gives for widths ``low``..``high`` and up to ``max_rows``
+    rows, a call of several rows only within ``budget`` (rows x width x ``per_row`` frames). Largest
+    first: graphs captured into one memory pool in that order reuse the blocks the larger ones freed
+    instead of reserving more."""
+    shapes = [(1, w) for w in range(bucket(low, step), bucket(high, step) + 1, step)]
+    rows = 2
+    while rows <= max_rows:
+        shapes += [(rows, w) for w in range(bucket(low, batch_step), bucket(high, batch_step) + 1, batch_step)
+                   if budget is None or rows * w * per_row <= budget]
+        rows *= 2
+    return sorted(shapes, key=lambda s: (s[0] * s[1], s[0]), reverse=True)
+
+
 @dataclass
 class Captured:
     graph: Any  # torch.cuda.CUDAGraph

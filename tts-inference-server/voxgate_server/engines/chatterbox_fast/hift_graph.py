@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from voxgate_server.engines.chatterbox_fast.graph_cache import GraphCache, bucket, pow2
+from voxgate_server.engines.chatterbox_fast.graph_cache import GraphCache, padded_shape
 
 log = logging.getLogger("voxgate.engine.chatterbox.graphs")
 
@@ -227,7 +227,7 @@ class HiftRunner:
     def graph_shape(self, pieces: int, widest: int) -> tuple[int, int]:
         """(rows, frames) a call of ``pieces`` pieces, the widest ``widest`` frames, is padded to as
         a graph."""
-        return pow2(pieces), bucket(widest, self.frame_step if pieces == 1 else self.batch_frame_step)
+        return padded_shape(pieces, widest, self.frame_step, self.batch_frame_step)
 
     def call_frames(self, pieces: int, widest: int) -> int:
         """Mel frames (rows x padded width) a call holds activations for (the worker's budget)."""

@@ -26,12 +26,11 @@ import numpy as np
 import torch
 
 from voxgate_server.engines.chatterbox_fast import flow_attention, s3gen_syncfree
-from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner
-from voxgate_server.engines.chatterbox_fast.graph_cache import bucket, pow2
+from voxgate_server.engines.chatterbox_fast.flow_graph import MEL_PER_TOKEN, FlowRunner
+from voxgate_server.engines.chatterbox_fast.graph_cache import pow2, shapes_within
 from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
 
 SAMPLES_PER_MEL = 480
-MEL_PER_TOKEN = 2
 
 
 @dataclass
@@ -232,16 +231,11 @@ class S3GenWorker:
 
     def warm_graphs(self, ref: dict, longest: int, widest: int) -> None:
         """Capture now, rather than at the first request that needs it (a capture costs ~3 calls),
-        every graph a stream of this voice can meet: the flow's for pieces of up to ``longest``
-        tokens, HiFT's for pieces of up to ``widest`` mel frames; for one piece, and for each
-        batch bucket up to ``graph_batch`` pieces at the widths the frame budget admits."""
+        every graph ``graph_shapes`` names for this voice."""
         if not self.graph_batch or self.s3gen.device.type != "cuda":
             return
         n_prompt = int(ref["prompt_token"].shape[-1])
-        flows = self._graph_shapes(FlowRunner.width_step, FlowRunner.batch_width_step, n_prompt + 1,
-                                   n_prompt + longest, MEL_PER_TOKEN, self.max_frames)
-        hifts = self._graph_shapes(HiftRunner.frame_step, HiftRunner.batch_frame_step, 1, widest, 1,
-                                   self.hift_max_frames)
+        flows, hifts = self.graph_shapes(ref, longest, widest)
         for rows, width in flows:
             piece = [0] * max(1, min(width - n_prompt, longest))
             for future in [self.flow(piece, ref) for _ in range(rows)]:  # one call of ``rows`` pieces
@@ -253,18 +247,18 @@ class S3GenWorker:
         # the captures' eager warm-up runs left their activations cached outside the graphs' pool
         torch.cuda.empty_cache()
 
-    def _graph_shapes(self, step: int, batch_step: int, low: int, high: int, frames_per: int,
-                      budget: int | None) -> list[tuple[int, int]]:
-        """(rows, width) of the graphs for widths ``low``..``high``: one row at ``step``, each batch
-        bucket at ``batch_step`` within the frame budget. Largest first: the graphs share one memory
-        pool, and a capture reuses the blocks an earlier, larger one freed instead of reserving more."""
-        shapes = [(1, w) for w in range(bucket(low, step), bucket(high, step) + 1, step)]
-        rows = 2
-        while rows <= pow2(min(self.graph_batch, self.max_batch)):
-            shapes += [(rows, w) for w in range(bucket(low, batch_step), bucket(high, batch_step) + 1, batch_step)
-                       if budget is None or rows * w * frames_per <= budget]
-            rows *= 2
-        return sorted(shapes, key=lambda s: (s[0] * s[1], s[0]), reverse=True)
+    def graph_shapes(self, ref: dict, longest: int, widest: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """(rows, width) of every graph a stream of this voice can meet, largest first: the flow's
+        for pieces of up to ``longest`` tokens after the voice's prompt, HiFT's for pieces of up
+        to ``widest`` mel frames; one piece, and each batch bucket up to ``graph_batch`` pieces at
+        the widths the frame budget admits."""
+        n_prompt = int(ref["prompt_token"].shape[-1])
+        rows = pow2(min(self.graph_batch, self.max_batch))
+        flows = shapes_within(FlowRunner.width_step, FlowRunner.batch_width_step, n_prompt + 1, n_prompt + longest,
+                              rows, MEL_PER_TOKEN, self.max_frames)
+        hifts = shapes_within(HiftRunner.frame_step, HiftRunner.batch_frame_step, 1, widest, rows, 1,
+                              self.hift_max_frames)
+        return flows, hifts
 
     def _flow_batch(self, jobs: list[_FlowJob]) -> None:
         t0 = time.perf_counter()
