@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -56,6 +57,23 @@ def time_clip(chunks: Iterable[Any], sample_rate: int) -> dict[str, float]:
     total = time.perf_counter() - t0
     return {"first_audio_s": first or total, "total_s": total, "audio_s": samples / sample_rate,
             "chunks": count, "playback_stall_s": stall}
+
+
+def median_call_ms(fn: Callable[[], T], warm: int = 2, reps: int = 5) -> tuple[float, T]:
+    """Median wall ms of ``fn()`` with the GPU synchronized after each call, after ``warm`` untimed
+    calls; and the last call's result."""
+    import torch
+
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    walls = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        walls.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(walls), out
 
 
 def graph_ms_per_step(decoder: Any, batch: int, length: int, reps: int = 100) -> float:

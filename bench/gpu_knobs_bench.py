@@ -46,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tts-inference-server"))
 
-from gpu_common import graph_ms_per_step, prefix_match, run_at_once, time_clip  # noqa: E402
+from gpu_common import graph_ms_per_step, median_call_ms, prefix_match, run_at_once, time_clip  # noqa: E402
 
 TEXT = "Good morning, and welcome to the weekly update. The server handled more requests than ever this week."
 SR = 24000
@@ -391,15 +391,7 @@ def section_flowprof(model: Any, torch: Any, rows: list) -> None:
                         return runner._mel(x)[:, :, a:a + 2 * n].float()
 
                 try:
-                    for _ in range(2):
-                        call()
-                    torch.cuda.synchronize()
-                    walls = []
-                    for _ in range(5):
-                        t0 = time.perf_counter()
-                        out = call()
-                        torch.cuda.synchronize()
-                        walls.append((time.perf_counter() - t0) * 1000)
+                    wall_ms, out = median_call_ms(call)
                     torch.cuda.reset_peak_memory_stats()
                     before = torch.cuda.memory_allocated()
                     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -409,7 +401,7 @@ def section_flowprof(model: Any, torch: Any, rows: list) -> None:
                     kernel_ms, kernels, top = _kernel_top(prof, 14 if base is None else 6)
                     row = {"section": "flowprof", "pieces": pieces, "tokens": n, "variant": name,
                            "attention_blocks_changed": changed if attn_dtype is not None else 0,
-                           "wall_ms": round(statistics.median(walls), 2), "kernel_ms": round(kernel_ms, 3),
+                           "wall_ms": round(wall_ms, 2), "kernel_ms": round(kernel_ms, 3),
                            "kernels": kernels, "peak_extra_gib": round(peak, 3),
                            "finite": bool(torch.isfinite(out).all())}
                     if base is None:
@@ -449,19 +441,7 @@ def section_hiftprof(model: Any, torch: Any, rows: list) -> None:
                 mels = [torch.randn(80, frames, device="cuda", generator=g) * 2 - 6 for _ in range(pieces)]
                 caches = [None] * pieces
 
-                def wall(runner: Any) -> float:
-                    for _ in range(2):
-                        runner.run(mels, caches)
-                    torch.cuda.synchronize()
-                    walls = []
-                    for _ in range(5):
-                        t0 = time.perf_counter()
-                        runner.run(mels, caches)
-                        torch.cuda.synchronize()
-                        walls.append((time.perf_counter() - t0) * 1000)
-                    return statistics.median(walls)
-
-                eager_ms, graph_ms = wall(eager), wall(graphed)
+                eager_ms, graph_ms = (median_call_ms(lambda r=r: r.run(mels, caches))[0] for r in (eager, graphed))
                 with profile(activities=[ProfilerActivity.CUDA]) as prof:
                     eager.run(mels, caches)
                     torch.cuda.synchronize()
@@ -584,15 +564,8 @@ def section_flowgraph(model: Any, torch: Any, rows: list) -> None:
     eager, graphed = FlowRunner(flow, graph_batch=0), FlowRunner(flow, graph_batch=4)
     sync = torch.cuda.synchronize
 
-    def wall(fn: Any, reps: int = 6) -> float:
-        ts = []
-        for _ in range(reps):
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            ts.append((time.perf_counter() - t0) * 1000)
-        return round(statistics.median(ts[1:]), 2)
+    def wall(fn: Any) -> float:
+        return round(median_call_ms(fn, warm=1)[0], 2)  # six calls, the first untimed
 
     with torch.inference_mode():
         for n, b in ((15, 1), (63, 1), (150, 1), (283, 1), (63, 2), (150, 2), (150, 4), (150, 16)):
