@@ -9,6 +9,7 @@ reports for the server process (CUDA context included), sampled every 100 ms.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -40,6 +41,59 @@ def _pyspy_under_load(pid: int, out: str, burst: Any, seconds: float = 8.0) -> d
         walls.append(round(burst(), 3))
     log_text = rec.communicate(timeout=60)[0]
     return {"bursts_wall_s": walls, "rc": rec.returncode, "log": log_text[-1500:]}
+
+
+def http_timeline(clients: list[dict[str, float]], server: dict[str, Any]) -> dict[str, Any]:
+    """One traced burst, in ms from its release: each column sorted on its own (requests carry no
+    id across the socket): the client's send, the app's receipt, the engine's call for tokens, T3's submit, first and last
+    token, the client's first byte and end; T3's prefills and step gaps; the S3Gen calls."""
+    origin = min(c["t0_abs"] for c in clients)
+
+    def ms(t: float | None) -> float | None:
+        return None if t is None else round((t - origin) * 1000, 1)
+
+    def col(xs: list[float | None]) -> list[float | None]:
+        return sorted((ms(x) for x in xs), key=lambda v: (v is None, v))
+
+    streams = server.get("streams", [])
+    launches = [t for t, kind, _ in server.get("steps", []) if kind == "step"]
+    gaps = [1000 * (b - a) for a, b in zip(launches, launches[1:])]
+    slow = [g for g in gaps if g > 3.0]
+    return {
+        "wall_ms": ms(max(c["end_abs"] for c in clients)),
+        "client_send_ms": col([c["t0_abs"] for c in clients]),
+        "app_receipt_ms": col(server.get("arrivals", [])),
+        "engine_call_ms": col([s[4] for s in streams]),
+        "t3_submit_ms": col([s[0] for s in streams]),
+        "t3_first_token_ms": col([s[1] for s in streams]),
+        "t3_last_token_ms": col([s[2] for s in streams]),
+        "client_first_byte_ms": col([c["first_abs"] for c in clients]),
+        "client_end_ms": col([c["end_abs"] for c in clients]),
+        "tokens": sorted(s[3] for s in streams),
+        "prefills": [[ms(t), n] for t, kind, n in server.get("steps", []) if kind == "prefill"],
+        "steps": len(launches),
+        "step_gap_ms": {"median": round(sorted(gaps)[len(gaps) // 2], 3) if gaps else None,
+                        "max": round(max(gaps), 2) if gaps else None,
+                        "over_3ms": len(slow), "over_3ms_sum": round(sum(slow), 1)},
+        # stage, pieces, replayed, graphs captured, start ms, duration ms
+        "calls": [[s, n, g, c, ms(t0), round((t1 - t0) * 1000, 1)] for s, n, g, c, t0, t1 in server.get("calls", [])],
+        # the server's garbage collections (all passes; listed: gen 1-2 or >= 1 ms): start ms, gen, ms
+        "gc_passes": len(server.get("gc", [])),
+        "gc": [[ms(t), gen, round(d * 1000, 2)] for t, gen, d in server.get("gc", []) if gen or d >= 1e-3],
+        "gc_frozen_objects": server.get("gc_frozen"),
+    }
+
+
+def _uvicorn_impl(env: dict[str, str], traced: bool) -> dict[str, str]:
+    """The event loop and HTTP parser the server's uvicorn runs ("auto" takes uvloop and
+    httptools when they import, as in the image)."""
+    def importable(mod: str) -> bool:
+        return subprocess.run([sys.executable, "-c", f"import {mod}"], env=env, capture_output=True).returncode == 0
+
+    loop = os.environ.get("UVICORN_LOOP", "auto") if traced else "auto"
+    http = os.environ.get("UVICORN_HTTP", "auto") if traced else "auto"
+    return {"loop": ("uvloop" if importable("uvloop") else "asyncio") if loop == "auto" else loop,
+            "http": ("httptools" if importable("httptools") else "h11") if http == "auto" else http}
 
 
 def _free_port() -> int:
@@ -96,7 +150,10 @@ def phase_http(args: Any) -> dict[str, Any]:
         "HF_HUB_OFFLINE": "1",
     })
     t_start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "voxgate_server.cli"], env=env,
+    traced = bool(os.environ.get("HTTP_TRACE"))  # the server with a bench-only trace route
+    cmd = [sys.executable, str(REPO / "bench" / "http_trace_server.py")] if traced else [
+        sys.executable, "-m", "voxgate_server.cli"]
+    proc = subprocess.Popen(cmd, env=env,
                             stdout=open(Path(args.out) / "http_server.log", "w"), stderr=subprocess.STDOUT)
     vram = VramSampler(proc.pid)
     vram.start()
@@ -116,6 +173,7 @@ def phase_http(args: Any) -> dict[str, Any]:
                 pass
             time.sleep(0.2)
         res["health"] = health
+        res["uvicorn"] = _uvicorn_impl(env, traced)
         res["ready_after_s"] = round(time.perf_counter() - t_start, 2)
         res["load_s"] = health.get("engines", {}).get("chatterbox-turbo", {}).get("load_seconds")
         if health.get("status") != "ok":
@@ -123,7 +181,7 @@ def phase_http(args: Any) -> dict[str, Any]:
         body = {"model": "chatterbox-turbo", "input": TEXT, "voice": "alloy", "response_format": "pcm",
                 "max_duration_s": (args.tokens + 1) / 25.0}
 
-        def one(client: httpx.Client) -> dict[str, float]:
+        def one_abs(client: httpx.Client) -> dict[str, float]:
             t0 = time.perf_counter()
             first = None
             n = 0
@@ -132,10 +190,15 @@ def phase_http(args: Any) -> dict[str, Any]:
                     raise RuntimeError(f"HTTP {r.status_code}: {r.read()[:300]!r}")
                 for data in r.iter_bytes():
                     if data and first is None:
-                        first = time.perf_counter() - t0
+                        first = time.perf_counter()
                     n += len(data)
-            total = time.perf_counter() - t0
-            return {"first_audio_s": first or total, "total_s": total, "audio_s": n / 2 / SR}
+            end = time.perf_counter()
+            return {"t0_abs": t0, "first_abs": first or end, "end_abs": end, "audio_s": n / 2 / SR}
+
+        def one(client: httpx.Client) -> dict[str, float]:
+            m = one_abs(client)
+            return {"first_audio_s": m["first_abs"] - m["t0_abs"], "total_s": m["end_abs"] - m["t0_abs"],
+                    "audio_s": m["audio_s"]}
 
         with httpx.Client() as c:
             one(c)  # warm
@@ -145,21 +208,42 @@ def phase_http(args: Any) -> dict[str, Any]:
         res["rtf_median"] = round(med([r["total_s"] / r["audio_s"] for r in runs]), 4)
         res["first_audio_s_median"] = round(med([r["first_audio_s"] for r in runs]), 4)
         res["audio_s"] = round(runs[-1]["audio_s"], 3)
-        conc = {}
-        for c_n in args.concurrency:
+        def burst(c_n: int) -> tuple[list[dict[str, float]], list[str], float, dict[str, Any] | None]:
+            """c_n clients at once, each on a fresh connection; with the trace, its timeline."""
+            if traced:
+                httpx.post(base + "/bench/trace", timeout=10).raise_for_status()
             clients = [httpx.Client() for _ in range(c_n)]
             try:
-                results, errors, wall = run_at_once(c_n, lambda i: one(clients[i]))
+                marks, errors, wall = run_at_once(c_n, lambda i: one_abs(clients[i]))
             finally:
                 for cl in clients:
                     cl.close()
-            audio = sum(r["audio_s"] for r in results)
+            timeline = http_timeline(marks, httpx.get(base + "/bench/trace", timeout=30).json()) \
+                if traced and marks else None
+            return marks, errors, wall, timeline
+
+        conc = {}
+        for c_n in args.concurrency:
+            marks, errors, wall, timeline = burst(c_n)
+            audio = sum(m["audio_s"] for m in marks)
             conc[str(c_n)] = {"wall_s": round(wall, 3), "audio_s": round(audio, 2),
                               "audio_s_per_s": round(audio / wall, 2), "errors": errors[:3],
-                              "first_audio_s_median": round(med([r["first_audio_s"] for r in results]), 4)
-                              if results else None}
+                              "first_audio_s_median": round(med([m["first_abs"] - m["t0_abs"] for m in marks]), 4)
+                              if marks else None}
             log("http concurrency", c_n, conc[str(c_n)])
+            if timeline is not None:
+                conc[str(c_n)]["timeline"] = timeline
+                log("http timeline", c_n, json.dumps(timeline))
         res["concurrency"] = conc
+        if traced:  # two more bursts at the highest concurrency, to compare with the first one
+            again = []
+            for _ in range(2):
+                marks, errors, wall, timeline = burst(max(args.concurrency))
+                line = {"audio_s_per_s": round(sum(m["audio_s"] for m in marks) / wall, 2), "errors": errors[:3],
+                        "timeline": timeline}
+                again.append(line)
+                log("http burst again", max(args.concurrency), json.dumps(line))
+            res["bursts_again"] = again
         spy_out = os.environ.get("PYSPY_OUT")  # where the GIL's time goes in the server under load
         if spy_out:
             def fresh(_: int) -> dict[str, float]:

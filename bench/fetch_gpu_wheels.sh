@@ -8,7 +8,7 @@
 # Everything that travels must stay under 64 MiB: resemble-perth's wheel carries its 37 MB
 # trained watermark network, PyAV its 36 MB FFmpeg. So perth is repacked without the network
 # and bench/perth_random_weights.py writes a random PerthNet of the same shape on the GPU
-# machine (same compute; the audio is random-weight noise anyway). Result: about 45 MiB.
+# machine (same compute; the audio is random-weight noise anyway). Result: about 50 MiB (uvloop and httptools included: the server image runs uvicorn on them).
 set -euo pipefail
 mkdir -p "${1:-.whl}"
 DEST=$(cd "${1:-.whl}" && pwd)
@@ -21,7 +21,8 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   setuptools==80.10.2 \
   fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0 pydantic==2.14.3 pydantic_core==2.50.4 \
   pydantic-settings==2.16.3 python-dotenv==1.2.4 typing-inspection==0.4.5 annotated-types==0.8.0 \
-  typing_extensions==4.16.0 opentelemetry-api==1.45.2 av==18.1.0 sentencex==1.0.32 python-multipart==0.0.34
+  typing_extensions==4.16.0 opentelemetry-api==1.45.2 av==18.1.0 sentencex==1.0.32 python-multipart==0.0.34 \
+  httptools==0.9.0 uvloop==0.23.0
 # setuptools<81: resemble-perth 1.0.1 imports pkg_resources (the image has 81).
 PERTH=$(ls "$DEST"/resemble_perth-1.0.1-*.whl)
 TMP=$(mktemp -d)
