@@ -117,6 +117,30 @@ async def test_worker_admission_and_cancel():
     worker.shutdown()
 
 
+async def test_worker_threads_start_ahead_and_serve_requests():
+    def threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("engine-ahead")]
+
+    worker = EngineWorker("ahead", concurrency=3, queue_size=0, retry_after_s=1)
+    assert threads() == []  # a ThreadPoolExecutor starts its threads on demand
+    warmed = []
+    worker.start_threads(lambda: warmed.append(threading.current_thread().name))
+    started = threads()
+    assert len(started) == 3
+    assert sorted(warmed) == sorted(t.name for t in started)  # once on each thread
+    names = set()
+
+    def produce():
+        names.add(threading.current_thread().name)
+        yield b"x"
+
+    for _ in range(2):
+        assert [item async for item in worker.run(produce, threading.Event())] == [b"x"]
+    assert names <= {t.name for t in started}  # the requests ran on those threads, no new ones
+    assert len(threads()) == 3
+    worker.shutdown()
+
+
 def test_settings_parse_lists_and_maps(monkeypatch):
     monkeypatch.setenv("VOXGATE_API_KEYS", "a, b")
     monkeypatch.setenv("VOXGATE_MODEL_ALIASES", "fast=piper,tts-1-hd=piper")

@@ -70,7 +70,12 @@ class Runtime:
             return
         slot.load_seconds = time.perf_counter() - started
         s = self.settings
-        slot.worker = EngineWorker(slot.id, slot.engine.max_concurrency() or s.concurrency, s.queue_size, s.retry_after_s)
+        worker = EngineWorker(slot.id, slot.engine.max_concurrency() or s.concurrency, s.queue_size, s.retry_after_s)
+        try:
+            await asyncio.to_thread(worker.start_threads, slot.engine.warm_thread)
+        except Exception:  # noqa: BLE001 - they start on first use instead
+            log.warning("engine %s: worker threads not started ahead", slot.id, exc_info=True)
+        slot.worker = worker
         slot.voice_map = self._voice_map_for(slot.engine)
         slot.state = EngineState.READY
         self.metrics.engine_ready.labels(slot.id).set(1)

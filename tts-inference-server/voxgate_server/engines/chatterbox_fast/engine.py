@@ -123,6 +123,12 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
     def max_concurrency(self) -> int | None:
         return self.fast_settings.max_batch if self.fast is not None else super().max_concurrency()
 
+    def warm_thread(self) -> None:
+        """A request's own thread tokenizes its text and builds its prompt on the GPU (cuBLAS,
+        embeddings): do that once here, so the first burst's threads find it ready."""
+        if self.fast is not None and self.model.conds is not None:
+            self.fast.decoder.prompt_embeds(self.model.conds.t3, self.fast.text_tokens("Warm up this thread."))
+
     def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
         if self.fast is None:
             yield from super().synthesize(request)
