@@ -400,3 +400,34 @@ def test_sync_free_s3gen_gives_upstream_mel(model):
     got = mel_with(s3gen_syncfree.add_optional_chunk_mask)
     assert want.shape[-1] == 2 * 24
     assert torch.equal(got, want)
+
+
+def test_the_warm_up_burst_sends_a_full_batch_through_every_stage(model):
+    """The start-up burst must really run ``burst`` requests together through T3 and S3Gen (the
+    first real burst is the one it stands in for), and their errors must reach the caller."""
+    from voxgate_server.engines.chatterbox_fast import FastTurbo
+    from voxgate_server.engines.chatterbox_fast.pipeline import WARM_BURST_TEXT
+
+    ft = FastTurbo(model, max_batch=3, max_len=640, watermark=False, tf32=False, first_chunk=4, max_chunk=8).start()
+    try:
+        ft.decoder.trace, ft.vocoder.worker.trace = [], []
+        ft.warmup(max_new_tokens=3, burst=3, burst_tokens=6)
+        prefilled = [n for _, kind, n in ft.decoder.trace if kind == "prefill"]
+        stepped = [n for _, kind, n in ft.decoder.trace if kind == "step"]
+        assert sum(prefilled) == 1 + 3  # the single warm-up request, then the burst
+        assert max(stepped) >= 2  # the burst's requests were decoded together
+        voiced = sum(n for stage, n, *_ in ft.vocoder.worker.trace if stage == "hift")
+        assert voiced >= 1 + 3  # and each one's audio came out of HiFT
+        ft.decoder.trace = ft.vocoder.worker.trace = None
+        real = ft.stream
+
+        def failing(text, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+            if text == WARM_BURST_TEXT:
+                raise RuntimeError("burst request failed")
+            return real(text, *a, **kw)
+
+        ft.stream = failing
+        with pytest.raises(RuntimeError, match="burst request failed"):  # raised on the caller's thread
+            ft.warmup(max_new_tokens=3, burst=2, burst_tokens=6)
+    finally:
+        ft.close()

@@ -73,6 +73,9 @@ class FastSettings(BaseSettings):
     # the flow estimator's attention: Q, K, V in float16 (the default; its rounding is TF32's),
     # bfloat16, or float32 as upstream runs it (docs/gpu-performance.md)
     s3gen_attention: Literal["fp16", "bf16", "fp32"] = "fp16"
+    # at start-up on CUDA, after the graphs: MAX_BATCH requests of this many tokens at once, so
+    # the first real burst runs as fast as later ones (docs/gpu-performance.md); 0: no burst
+    warmup_burst_tokens: int = Field(250, ge=0, le=1000)
 
     def turbo_kwargs(self) -> dict[str, Any]:
         """``FastTurbo``'s keyword arguments for these settings (the watermark is the engine's),
@@ -108,7 +111,10 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
         fs = self.fast_settings
         try:
             self.fast = FastTurbo(self.model, watermark=self.settings.watermark, **fs.turbo_kwargs()).start()
-            seconds = self.fast.warmup(max_new_tokens=24 if self.device == "cuda" else 4)
+            cuda = self.device == "cuda"
+            seconds = self.fast.warmup(max_new_tokens=24 if cuda else 4,
+                                       burst=fs.max_batch if cuda and fs.warmup_burst_tokens else 0,
+                                       burst_tokens=fs.warmup_burst_tokens)
         except Exception as exc:  # noqa: BLE001 - reported as a failed load
             raise EngineError(f"chatterbox fast path failed to start: {exc}") from exc
         log.info("chatterbox fast path on %s: batch %d, %d positions, warm-up %.1f s", self.device,
