@@ -104,3 +104,24 @@ def prefix_match(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
+
+
+def vram_breakdown(torch: Any) -> dict[str, Any]:
+    """Where the process's GPU memory is, now, in GiB: what the driver counts as used on the
+    device (this process alone on it: the CUDA context, library handles and workspaces, and
+    every allocator segment), what PyTorch's allocator has reserved, split into its default pool
+    and the private pools CUDA graphs keep (one per pool id), and what of each is allocated."""
+    gib = 2**30
+    free, total = torch.cuda.mem_get_info()
+    pools: dict[str, list[float]] = {}
+    for seg in torch.cuda.memory_snapshot():
+        pool = seg.get("segment_pool_id", (0, 0))
+        key = "default" if tuple(pool) == (0, 0) else "graph pool %s" % (tuple(pool),)
+        row = pools.setdefault(key, [0.0, 0.0])
+        row[0] += seg["total_size"] / gib
+        row[1] += seg["allocated_size"] / gib
+    reserved = torch.cuda.memory_reserved() / gib
+    return {"device_used": round((total - free) / gib, 3), "reserved": round(reserved, 3),
+            "outside_allocator": round((total - free) / gib - reserved, 3),
+            "allocated": round(torch.cuda.memory_allocated() / gib, 3),
+            "pools": {k: {"reserved": round(v[0], 3), "allocated": round(v[1], 3)} for k, v in sorted(pools.items())}}

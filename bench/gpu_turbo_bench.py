@@ -33,7 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tts-inference-server"))
 
-from gpu_common import prefix_match, run_at_once, time_clip  # noqa: E402
+from gpu_common import prefix_match, run_at_once, time_clip, vram_breakdown  # noqa: E402
 
 # 102 characters: the length the first-audio target names
 TEXT = "Good morning, and welcome to the weekly update. The server handled more requests than ever this week."
@@ -183,8 +183,10 @@ def phase_fast(args: argparse.Namespace) -> dict[str, Any]:
     res["s3gen_graph_batch"] = fs.s3gen_graph_batch
     # the warm-up the server runs at start-up (engine.load), burst of MAX_BATCH included
     res["warmup_burst_tokens"] = fs.warmup_burst_tokens
+    res["vram_before_warmup"] = vram_breakdown(torch)
     res["warmup_s"] = round(ft.warmup(burst=args.max_batch if fs.warmup_burst_tokens else 0,
                                       burst_tokens=fs.warmup_burst_tokens), 2)
+    res["vram_after_warmup"] = vram_breakdown(torch)
     torch.cuda.reset_peak_memory_stats()
 
     # T3 alone, one stream
@@ -233,6 +235,7 @@ def phase_fast(args: argparse.Namespace) -> dict[str, Any]:
     log("fixed schedule", res["fixed_schedule"])
     res["peak_alloc_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     res["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 3)
+    res["vram_at_end"] = vram_breakdown(torch)
     res["t3_fused_step"] = ft.decoder.fused
     res["decoder_steps"] = ft.decoder.steps
     res["decoder_mean_batch"] = round(ft.decoder.step_rows / max(1, ft.decoder.steps), 2)
