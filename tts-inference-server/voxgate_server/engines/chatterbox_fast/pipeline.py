@@ -17,6 +17,9 @@ from voxgate_server.engines.chatterbox_fast.decoder import BatchedT3Decoder, Tok
 from voxgate_server.engines.chatterbox_fast.sampling import SamplingParams
 from voxgate_server.engines.chatterbox_fast.vocoder import StreamingVocoder
 
+# what the start-up burst speaks (92 characters): real weights stop when it is spoken, random ones at the cap
+WARM_BURST_TEXT = "Good evening. This is a short warm-up sentence, spoken by every stream of the batch at once."
+
 
 class CpuSpeechTokenizer(torch.nn.Module):
     """Upstream's S3 speech tokenizer run on the CPU, answering on ``device`` as before."""
@@ -36,9 +39,6 @@ class CpuSpeechTokenizer(torch.nn.Module):
             wavs = [w.cpu() if isinstance(w, torch.Tensor) else w for w in wavs]
         tokens, lens = self.inner(wavs, max_len=max_len)
         return tokens.to(self.answer_device), lens.to(self.answer_device)
-
-# about 100 characters: with real weights, some 7 s of speech (~180 tokens)
-WARM_BURST_TEXT = "Good evening. This is a short warm-up sentence, spoken by every stream of the batch at once."
 
 
 class FastTurbo:
