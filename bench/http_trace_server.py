@@ -2,14 +2,15 @@
 
 Used by the HTTP phase of the GPU bench when ``HTTP_TRACE`` is set, to see where requests lose
 time between the socket and the engine. ``POST /bench/trace`` arms the trace: from then on the
-server records when each ``/v1/audio/speech`` request reached the app (ASGI entry), when the engine
-asked for its speech tokens, when they were submitted to T3 and when its first and last token came, plus the T3
-decoder's launches, the S3Gen worker's calls and the garbage collector's passes. ``GET /bench/trace`` returns the record and
-disarms. Times are ``time.perf_counter()`` (CLOCK_MONOTONIC, shared with the client process).
-Nothing here is part of the product: the route exists only in this wrapper. ``UVICORN_LOOP`` and
-``UVICORN_HTTP`` (default ``auto``: uvloop and httptools when installed, as in the image) let a
-run compare the pure-Python asyncio loop and h11 parser against them; ``BENCH_NO_THREAD_WARM``
-leaves the engine's worker threads unwarmed (``Engine.warm_thread``), to measure what that buys.
+server records when each ``/v1/audio/speech`` request reached the app (ASGI entry), when the
+engine asked for its speech tokens, when they were submitted to T3, when its first and last
+token came, the T3 decoder's launches, the S3Gen worker's calls and the garbage collector's
+passes. ``GET /bench/trace`` returns the record and disarms. Times are ``time.perf_counter()``
+(CLOCK_MONOTONIC, shared with the client process). Nothing here is part of the product: the
+route exists only in this wrapper. ``UVICORN_LOOP`` and ``UVICORN_HTTP`` (default ``auto``:
+uvloop and httptools when installed, as in the image) let a run compare the pure-Python asyncio
+loop and h11 parser against them; ``BENCH_NO_THREAD_WARM`` leaves the engine's worker threads
+unwarmed (``Engine.warm_thread``), to measure what that buys.
 """
 
 from __future__ import annotations
