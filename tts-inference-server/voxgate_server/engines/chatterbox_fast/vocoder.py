@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker
+from voxgate_server.engines.chatterbox_turbo.waveform import apply_watermark
 
 SPEECH_VOCAB = 6561
 S3GEN_SIL = 4299
@@ -124,8 +125,7 @@ class StreamingVocoder:
 
     def _watermark(self, samples: np.ndarray) -> np.ndarray:
         assert self.watermarker is not None
-        out = self.watermarker.apply_watermark(samples, sample_rate=self.sample_rate)
-        return np.ascontiguousarray(out, dtype=np.float32)
+        return apply_watermark(self.watermarker, samples, self.sample_rate)
 
     # -- streaming ---------------------------------------------------------------------------------
 

@@ -16,6 +16,22 @@ SILENCE_TOKENS = 3  # upstream appends three S3GEN_SIL tokens so speech does not
 _GLOBAL_RNG_LOCK = threading.Lock()
 
 
+def apply_watermark(watermarker: Any, samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Perth's watermark on ``samples``, without autograd.
+
+    resemble-perth 1.0.1 runs its network with gradients on (and upstream's ``generate()`` calls
+    it so): each call builds an autograd graph, and on the fast path the saved activations of
+    one call per clip stayed alive after the clip ended, beyond ``gc.collect()`` (CPU: 16
+    tensors a clip, tests/chatterbox/test_watermark_memory.py). Inference mode builds no graph;
+    the samples are the same.
+    """
+    import torch
+
+    with torch.inference_mode():
+        out = watermarker.apply_watermark(samples, sample_rate=sample_rate)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
 class Vocoder:
     def __init__(self, s3gen: Any, watermarker: Any | None, sample_rate: int) -> None:
         self.s3gen = s3gen
@@ -38,5 +54,5 @@ class Vocoder:
             wav, _ = self.s3gen.inference(speech_tokens=tokens, ref_dict=gen_conds, n_cfm_timesteps=2)
         samples = wav.squeeze(0).detach().float().cpu().numpy()
         if self.watermarker is not None:
-            samples = self.watermarker.apply_watermark(samples, sample_rate=self.sample_rate)
+            samples = apply_watermark(self.watermarker, samples, self.sample_rate)
         return np.ascontiguousarray(samples, dtype=np.float32)
