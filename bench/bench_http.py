@@ -44,9 +44,10 @@ def _pyspy_under_load(pid: int, out: str, burst: Any, seconds: float = 8.0) -> d
 
 
 def http_timeline(clients: list[dict[str, float]], server: dict[str, Any]) -> dict[str, Any]:
-    """One traced burst, in ms from its release: each column sorted on its own (requests carry no
-    id across the socket): the client's send, the app's receipt, the engine's call for tokens, T3's submit, first and last
-    token, the client's first byte and end; T3's prefills and step gaps; the S3Gen calls."""
+    """One traced burst, in ms from its release, each column sorted on its own (requests carry no
+    id across the socket): the clients' sends, the app's receipts, the engine's calls for tokens,
+    T3's submits, first and last tokens, the clients' first bytes and ends; T3's prefills and step
+    gaps; the S3Gen calls; the server's garbage collections."""
     origin = min(c["t0_abs"] for c in clients)
 
     def ms(t: float | None) -> float | None:
@@ -208,6 +209,7 @@ def phase_http(args: Any) -> dict[str, Any]:
         res["rtf_median"] = round(med([r["total_s"] / r["audio_s"] for r in runs]), 4)
         res["first_audio_s_median"] = round(med([r["first_audio_s"] for r in runs]), 4)
         res["audio_s"] = round(runs[-1]["audio_s"], 3)
+
         def burst(c_n: int) -> tuple[list[dict[str, float]], list[str], float, dict[str, Any] | None]:
             """c_n clients at once, each on a fresh connection; with the trace, its timeline."""
             if traced:
@@ -218,8 +220,8 @@ def phase_http(args: Any) -> dict[str, Any]:
             finally:
                 for cl in clients:
                     cl.close()
-            timeline = http_timeline(marks, httpx.get(base + "/bench/trace", timeout=30).json()) \
-                if traced and marks else None
+            server = httpx.get(base + "/bench/trace", timeout=30).json() if traced else None  # disarms
+            timeline = http_timeline(marks, server) if server is not None and marks else None
             return marks, errors, wall, timeline
 
         conc = {}
