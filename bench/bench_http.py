@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from gpu_common import run_at_once
+from gpu_common import launch_timeline, run_at_once
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,9 +57,6 @@ def http_timeline(clients: list[dict[str, float]], server: dict[str, Any]) -> di
         return sorted((ms(x) for x in xs), key=lambda v: (v is None, v))
 
     streams = server.get("streams", [])
-    launches = [t for t, kind, _ in server.get("steps", []) if kind == "step"]
-    gaps = [1000 * (b - a) for a, b in zip(launches, launches[1:])]
-    slow = [g for g in gaps if g > 3.0]
     return {
         "wall_ms": ms(max(c["end_abs"] for c in clients)),
         "client_send_ms": col([c["t0_abs"] for c in clients]),
@@ -71,17 +68,10 @@ def http_timeline(clients: list[dict[str, float]], server: dict[str, Any]) -> di
         "client_first_byte_ms": col([c["first_abs"] for c in clients]),
         "client_end_ms": col([c["end_abs"] for c in clients]),
         "tokens": sorted(s[3] for s in streams),
-        "prefills": [[ms(t), n] for t, kind, n in server.get("steps", []) if kind == "prefill"],
-        "steps": len(launches),
-        "step_gap_ms": {"median": round(sorted(gaps)[len(gaps) // 2], 3) if gaps else None,
-                        "max": round(max(gaps), 2) if gaps else None,
-                        "over_3ms": len(slow), "over_3ms_sum": round(sum(slow), 1)},
-        # stage, pieces, replayed, graphs captured, start ms, duration ms
-        "calls": [[s, n, g, c, ms(t0), round((t1 - t0) * 1000, 1)] for s, n, g, c, t0, t1 in server.get("calls", [])],
+        **launch_timeline(server.get("steps", []), server.get("calls", []), ms),
         # the server's garbage collections (all passes; listed: gen 1-2 or >= 1 ms): start ms, gen, ms
         "gc_passes": len(server.get("gc", [])),
         "gc": [[ms(t), gen, round(d * 1000, 2)] for t, gen, d in server.get("gc", []) if gen or d >= 1e-3],
-        "gc_frozen_objects": server.get("gc_frozen"),
     }
 
 

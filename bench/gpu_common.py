@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
 
@@ -125,3 +127,24 @@ def vram_breakdown(torch: Any) -> dict[str, Any]:
             "outside_allocator": round((total - free) / gib - reserved, 3),
             "allocated": round(torch.cuda.memory_allocated() / gib, 3),
             "pools": {k: {"reserved": round(v[0], 3), "allocated": round(v[1], 3)} for k, v in sorted(pools.items())}}
+
+
+def launch_timeline(steps: list[tuple[float, str, int]], calls: list[tuple[str, int, bool, int, float, float]],
+                    ms: Callable[[float], float]) -> dict[str, Any]:
+    """One burst's T3 launches and S3Gen calls (the decoder's and the worker's ``trace``), on the
+    burst's clock ``ms``: the decode steps, their mean rows and the gaps between their launches
+    (a step's GPU time is ~1-1.5 ms, so longer gaps are the host's), the prefills (ms, rows), and
+    each S3Gen call (stage, pieces, replayed, graphs captured, start ms, duration ms)."""
+    launches = [t for t, kind, _ in steps if kind == "step"]
+    gaps = np.diff(np.array(launches)) * 1000 if len(launches) > 1 else np.zeros(0)
+    slow = gaps[gaps > 3.0]
+    return {
+        "steps": len(launches),
+        "step_rows_mean": round(statistics.mean(r for _, k, r in steps if k == "step"), 2) if launches else 0,
+        "step_gap_ms": {"median": round(float(np.median(gaps)), 3) if gaps.size else None,
+                        "p90": round(float(np.percentile(gaps, 90)), 3) if gaps.size else None,
+                        "max": round(float(gaps.max()), 2) if gaps.size else None,
+                        "over_3ms": int(slow.size), "over_3ms_sum": round(float(slow.sum()), 1)},
+        "prefills": [[ms(t), n] for t, kind, n in steps if kind == "prefill"],
+        "calls": [[s, n, g, c, ms(t0), round((t1 - t0) * 1000, 1)] for s, n, g, c, t0, t1 in calls],
+    }

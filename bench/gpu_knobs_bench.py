@@ -46,7 +46,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tts-inference-server"))
 
-from gpu_common import graph_ms_per_step, median_call_ms, prefix_match, run_at_once, time_clip  # noqa: E402
+from gpu_common import (graph_ms_per_step, launch_timeline, median_call_ms, prefix_match, run_at_once,  # noqa: E402
+                        time_clip)
 
 TEXT = "Good morning, and welcome to the weekly update. The server handled more requests than ever this week."
 SR = 24000
@@ -679,35 +680,24 @@ _FLOW_REF: dict[tuple[int, int], Any] = {}
 
 def burst_timeline(clips: list[dict[str, float]], steps: list[tuple[float, str, int]],
                    calls: list[tuple[str, int, bool, int, float, float]], cpu_s: float) -> dict[str, Any]:
-    """Where a burst's time went, in ms from its first request: T3's steps (the gaps between
-    launches: a step's GPU time is ~1-1.5 ms, so longer gaps are the host's), the S3Gen worker's
-    calls one by one, each clip's first and last T3 token and its end, and the process's CPU
-    seconds per wall second (all threads; near 1 with one thread busy: the GIL's ceiling)."""
+    """Where a burst's time went, in ms from its first request: T3's steps and the S3Gen worker's
+    calls (``launch_timeline``), the worker's busy time, each clip's first and last T3 token and
+    its end, and the process's CPU seconds per wall second (all threads; near 1 with one thread
+    busy: the GIL's ceiling)."""
     origin = min(c["t0_abs"] for c in clips)
     wall = max(c["end_abs"] for c in clips) - origin
 
     def ms(t: float) -> float:
         return round((t - origin) * 1000, 1)
 
-    launches = [t for t, kind, _ in steps if kind == "step"]
-    gaps = np.diff(np.array(launches)) * 1000 if len(launches) > 1 else np.zeros(0)
-    slow = gaps[gaps > 3.0]
     busy = {stage: round(sum(t1 - t0 for s, _, _, _, t0, t1 in calls if s == stage) * 1000, 1)
             for stage in ("flow", "hift")}
     return {
         "wall_ms": round(wall * 1000, 1), "cpu_s_per_wall_s": round(cpu_s / wall, 2),
         "t3_last_first_token_ms": max(ms(c["t3_first_abs"]) for c in clips),
         "t3_last_token_ms": max(ms(c["t3_done_abs"]) for c in clips),
-        "steps": len(launches),
-        "step_rows_mean": round(statistics.mean(r for _, k, r in steps if k == "step"), 2) if launches else 0,
-        "step_gap_ms": {"median": round(float(np.median(gaps)), 3) if gaps.size else None,
-                        "p90": round(float(np.percentile(gaps, 90)), 3) if gaps.size else None,
-                        "max": round(float(gaps.max()), 2) if gaps.size else None,
-                        "over_3ms": int(slow.size), "over_3ms_sum": round(float(slow.sum()), 1)},
-        "prefills": [[ms(t), n] for t, kind, n in steps if kind == "prefill"],
+        **launch_timeline(steps, calls, ms),
         "worker_busy_ms": busy,
-        # stage, pieces, replayed, graphs captured, start ms, duration ms
-        "calls": [[s, n, g, c, ms(t0), round((t1 - t0) * 1000, 1)] for s, n, g, c, t0, t1 in calls],
         # first T3 token, last T3 token, clip's end (ms)
         "clips": sorted([ms(c["t3_first_abs"]), ms(c["t3_done_abs"]), ms(c["end_abs"])] for c in clips),
     }

@@ -84,7 +84,7 @@ def main() -> None:
                "streams": [[s.t_submit, s.t_first, s.t_done, len(s.tokens), called] for called, s in trace.streams],
                "steps": list(ft.decoder.trace or []), "calls": list(ft.vocoder.worker.trace or []),
                "gc": [[t0, gen, t1 - t0] for (p0, gen, t0), (p1, _, t1) in zip(trace.gc[::2], trace.gc[1::2])
-                      if p0 == "start" and p1 == "stop"], "gc_frozen": gc.get_freeze_count()}
+                      if p0 == "start" and p1 == "stop"]}
         ft.decoder.trace = ft.vocoder.worker.trace = None
         return out
 
