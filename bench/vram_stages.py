@@ -25,8 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tts-inference-server"))
 
 from gpu_common import run_at_once, vram_breakdown  # noqa: E402
-
-TEXT = "Good morning, and welcome to the weekly update. The server handled more requests than ever this week."
+from gpu_turbo_bench import SR, TEXT  # noqa: E402  (the main bench's clip)
 
 
 def main() -> int:
@@ -74,7 +73,7 @@ def main() -> int:
     torch.cuda.reset_peak_memory_stats()
     for i in range(2):
         res, _, wall = run_at_once(16, lambda _: sum(len(c) for c in ft.stream(TEXT, max_new_tokens=args.tokens + 1)))
-        stage(f"burst of 16 #{i + 1}", audio_s_per_s=round(sum(res) / 24000 / wall, 1),
+        stage(f"burst of 16 #{i + 1}", audio_s_per_s=round(sum(res) / SR / wall, 1),
               peak_alloc=round(torch.cuda.max_memory_allocated() / 2**30, 3),
               peak_reserved=round(torch.cuda.max_memory_reserved() / 2**30, 3))
     torch.cuda.empty_cache()
