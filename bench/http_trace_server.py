@@ -9,8 +9,7 @@ passes. ``GET /bench/trace`` returns the record and disarms. Times are ``time.pe
 (CLOCK_MONOTONIC, shared with the client process). Nothing here is part of the product: the
 route exists only in this wrapper. ``UVICORN_LOOP`` and ``UVICORN_HTTP`` (default ``auto``:
 uvloop and httptools when installed, as in the image) let a run compare the pure-Python asyncio
-loop and h11 parser against them; ``BENCH_NO_THREAD_WARM`` leaves the engine's worker threads
-unwarmed (``Engine.warm_thread``), to measure what that buys.
+loop and h11 parser against them.
 """
 
 from __future__ import annotations
@@ -41,11 +40,6 @@ class Trace:
 
 
 def main() -> None:
-    if os.environ.get("BENCH_NO_THREAD_WARM"):  # experiment: worker threads started, not warmed
-        from voxgate_server.engines.base import Engine
-        from voxgate_server.engines.chatterbox_fast.engine import FastChatterboxTurboEngine
-
-        FastChatterboxTurboEngine.warm_thread = Engine.warm_thread  # type: ignore[method-assign]
     settings = Settings()
     app = create_app(settings)
     trace = Trace()

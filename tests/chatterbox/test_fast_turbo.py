@@ -300,8 +300,11 @@ def test_every_call_the_worker_makes_meets_a_graph_warmed_ahead(model):
     from voxgate_server.engines.chatterbox_fast.s3gen_worker import (S3GenWorker, _FlowJob, _HiftJob, _flow_tokens,
                                                                       _hift_frames, split_batches)
 
+    from voxgate_server.engines.chatterbox_fast.engine import FastSettings
+
     ref = model.conds.gen
-    longest, widest, budget = 286, 539, 8000  # the vocoder's defaults, the engine's budget
+    longest, widest = 286, 539  # the vocoder's defaults
+    budget = FastSettings.model_fields["s3gen_max_frames"].default  # the engine's
     worker = S3GenWorker(model.s3gen, max_frames=budget, graph_batch=16, max_batch=16)
     try:
         flow, hift = worker.flow_runner(), worker.hift_runner()
@@ -431,3 +434,40 @@ def test_the_warm_up_burst_sends_a_full_batch_through_every_stage(model):
             ft.warmup(max_new_tokens=3, burst=2, burst_tokens=6)
     finally:
         ft.close()
+
+
+@pytest.mark.parametrize("helpers", [1, 0])
+def test_a_requests_gpu_work_runs_on_the_helper_thread(model, monkeypatch, helpers):
+    """A thread that runs a matmul on the GPU keeps a cuBLAS handle and workspace for good (~95
+    MiB each on an H200), so a request's thread must leave its prompt and its chunks' watermark
+    network to the engine's helper thread (and with 0 helpers, run them itself)."""
+    from voxgate_server.engines.chatterbox_fast import FastTurbo, vocoder
+    from voxgate_server.engines.chatterbox_turbo import waveform
+
+    ft = FastTurbo(model, max_batch=2, max_len=640, watermark=True, tf32=False, first_chunk=4, max_chunk=8,
+                   chunk_lead_s=None, gpu_helper_threads=helpers).start()
+    ran: dict[str, set[str]] = {"prompt": set(), "watermark": set(), "resample": set()}
+    prompt_embeds, network, resample_in = ft.decoder.prompt_embeds, waveform.watermark_network, waveform.watermark_input
+
+    def record(key, fn):  # noqa: ANN001, ANN202
+        def wrapped(*args):  # noqa: ANN002, ANN202
+            ran[key].add(threading.current_thread().name)
+            return fn(*args)
+        return wrapped
+
+    monkeypatch.setattr(ft.decoder, "prompt_embeds", record("prompt", prompt_embeds))
+    monkeypatch.setattr(vocoder, "watermark_network", record("watermark", network))
+    monkeypatch.setattr(vocoder, "watermark_input", record("resample", resample_in))
+    params = SamplingParams(top_k=1)
+    try:
+        out: list[np.ndarray] = []
+        t = threading.Thread(target=lambda: out.extend(ft.stream(TEXTS[0], params=params, max_new_tokens=14)),
+                             name="request-thread")
+        t.start()
+        t.join(120)
+        assert len(out) >= 2  # the first chunk, then at least one watermarked one
+    finally:
+        ft.close()
+    helper = {"chatterbox-gpu-helper_0"} if helpers else {"request-thread"}
+    assert ran["prompt"] == helper and ran["watermark"] == helper
+    assert ran["resample"] == {"request-thread"}  # CPU work stays on the request's thread

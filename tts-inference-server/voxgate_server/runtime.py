@@ -72,7 +72,7 @@ class Runtime:
         s = self.settings
         worker = EngineWorker(slot.id, slot.engine.max_concurrency() or s.concurrency, s.queue_size, s.retry_after_s)
         try:
-            await asyncio.to_thread(worker.start_threads, slot.engine.warm_thread)
+            await asyncio.to_thread(worker.start_threads)
         except Exception:  # noqa: BLE001 - they start on first use instead
             log.warning("engine %s: worker threads not started ahead", slot.id, exc_info=True)
         slot.worker = worker

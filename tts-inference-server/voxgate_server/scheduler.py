@@ -37,17 +37,14 @@ class EngineWorker:
         self.waiting = 0
         self.active = 0
 
-    def start_threads(self, warm: Callable[[], None] | None = None, timeout: float = 30.0) -> None:
-        """Start every worker thread now, and run ``warm`` once on each. Otherwise the first
-        burst of requests starts them from the event loop (``Thread.start`` waits for each new
-        thread to run, and under load that wait is for the GIL) and pays each thread's first use
-        of the engine, delaying the requests behind them."""
+    def start_threads(self, timeout: float = 30.0) -> None:
+        """Start every worker thread now. Otherwise the first burst of requests starts them from
+        the event loop (``Thread.start`` waits for each new thread to run, and under load that
+        wait is for the GIL), delaying the requests behind them."""
         barrier = threading.Barrier(self.concurrency)
 
         def start() -> None:
             barrier.wait(timeout)  # every task holds its thread until all are running
-            if warm is not None:
-                warm()
 
         futures = [self._executor.submit(start) for _ in range(self.concurrency)]
         for future in futures:

@@ -143,10 +143,6 @@ class Engine(ABC):
         """
         return None
 
-    def warm_thread(self) -> None:
-        """Called once on each worker thread before it serves, so per-thread first-use costs
-        (a GPU engine's CUDA state, say) are not paid by the first burst of requests. Optional."""
-
     def default_voice(self) -> str:
         return self.voices()[0].id
 

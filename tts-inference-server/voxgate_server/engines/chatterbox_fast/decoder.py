@@ -220,9 +220,10 @@ class BatchedT3Decoder:
         """Requests being decoded or waiting to be (read without a lock: a hint)."""
         return sum(s is not None for s in self._slots) + self._pending.qsize()
 
-    def prompt_embeds(self, t3_cond: Any, text_tokens: Tensor) -> Tensor:
+    def prompt_embeds(self, t3_cond: Any, text_tokens: Tensor, sync: bool = True) -> Tensor:
         """[T, C] prefill embeddings, built by upstream's own ``prepare_input_embeds`` on a
-        copy of the conditionals (upstream caches an embedding inside the object it is given)."""
+        copy of the conditionals (upstream caches an embedding inside the object it is given).
+        ``sync=False``: the caller waits for the GPU before the decoder may read them."""
         t3 = self.t3
         cond = dataclasses.replace(t3_cond)
         if text_tokens.dim() == 1:
@@ -232,7 +233,7 @@ class BatchedT3Decoder:
         with torch.inference_mode():
             embeds, _ = t3.prepare_input_embeds(t3_cond=cond, text_tokens=text_tokens, speech_tokens=start,
                                                 cfg_weight=0.0)
-        if embeds.is_cuda:  # made on the caller's stream; the decoder thread reads it on its own
+        if sync and embeds.is_cuda:  # made on the caller's stream; the decoder thread reads it on its own
             torch.cuda.current_stream(embeds.device).synchronize()
         return embeds[0]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -52,7 +53,7 @@ class FastSettings(BaseSettings):
     decode_ahead: int = Field(2, ge=1, le=8)
     speech_tokenizer_on_cpu: bool = True
     # most mel frames (pieces x widest piece, voice prompt included) in one S3Gen call; 0: no cap
-    s3gen_max_frames: int = Field(8000, ge=0)
+    s3gen_max_frames: int = Field(6000, ge=0)
     # with at least this many requests decoding, a new request's first chunk waits for
     # BUSY_FIRST_CHUNK_TOKENS instead of FIRST_CHUNK_TOKENS (one S3Gen call fewer a clip); 0: never
     # (the default: on an H200 the gain at 16 streams was inside the spread, the first-audio cost
@@ -76,6 +77,10 @@ class FastSettings(BaseSettings):
     # at start-up on CUDA, after the graphs: MAX_BATCH requests of this many tokens at once, so
     # the first real burst runs as fast as later ones (docs/gpu-performance.md); 0: no burst
     warmup_burst_tokens: int = Field(250, ge=0, le=1000)
+    # threads that queue requests' small GPU work: prompts, watermarks (each thread that runs a
+    # matmul keeps a cuBLAS handle and workspace, ~95 MiB on an H200; a new voice's conditionals
+    # get one more thread); 0: each request's own thread
+    gpu_helper_threads: int = Field(1, ge=0, le=16)
 
     def turbo_kwargs(self) -> dict[str, Any]:
         """``FastTurbo``'s keyword arguments for these settings (the watermark is the engine's),
@@ -90,7 +95,8 @@ class FastSettings(BaseSettings):
                     s3gen_bf16=self.s3gen_bf16,
                     fused_t3={"auto": None, "on": True, "off": False}[self.fused_step],
                     busy_streams=self.busy_streams, busy_first_chunk=self.busy_first_chunk_tokens,
-                    s3gen_graph_batch=self.s3gen_graph_batch, s3gen_attention=self.s3gen_attention)
+                    s3gen_graph_batch=self.s3gen_graph_batch, s3gen_attention=self.s3gen_attention,
+                    gpu_helper_threads=self.gpu_helper_threads)
 
 
 class FastChatterboxTurboEngine(ChatterboxTurboEngine):
@@ -129,11 +135,12 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
     def max_concurrency(self) -> int | None:
         return self.fast_settings.max_batch if self.fast is not None else super().max_concurrency()
 
-    def warm_thread(self) -> None:
-        """A request's own thread tokenizes its text and builds its prompt on the GPU (cuBLAS,
-        embeddings): do that once here, so the first burst's threads find it ready."""
-        if self.fast is not None and self.model.conds is not None:
-            self.fast.decoder.prompt_embeds(self.model.conds.t3, self.fast.text_tokens("Warm up this thread."))
+    def compute_conditionals(self, path: Path) -> Any:
+        """On the fast path's voice thread, off the request's thread like the rest of its GPU
+        work (the voice encoders' matmuls would give that thread a cuBLAS handle of its own)."""
+        if self.fast is None:
+            return super().compute_conditionals(path)
+        return self.fast.on_voice_thread(super().compute_conditionals, path)
 
     def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
         if self.fast is None:

@@ -7,8 +7,9 @@ decoder, and the streaming vocoder (weights shared with the upstream modules).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -16,6 +17,8 @@ import torch
 from voxgate_server.engines.chatterbox_fast.decoder import BatchedT3Decoder, TokenStream
 from voxgate_server.engines.chatterbox_fast.sampling import SamplingParams
 from voxgate_server.engines.chatterbox_fast.vocoder import StreamingVocoder
+
+T = TypeVar("T")
 
 # what the start-up burst speaks (92 characters): real weights stop when it is spoken, random ones at the cap
 WARM_BURST_TEXT = "Good evening. This is a short warm-up sentence, spoken by every stream of the batch at once."
@@ -41,6 +44,19 @@ class CpuSpeechTokenizer(torch.nn.Module):
         return tokens.to(self.answer_device), lens.to(self.answer_device)
 
 
+class CpuEmbedding(torch.nn.Module):
+    """An embedding table kept on the CPU, answering on ``device``: a lookup of a few dozen rows
+    costs nothing there, and the table (T3's text embedding, 0.19 GiB in float32) leaves the GPU."""
+
+    def __init__(self, inner: torch.nn.Embedding, device: torch.device) -> None:
+        super().__init__()
+        self.inner = inner.to("cpu")
+        self.answer_device = device
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.inner(ids.cpu()).to(self.answer_device)
+
+
 class FastTurbo:
     """Streaming, batching Turbo on top of upstream's loaded modules (weights shared)."""
 
@@ -52,8 +68,18 @@ class FastTurbo:
                  tokenizer_on_cpu: bool = False, s3gen_max_frames: int | None = None,
                  compile_t3: bool = False, s3gen_bf16: bool = False, fused_t3: bool | None = None,
                  busy_streams: int = 0, busy_first_chunk: int = 48, s3gen_graph_batch: int = 16,
-                 s3gen_attention: str = "fp16") -> None:
+                 s3gen_attention: str = "fp16", gpu_helper_threads: int = 1) -> None:
         self.model = model
+        # A request's own small GPU work (its prompt, its chunks' watermark) is queued by these
+        # threads, not by the server's request threads: every thread that runs a matmul keeps a
+        # cuBLAS handle and workspace for good (H200: ~95 MiB a thread, 1.5 GiB for 16 request
+        # threads; bench/vram_probe.py). 0 helpers: on the caller's thread. A new voice's
+        # conditionals get a thread of their own: their CPU work (the clip's speech tokens)
+        # would hold up every stream's watermark.
+        self._helper = ThreadPoolExecutor(max_workers=gpu_helper_threads, thread_name_prefix="chatterbox-gpu-helper") \
+            if gpu_helper_threads > 0 else None
+        self._voice_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatterbox-voice") \
+            if gpu_helper_threads > 0 else None
         if tf32 and torch.cuda.is_available():
             # S3Gen's flow is compute-bound in float32 once pieces are batched (measured: 205 ms
             # of kernels for 16 pieces on an H200); TF32 matmuls are what its convolutions
@@ -68,7 +94,13 @@ class FastTurbo:
         if release_upstream_t3:
             # The decoder holds its own copy of the transformer; upstream's (fp32 on the GPU)
             # is only needed by upstream's own generate(). The embeddings stay (prefill input).
+            # Turbo's text head is for training only, and the text embedding is a lookup of
+            # the request's few dozen text tokens: neither needs the GPU.
             model.t3.tfmr = None
+            model.t3.text_head = None
+            device = model.t3.speech_head.weight.device
+            if device.type == "cuda":
+                model.t3.text_emb = CpuEmbedding(model.t3.text_emb, device)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         if tokenizer_on_cpu and model.s3gen.device.type == "cuda":
@@ -84,8 +116,37 @@ class FastTurbo:
                                         busy=self._busy(self.decoder, busy_streams),
                                         busy_first_chunk=busy_first_chunk,
                                         s3gen_graph_batch=s3gen_graph_batch,
-                                        s3gen_attention=s3gen_attention)
+                                        s3gen_attention=s3gen_attention,
+                                        on_helper=self.on_helper)
         self.sample_rate = model.sr
+
+    def on_helper(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the fast path's GPU helper thread; its result (or its exception),
+        once the GPU work it queued is done."""
+        return self._run_on(self._helper, fn, args)
+
+    def on_voice_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the thread that prepares new voices; as ``on_helper``."""
+        return self._run_on(self._voice_thread, fn, args)
+
+    def _run_on(self, executor: ThreadPoolExecutor | None, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if executor is None:
+            return fn(*args)
+        cuda = self.decoder.device.type == "cuda"
+
+        def run() -> tuple[T, Any]:
+            out = fn(*args)
+            if not cuda:
+                return out, None
+            done = torch.cuda.Event()
+            done.record()  # after the kernels ``fn`` queued on the helper's stream
+            return out, done
+
+        out, done = executor.submit(run).result()
+        if done is not None:
+            # the caller waits for its GPU work here, not the helper, which is free for the next
+            done.synchronize()
+        return out
 
     @staticmethod
     def _busy(decoder: BatchedT3Decoder, streams: int) -> Any:
@@ -156,6 +217,9 @@ class FastTurbo:
     def close(self) -> None:
         self.decoder.close()
         self.vocoder.close()
+        for executor in (self._helper, self._voice_thread):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
 
     def text_tokens(self, text: str) -> torch.Tensor:
         from chatterbox.tts_turbo import punc_norm
@@ -166,7 +230,8 @@ class FastTurbo:
     def tokens(self, text: str, conds: Any = None, params: SamplingParams | None = None,
                max_new_tokens: int = 1000, cancel: threading.Event | None = None) -> TokenStream:
         conds = conds if conds is not None else self.model.conds
-        return self.decoder.submit(conds.t3, self.text_tokens(text), params, max_new_tokens, cancel)
+        embeds = self.on_helper(self.decoder.prompt_embeds, conds.t3, self.text_tokens(text), False)
+        return self.decoder.submit_embeds(embeds, params, max_new_tokens, cancel)
 
     def stream(self, text: str, conds: Any = None, params: SamplingParams | None = None,
                max_new_tokens: int = 1000, cancel: threading.Event | None = None) -> Iterator[np.ndarray]:

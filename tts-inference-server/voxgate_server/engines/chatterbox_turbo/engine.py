@@ -12,6 +12,7 @@ import logging
 import math
 import threading
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from voxgate_server.engines.base import (
@@ -232,9 +233,13 @@ class ChatterboxTurboEngine(Engine):
             raise InvalidRequest(f"Voice '{voice_id}' is not in the voice library.", param="voice",
                                  code="voice_not_found")
         key = file_sha256(stored.path)  # a replaced file gets a new key, so it is re-read
-        return self.cache.get_or_compute(key, lambda: conditionals_from_file(
-            stored.path, t3=model.t3, s3gen=model.s3gen, ve=model.ve, device=self.device,
-            norm_loudness=self.settings.norm_loudness))
+        return self.cache.get_or_compute(key, lambda: self.compute_conditionals(stored.path))
+
+    def compute_conditionals(self, path: Path) -> Any:
+        """A voice clip's conditionals, computed (the cache's miss path)."""
+        model = self.model
+        return conditionals_from_file(path, t3=model.t3, s3gen=model.s3gen, ve=model.ve, device=self.device,
+                                      norm_loudness=self.settings.norm_loudness)
 
     # -- synthesis ----------------------------------------------------------------------------
 

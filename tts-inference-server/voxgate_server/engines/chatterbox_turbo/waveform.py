@@ -27,8 +27,55 @@ def apply_watermark(watermarker: Any, samples: np.ndarray, sample_rate: int) -> 
     """
     import torch
 
+    if not staged_watermark(watermarker):
+        with torch.inference_mode():
+            out = watermarker.apply_watermark(samples, sample_rate=sample_rate)
+        return np.ascontiguousarray(out, dtype=np.float32)
+    signal = watermark_input(watermarker, samples, sample_rate)
+    return watermark_output(watermarker, watermark_network(watermarker, signal), sample_rate)
+
+
+# Perth's ``PerthImplicitWatermarker.apply_watermark`` in its three parts, so that a server can
+# run only the network's part on a thread of its own (chatterbox_fast.pipeline: a thread that
+# runs GPU kernels keeps library handles for good) and the resampling on the request's thread.
+
+
+def staged_watermark(watermarker: Any) -> bool:
+    """Whether ``watermarker`` is Perth's implicit one, which the three parts below restate."""
+    net = getattr(watermarker, "perth_net", None)
+    return net is not None and hasattr(net, "ap") and hasattr(net, "encoder")
+
+
+def watermark_input(watermarker: Any, samples: np.ndarray, sample_rate: int) -> Any:
+    """``samples`` at the network's rate, as float32 on its device (CPU work, and the copy)."""
+    import torch
+    from librosa import resample
+
+    rate = watermarker.perth_net.hp.sample_rate
+    signal = resample(samples, orig_sr=sample_rate, target_sr=rate) if sample_rate != rate else samples
+    return torch.from_numpy(np.array(signal)).to(dtype=torch.float, device=watermarker.perth_net.device)
+
+
+def watermark_network(watermarker: Any, signal: Any) -> Any:
+    """The watermarked signal at the network's rate, on its device: STFT, encoder, inverse STFT,
+    under inference mode (see ``apply_watermark``). On a GPU the kernels are only queued."""
+    import torch
+
+    net = watermarker.perth_net
     with torch.inference_mode():
-        out = watermarker.apply_watermark(samples, sample_rate=sample_rate)
+        magspec, phase = net.ap.signal_to_magphase(signal)
+        marked, _mask = net.encoder(magspec[None])
+        return net.ap.magphase_to_signal(marked[0], phase)
+
+
+def watermark_output(watermarker: Any, signal: Any, sample_rate: int) -> np.ndarray:
+    """Back to the host (waiting for the network) and to ``sample_rate``, as float32."""
+    from librosa import resample
+
+    rate = watermarker.perth_net.hp.sample_rate
+    out = signal.cpu().numpy()
+    if sample_rate != rate:
+        out = resample(out, orig_sr=rate, target_sr=sample_rate)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
