@@ -3,9 +3,9 @@
 The issue's VRAM target is the process's memory at 16 concurrent requests; torch's allocated
 peak is well under it, the device's count is not. This walks the engine's start-up in the order
 ``FastTurbo.warmup`` runs it (T3 graphs, one request, S3Gen graphs, the full-batch burst), then
-bursts of 16 (``--bursts``, default 2), and records ``vram_breakdown`` after each stage: used on the device, outside
-PyTorch's allocator (CUDA context, library handles and workspaces, loaded kernels, graph
-executables), reserved and allocated per pool. The engine's settings come from the environment
+bursts of 16 (``--bursts``, default 2), and records ``vram_breakdown`` after each stage: used
+on the device, outside PyTorch's allocator (CUDA context, library handles and workspaces,
+loaded kernels, graph executables), reserved and allocated per pool. The engine's settings come from the environment
 (``VOXGATE_CHATTERBOX_*``, as the server reads them), so a variant is one more process.
 
     python3 bench/vram_stages.py --ckpt CKPT --json out.json
