@@ -13,32 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from gpu_common import vram_breakdown
+from gpu_common import run_at_once, vram_breakdown
 
 
 def on_threads(n: int, fn: Callable[[int], None]) -> None:
-    """``fn(i)`` on ``n`` new threads at once; the threads end before this returns."""
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(n)
-
-    def one(i: int) -> None:
-        try:
-            barrier.wait(30)
-            fn(i)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    """``fn(i)`` on ``n`` new threads at once (``run_at_once``); the threads end before this
+    returns, and the first error is raised here."""
+    _, errors, _ = run_at_once(n, fn)
     if errors:
-        raise errors[0]
+        raise RuntimeError(errors[0])
 
 
 def main() -> int:
