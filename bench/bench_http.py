@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from gpu_common import launch_timeline, run_at_once
+from gpu_common import launch_timeline, run_at_once, smi_process_mib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,13 +111,9 @@ class VramSampler(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory",
-                                      "--format=csv,noheader,nounits"], capture_output=True, text=True,
-                                     timeout=5).stdout
-                for line in out.strip().splitlines():
-                    pid, mem = (x.strip() for x in line.split(","))
-                    if int(pid) == self.pid:
-                        self.peak_mib = max(self.peak_mib, int(mem))
+                mem = smi_process_mib(self.pid)
+                if mem is not None:
+                    self.peak_mib = max(self.peak_mib, mem)
                 tot = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
                                      capture_output=True, text=True, timeout=5).stdout
                 self.peak_total_mib = max(self.peak_total_mib, int(tot.strip().splitlines()[0]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -106,6 +107,18 @@ def prefix_match(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
+
+
+def smi_process_mib(pid: int) -> int | None:
+    """nvidia-smi's used GPU memory of process ``pid`` in MiB (None: not on the GPU); raises
+    when nvidia-smi cannot be run."""
+    out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                         capture_output=True, text=True, timeout=5).stdout
+    for line in out.strip().splitlines():
+        row_pid, mem = (x.strip() for x in line.split(","))
+        if int(row_pid) == pid:
+            return int(mem)
+    return None
 
 
 def vram_breakdown(torch: Any) -> dict[str, Any]:

@@ -26,22 +26,17 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tts-inference-server"))
 
-from gpu_common import vram_breakdown  # noqa: E402
+from gpu_common import smi_process_mib, vram_breakdown  # noqa: E402
 from gpu_turbo_bench import SR, TEXT  # noqa: E402  (the main bench's clip)
 
 
 def smi_process_gib() -> float | None:
     """nvidia-smi's used memory for this process, as the HTTP bench samples the server's."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10).stdout
+        mib = smi_process_mib(os.getpid())
     except (OSError, subprocess.SubprocessError):
         return None
-    for line in out.strip().splitlines():
-        pid, mem = (x.strip() for x in line.split(","))
-        if int(pid) == os.getpid():
-            return round(int(mem) / 1024, 3)
-    return None
+    return round(mib / 1024, 3) if mib is not None else None
 
 
 def main() -> int:
