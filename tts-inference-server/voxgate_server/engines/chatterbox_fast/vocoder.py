@@ -137,7 +137,7 @@ class StreamingVocoder:
             return self.on_helper(apply_watermark, wm, samples, self.sample_rate)
         # Only the network's kernels are queued on the helper thread; the resampling and the wait
         # for the GPU stay on this one, so one helper serves every stream's chunks (with the whole
-        # call on it, 16 concurrent streams lost ~8% of their audio s/s on an H200).
+        # call on it, 16 concurrent streams lost 6-8% of their audio s/s on an H200).
         signal = watermark_input(wm, samples, self.sample_rate)
         return watermark_output(wm, self.on_helper(watermark_network, wm, signal), self.sample_rate)
 
