@@ -56,10 +56,17 @@ def envelope(message: str, type: str, param: str | None = None, code: str | None
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+def encodable(text: str | None) -> str | None:
+    """``text`` with anything UTF-8 cannot carry (lone surrogates) escaped, so echoing a client's
+    value in an error can never turn the error itself into a 500."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_response(exc: APIError) -> JSONResponse:
-    return JSONResponse(
-        envelope(exc.message, exc.type, exc.param, exc.code), status_code=exc.status, headers=exc.headers
-    )
+    body = envelope(encodable(exc.message) or "", exc.type, encodable(exc.param), exc.code)
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
 
 def _param_from_loc(loc: tuple[Any, ...]) -> str | None:

@@ -16,6 +16,9 @@ from voxgate_server.audio.dsp import OUTPUT_RATE, StreamResampler, TimeStretcher
 from voxgate_server.audio.encode import StreamEncoder
 from voxgate_server.engines.base import Cancelled, Engine, SynthesisRequest
 
+# What an input with nothing to speak ("." or "—") is answered with: a valid file, never 0 bytes.
+SILENCE_MS = 250
+
 
 @dataclass
 class StreamStats:
@@ -52,7 +55,7 @@ def encoded_stream(
     at_segment_start = True
     emitted_any = False
     try:
-        for chunk in engine.synthesize(request):
+        for chunk in engine.synthesize(request) if request.chunks else ():
             if request.cancel.is_set():
                 raise Cancelled()
             # Fade and pause in the engine's own rate, before resampling, so the resampler's
@@ -77,6 +80,8 @@ def encoded_stream(
         if stretcher is not None:
             tail = stretcher.process(tail) if tail.size else tail
             tail = np.concatenate([tail, stretcher.flush()])
+        if stats.audio_samples + tail.size == 0:
+            tail = np.zeros(OUTPUT_RATE * SILENCE_MS // 1000, dtype=np.float32)
         data = encoder.encode(tail) + encoder.finish()
         stats.audio_samples += tail.size
         if data:

@@ -16,10 +16,12 @@ from pydantic import ValidationError
 from voxgate_server.audio.encode import CONTENT_TYPES
 from voxgate_server.engines.base import Cancelled, EngineError, InvalidRequest, SynthesisRequest
 from voxgate_server.errors import APIError, validation_error
+from voxgate_server.json_body import parse_json_object
 from voxgate_server.pipeline import StreamStats, encoded_stream
 from voxgate_server.runtime import Runtime
 from voxgate_server.scheduler import QueueFull
 from voxgate_server.schemas import SpeechRequest
+from voxgate_server.speakable import clean_input, has_speech
 from voxgate_server.text import chunk_text
 
 router = APIRouter()
@@ -43,13 +45,7 @@ async def parse_speech_request(request: Request, runtime: Runtime) -> SpeechRequ
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise APIError(415, f"Unsupported content type '{content_type or 'none'}': send application/json.",
                        code="unsupported_media_type")
-    raw = await read_body(request, runtime.settings.max_body_bytes)
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise APIError(400, "We could not parse the JSON body of your request.", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise APIError(400, "The request body must be a JSON object.", code="invalid_json")
+    data = parse_json_object(await read_body(request, runtime.settings.max_body_bytes))
     try:
         body = SpeechRequest.model_validate(data)
     except ValidationError as exc:
@@ -112,7 +108,9 @@ async def create_speech(request: Request):  # noqa: ANN201 - StreamingResponse o
     if len(body.input) > caps.max_input_chars:
         raise APIError(400, f"Model '{body.model}' accepts at most {caps.max_input_chars} characters.",
                        param="input", code="string_above_max_length")
-    chunks = chunk_text(body.input, caps.max_chunk_chars)
+    text = clean_input(body.input)
+    # Nothing to speak ("." or "—"): no engine call, the pipeline answers with a short silence.
+    chunks = chunk_text(text, caps.max_chunk_chars) if has_speech(text) else []
     synth = SynthesisRequest(chunks=chunks, voice=voice, speed=body.speed, instructions=body.instructions, options=options)
     worker = slot.worker
     assert worker is not None
