@@ -107,3 +107,37 @@ def test_nothing_to_speak_over_sse(server):
 def test_empty_and_whitespace_input_stay_400(server):
     for text in ("", "   "):
         _assert_envelope(_post(server, {"model": "tts-1", "voice": "alloy", "input": text}), 400, "invalid_value")
+
+
+# -- 3. routes: trailing slash, Allow, content type ------------------------------------------------
+
+
+def test_trailing_slash_is_served_like_without(server):
+    r = httpx.post(f"{server.url}/v1/audio/speech/", json={"model": "tts-1", "voice": "alloy", "input": "Hi.",
+                                                           "response_format": "wav"}, timeout=60)
+    assert r.status_code == 200 and decode(r.content, "wav").duration > 0.2
+    for path in ("/v1/models", "/v1/audio/voices", "/health"):
+        plain, slashed = httpx.get(f"{server.url}{path}"), httpx.get(f"{server.url}{path}/")
+        assert slashed.status_code == plain.status_code == 200, path
+        assert slashed.json().keys() == plain.json().keys()
+    assert httpx.get(f"{server.url}/v1/models/tts-1/").json()["id"] == "tts-1"
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("DELETE", "/v1/audio/voices", "GET, POST"),
+    ("PUT", "/v1/audio/voices/", "GET, POST"),
+    ("GET", "/v1/audio/speech", "POST"),
+    ("POST", "/v1/models", "GET"),
+    ("POST", "/v1/audio/voices/someone", "GET, DELETE"),
+])
+def test_405_carries_the_complete_allow_header(server, method, path, allow):
+    r = httpx.request(method, f"{server.url}{path}")
+    _assert_envelope(r, 405)
+    assert r.headers["allow"] == allow
+
+
+def test_text_plain_body_is_415(server):
+    r = httpx.post(f"{server.url}/v1/audio/speech", content=b"Hello there.", headers={"content-type": "text/plain"})
+    _assert_envelope(r, 415, "unsupported_media_type")
+    r = httpx.post(f"{server.url}/v1/audio/speech", content=b'{"model": "tts-1"}', headers={"content-type": "text/plain"})
+    _assert_envelope(r, 415, "unsupported_media_type")

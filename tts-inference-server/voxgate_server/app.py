@@ -17,6 +17,7 @@ from voxgate_server.metrics import ServerMetrics
 from voxgate_server.routes import catalog, ops, speech
 from voxgate_server.runtime import Runtime
 from voxgate_server.settings import Settings
+from voxgate_server.trailing_slash import TrailingSlashMiddleware
 
 log = logging.getLogger("voxgate")
 
@@ -35,7 +36,7 @@ def create_app(settings: Settings | None = None, engines: list[Engine] | None = 
         yield
         await runtime.close()
 
-    app = FastAPI(title="voxgate", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="voxgate", version=__version__, lifespan=lifespan, redirect_slashes=False)
     app.state.runtime = runtime
     app.state.settings = settings
     install_error_handlers(app)
@@ -52,4 +53,5 @@ def create_app(settings: Settings | None = None, engines: list[Engine] | None = 
         app.include_router(module.router)
     if settings.api_keys:
         app.add_middleware(APIKeyMiddleware, keys=settings.api_keys)
+    app.add_middleware(TrailingSlashMiddleware)  # outermost: auth and routing see the clean path
     return app

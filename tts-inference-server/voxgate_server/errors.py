@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from voxgate_server.allow import allowed_methods
+
 log = logging.getLogger("voxgate.errors")
 
 _TYPES = {
@@ -104,9 +106,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = {404: "Not found.", 405: "Method not allowed."}.get(exc.status_code, str(exc.detail))
-        return error_response(APIError(exc.status_code, message, headers=getattr(exc, "headers", None)))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            methods = allowed_methods(request.app.routes, request.scope)
+            if methods:
+                headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+                headers["Allow"] = ", ".join(methods)
+                message = f"Method {request.method} not allowed; this route serves {', '.join(methods)}."
+        return error_response(APIError(exc.status_code, message, headers=headers))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
