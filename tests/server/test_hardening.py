@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import time
 
 import httpx
 import pytest
@@ -141,3 +143,116 @@ def test_text_plain_body_is_415(server):
     _assert_envelope(r, 415, "unsupported_media_type")
     r = httpx.post(f"{server.url}/v1/audio/speech", content=b'{"model": "tts-1"}', headers={"content-type": "text/plain"})
     _assert_envelope(r, 415, "unsupported_media_type")
+
+
+# -- 4. slow and malformed HTTP --------------------------------------------------------------------
+
+BOUND_S = 4.0  # the server is started with 1 s limits; this is the most we wait for the cut
+
+
+@pytest.fixture(scope="module")
+def strict_server(server_factory):
+    return server_factory({"VOXGATE_HEADER_TIMEOUT_S": "1", "VOXGATE_BODY_TIMEOUT_S": "1"})
+
+
+def _connect(srv) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=BOUND_S + 2)
+    return sock
+
+
+def _read_until_closed(sock: socket.socket, trickle: bytes = b"") -> tuple[bytes, float]:
+    """Send ``trickle`` a byte every 0.2 s while reading; return what came back and when it closed."""
+    started = time.monotonic()
+    sock.settimeout(0.2)
+    data = b""
+    sent = 0
+    while time.monotonic() - started < BOUND_S + 2:
+        try:
+            part = sock.recv(65536)
+        except TimeoutError:
+            if sent < len(trickle):
+                try:
+                    sock.sendall(trickle[sent:sent + 1])
+                except OSError:
+                    break
+                sent += 1
+            continue
+        except ConnectionResetError:
+            break
+        if not part:
+            break
+        data += part
+    return data, time.monotonic() - started
+
+
+def _status_and_json(raw: bytes) -> tuple[int, dict]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_half_sent_headers_are_cut_with_408(strict_server):
+    with _connect(strict_server) as sock:
+        sock.sendall(b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\n")
+        raw, elapsed = _read_until_closed(sock, trickle=b"X-Slow: " + b"a" * 200)
+    assert elapsed < BOUND_S, elapsed
+    status, body = _status_and_json(raw)
+    assert status == 408 and body["error"]["code"] == "header_timeout"
+
+
+def test_idle_connection_is_closed(strict_server):
+    with _connect(strict_server) as sock:
+        raw, elapsed = _read_until_closed(sock)
+    assert elapsed < BOUND_S and raw == b""
+
+
+def test_half_sent_body_is_cut_with_408(strict_server):
+    with _connect(strict_server) as sock:
+        sock.sendall(b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 500\r\n\r\n{\"model\": ")
+        raw, elapsed = _read_until_closed(sock, trickle=b" " * 400)
+    assert elapsed < BOUND_S, elapsed
+    status, body = _status_and_json(raw)
+    assert status == 408 and body["error"]["code"] == "body_timeout"
+
+
+def test_keep_alive_connection_gets_a_fresh_header_deadline(strict_server):
+    with _connect(strict_server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /health HTTP/1.1\r\n")
+        raw, elapsed = _read_until_closed(sock, trickle=b"Host: " + b"x" * 100)
+    assert elapsed < BOUND_S and raw.startswith(b"HTTP/1.1 408")
+
+
+def test_a_normal_request_is_not_affected(strict_server):
+    r = httpx.post(f"{strict_server.url}/v1/audio/speech", timeout=60,
+                   json={"model": "tts-1", "voice": "alloy", "input": "Hello there, this takes a moment.",
+                         "response_format": "wav"})
+    assert r.status_code == 200 and decode(r.content, "wav").duration > 1
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    b"Content-Type: application/json\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+    b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n",
+])
+def test_malformed_http_is_a_400_envelope(server, request_bytes):
+    with _connect(server) as sock:
+        sock.sendall(request_bytes)
+        raw, _ = _read_until_closed(sock)
+    status, body = _status_and_json(raw)
+    assert status == 400 and body["error"]["code"] == "invalid_http"
+
+
+def test_bare_lf_line_endings_are_4xx_or_served(server):
+    with _connect(server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\nHost: x\nConnection: close\n\n")
+        raw, _ = _read_until_closed(sock)
+    status = int(raw.split()[1])
+    assert status in (200, 400), raw[:200]
+    if status == 400:
+        assert json.loads(raw.partition(b"\r\n\r\n")[2])["error"]["code"] == "invalid_http"

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from voxgate_server import __version__
 from voxgate_server.auth import APIKeyMiddleware
+from voxgate_server.body_timeout import BodyTimeoutMiddleware
 from voxgate_server.engines.base import Engine
 from voxgate_server.errors import install_error_handlers
 from voxgate_server.metrics import ServerMetrics
@@ -53,5 +54,6 @@ def create_app(settings: Settings | None = None, engines: list[Engine] | None = 
         app.include_router(module.router)
     if settings.api_keys:
         app.add_middleware(APIKeyMiddleware, keys=settings.api_keys)
+    app.add_middleware(BodyTimeoutMiddleware, timeout_s=settings.body_timeout_s)
     app.add_middleware(TrailingSlashMiddleware)  # outermost: auth and routing see the clean path
     return app

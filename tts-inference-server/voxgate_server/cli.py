@@ -8,6 +8,7 @@ import os
 
 import uvicorn
 
+from voxgate_server.http_protocol import make_protocol
 from voxgate_server.settings import Settings
 
 
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("voxgate-server: set both VOXGATE_SSL_CERTFILE and VOXGATE_SSL_KEYFILE for HTTPS, or neither")
     app = create_app(settings)
     tls = {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)} if settings.ssl_certfile else {}
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), timeout_graceful_shutdown=5, **tls)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), timeout_graceful_shutdown=5,
+                http=make_protocol(settings.header_timeout_s), timeout_keep_alive=settings.keep_alive_s, **tls)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     max_body_bytes: int = 64 * 1024
+    # Slow clients: seconds to send a request's headers, its body, and idle keep-alive (0: no bound).
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_s: int = 5
     max_input_chars: int = 4096
 
     # Per-engine admission control: requests synthesized at once, and requests allowed to wait.
