@@ -14,7 +14,6 @@ failed upload leaves the folder as it was.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -30,10 +29,10 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from voxgate_server.audio.probe import NotAudio, UnsupportedContainer, header_duration, probe_clip
+
 log = logging.getLogger("voxgate.voices")
 
-# libsndfile major format -> file extension we store it under.
-AUDIO_FORMATS: dict[str, str] = {"WAV": "wav", "WAVEX": "wav", "MP3": "mp3", "FLAC": "flac"}
 EXTENSIONS: tuple[str, ...] = ("wav", "mp3", "flac")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # Ids engines use for their own voices (chatterbox-turbo's built-in voice is "default").
@@ -89,22 +88,17 @@ def sanitize_voice_id(name: str) -> str:
     return slug[:64].rstrip("-_")
 
 
-def probe_audio(data: bytes) -> tuple[str, float]:
-    """(extension, duration in seconds) of a wav/mp3/flac clip, read from its header."""
-    import soundfile as sf
-
+def probe_audio(data: bytes, max_seconds: float | None = None) -> tuple[str, float]:
+    """(extension, duration in seconds) of a wav/mp3/flac clip, decoded with PyAV."""
     try:
-        info = sf.info(io.BytesIO(data))
-    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        info = probe_clip(data, max_seconds=max_seconds)
+    except UnsupportedContainer as exc:
+        raise VoiceError(400, f"Unsupported audio format {exc.name}; use wav, mp3 or flac.",
+                         param="file", code="unsupported_audio_format") from None
+    except NotAudio:
         raise VoiceError(400, "The file is not audio that can be decoded (expected wav, mp3 or flac).",
-                         param="file", code="invalid_audio") from exc
-    ext = AUDIO_FORMATS.get(info.format)
-    if ext is None:
-        raise VoiceError(400, f"Unsupported audio format {info.format}; use wav, mp3 or flac.",
-                         param="file", code="unsupported_audio_format")
-    if info.samplerate <= 0 or info.frames <= 0:
-        raise VoiceError(400, "The audio file is empty.", param="file", code="invalid_audio")
-    return ext, info.frames / info.samplerate
+                         param="file", code="invalid_audio") from None
+    return info.extension, info.duration_s
 
 
 def file_sha256(path: Path) -> str:
@@ -139,14 +133,12 @@ class VoiceLibrary:
                 meta = json.loads(sidecar.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 log.warning("ignoring unreadable voice metadata %s", sidecar)
-        duration: float | None = None
-        try:
-            import soundfile as sf
-
-            info = sf.info(str(path))
-            duration = round(info.frames / info.samplerate, 3) if info.samplerate else None
-        except Exception:  # noqa: BLE001 - a bad clip is listed; using it gives a clear 400
-            duration = None
+        # Measured at upload; for clips dropped in by hand, what the header says. A bad clip is
+        # listed (duration None); using it gives a clear 400.
+        duration = meta.get("duration_s")
+        if not isinstance(duration, (int, float)) or isinstance(duration, bool):
+            declared = header_duration(path)
+            duration = round(declared, 3) if declared else None
         stat = path.stat()
         return StoredVoice(
             id=path.stem,
@@ -185,7 +177,7 @@ class VoiceLibrary:
         if len(data) > s.upload_max_bytes:
             raise VoiceError(413, f"The file is larger than {s.upload_max_bytes} bytes.",
                              param="file", code="file_too_large")
-        ext, duration = probe_audio(data)
+        ext, duration = probe_audio(data, max_seconds=s.max_seconds + 1)
         if duration <= s.min_seconds:
             raise VoiceError(400, f"The clip is {duration:.2f} s long; it must be longer than "
                                   f"{s.min_seconds:g} s.", param="file", code="audio_too_short")
@@ -208,10 +200,10 @@ class VoiceLibrary:
         if len(language) > 32 or len(description) > 1000 or len(name) > 200:
             raise VoiceError(400, "name (200), language (32) or description (1000 characters) is too long.",
                              param="description", code="invalid_value")
-        ext, _ = self.validate_clip(data)
+        ext, duration = self.validate_clip(data)
         self.root.mkdir(parents=True, exist_ok=True)
         meta = {"name": name.strip(), "language": language or "en", "description": description,
-                "created_at": int(time.time())}
+                "created_at": int(time.time()), "duration_s": round(duration, 3)}
         with _WRITE_LOCK:
             if self._clip_path(voice_id) is not None:
                 raise VoiceError(409, f"A voice with id '{voice_id}' already exists; delete it first.",
