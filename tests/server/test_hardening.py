@@ -6,9 +6,11 @@ Everything runs against a real voxgate-server process with the real Piper engine
 from __future__ import annotations
 
 import base64
+import io
 import json
 import socket
 import time
+import wave
 
 import httpx
 import pytest
@@ -256,3 +258,35 @@ def test_bare_lf_line_endings_are_4xx_or_served(server):
     assert status in (200, 400), raw[:200]
     if status == 400:
         assert json.loads(raw.partition(b"\r\n\r\n")[2])["error"]["code"] == "invalid_http"
+
+
+# -- 6. WAV sizes ----------------------------------------------------------------------------------
+
+
+def test_one_sentence_wav_has_true_riff_sizes(server):
+    r = _post(server, {"model": "tts-1", "voice": "alloy", "input": "The header says how long this is.",
+                       "response_format": "wav"})
+    assert r.status_code == 200
+    with wave.open(io.BytesIO(r.content)) as w:
+        frames, rate = w.getnframes(), w.getframerate()
+    assert rate == 24000
+    assert frames == (len(r.content) - 44) // 2
+    assert frames / rate == pytest.approx(decode(r.content, "wav").duration, abs=1e-3)
+    assert 1.0 < frames / rate < 5.0
+
+
+def test_silence_wav_has_true_riff_sizes(server):
+    r = _post(server, {"model": "tts-1", "voice": "alloy", "input": "...", "response_format": "wav"})
+    with wave.open(io.BytesIO(r.content)) as w:
+        assert w.getnframes() / w.getframerate() == pytest.approx(0.25, abs=0.01)
+
+
+def test_longer_wav_still_streams_with_open_ended_header(server):
+    text = " ".join(f"This is sentence number {i} of a longer passage." for i in range(6))
+    with httpx.stream("POST", f"{server.url}/v1/audio/speech", timeout=120,
+                      json={"model": "tts-1", "voice": "alloy", "input": text, "response_format": "wav"}) as r:
+        parts = [p for p in r.iter_raw() if p]
+    data = b"".join(parts)
+    assert len(parts) >= 3
+    assert data[4:8] == b"\xff\xff\xff\xff" and data[40:44] == b"\xff\xff\xff\xff"
+    assert decode(data, "wav").duration > 8

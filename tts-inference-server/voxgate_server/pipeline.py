@@ -49,7 +49,10 @@ def encoded_stream(
     stats: StreamStats,
 ) -> Iterator[bytes]:
     """Yield encoded audio as the engine makes it: resample to 24 kHz, fade, pause, stretch, encode."""
-    encoder = StreamEncoder(fmt)
+    # One text chunk (one sentence): a WAV answer is held until it is whole, so its header carries
+    # the true sizes. Piper's first audio comes at the sentence's end anyway; an engine streaming
+    # below the sentence (Chatterbox's fast path) sends a one-sentence WAV at its end (README).
+    encoder = StreamEncoder(fmt, whole=len(request.chunks) <= 1)
     resampler = StreamResampler(OUTPUT_RATE)
     stretcher = TimeStretcher(request.speed) if stretch and abs(request.speed - 1.0) > 1e-3 else None
     at_segment_start = True

@@ -1,8 +1,9 @@
 """Incremental encoders for the six OpenAI formats, so audio leaves as soon as it is made.
 
 PyAV (FFmpeg's libraries in the wheel) encodes mp3, Ogg Opus, AAC (ADTS), FLAC and WAV; ``pcm``
-is OpenAI's raw 24 kHz 16-bit little-endian mono. WAV is streamed with the RIFF sizes set to
-0xFFFFFFFF (the length is unknown when the header leaves), which decoders read as "until EOF".
+is OpenAI's raw 24 kHz 16-bit little-endian mono. WAV is written by ``wav.py``: with its true
+sizes when the caller says the length will be known before the first byte (``whole``), otherwise
+streamed with RIFF sizes of 0xFFFFFFFF, which decoders read as "until EOF".
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import av
 import numpy as np
 
 from voxgate_server.audio.dsp import OUTPUT_RATE, to_int16
+from voxgate_server.audio.wav import WavWriter
 
 CONTENT_TYPES: dict[str, str] = {
     "mp3": "audio/mpeg",
@@ -29,7 +31,6 @@ _CODECS: dict[str, tuple[str, str, int | None]] = {
     "opus": ("ogg", "libopus", 32000),
     "aac": ("adts", "aac", 64000),
     "flac": ("flac", "flac", None),
-    "wav": ("wav", "pcm_s16le", None),
 }
 
 
@@ -52,12 +53,13 @@ class _Sink(io.RawIOBase):
 class StreamEncoder:
     """Feed float32 mono chunks at 24 kHz, get encoded bytes back after each one."""
 
-    def __init__(self, fmt: str, rate: int = OUTPUT_RATE) -> None:
+    def __init__(self, fmt: str, rate: int = OUTPUT_RATE, *, whole: bool = False) -> None:
         self.format = fmt
         self.rate = rate
         self._pts = 0
         self._container = None
-        if fmt == "pcm":
+        self._wav = WavWriter(rate, buffered=whole) if fmt == "wav" else None
+        if fmt in ("pcm", "wav"):
             return
         container, codec, bit_rate = _CODECS[fmt]
         self._sink = _Sink()
@@ -70,6 +72,8 @@ class StreamEncoder:
 
     def encode(self, samples: np.ndarray) -> bytes:
         pcm = to_int16(samples)
+        if self._wav is not None:
+            return self._wav.write(pcm.tobytes())
         if self._container is None:
             return pcm.tobytes()
         if pcm.size == 0:
@@ -83,6 +87,8 @@ class StreamEncoder:
         return self._sink.drain()
 
     def finish(self) -> bytes:
+        if self._wav is not None:
+            return self._wav.finish()
         if self._container is None:
             return b""
         for packet in self._stream.encode(None):
