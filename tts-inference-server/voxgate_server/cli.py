@@ -9,6 +9,7 @@ import os
 import uvicorn
 
 from voxgate_server.http_protocol import make_protocol
+from voxgate_server.serve import VoxgateServer
 from voxgate_server.settings import Settings
 
 
@@ -27,8 +28,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("voxgate-server: set both VOXGATE_SSL_CERTFILE and VOXGATE_SSL_KEYFILE for HTTPS, or neither")
     app = create_app(settings)
     tls = {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)} if settings.ssl_certfile else {}
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), timeout_graceful_shutdown=5,
-                http=make_protocol(settings.header_timeout_s), timeout_keep_alive=settings.keep_alive_s, **tls)
+    # uvicorn cancels what is left after its grace time; the runtime ends its requests before that.
+    config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level.lower(),
+                            timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 2,
+                            http=make_protocol(settings.header_timeout_s), timeout_keep_alive=settings.keep_alive_s,
+                            **tls)
+    VoxgateServer(config, app.state.runtime, settings.shutdown_grace_s).run()
 
 
 if __name__ == "__main__":

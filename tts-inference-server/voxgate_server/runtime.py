@@ -50,6 +50,7 @@ class Runtime:
             metrics.engine_ready.labels(slot.id).set(0)
         self.aliases = {alias: target for alias, target in settings.aliases.items() if target in self.slots}
         self._load_task: asyncio.Task[None] | None = None
+        self.shutting_down = False
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -89,12 +90,26 @@ class Runtime:
         mapping.update(self.settings.voice_map.get(engine.id, {}))
         return mapping
 
-    async def close(self) -> None:
+    def begin_shutdown(self, grace_s: float) -> None:
+        """SIGTERM: refuse requests not yet started (503); stop running ones after ``grace_s``."""
+        self.shutting_down = True
+        workers = [slot.worker for slot in self.slots.values() if slot.worker is not None]
+        for worker in workers:
+            worker.begin_shutdown()
+        asyncio.get_running_loop().call_later(grace_s, lambda: [w.cancel_running() for w in workers])
+
+    async def close(self, join_s: float = 5.0) -> None:
+        """Stop the engines; wait (bounded) for their threads, so none outlives the event loop."""
+        self.shutting_down = True
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
         for slot in self.slots.values():
             if slot.worker is not None:
                 slot.worker.shutdown()
+                try:
+                    await asyncio.wait_for(asyncio.to_thread(slot.worker.join), join_s)
+                except asyncio.TimeoutError:
+                    log.warning("engine %s: a synthesis thread is still running at shutdown", slot.id)
             try:
                 slot.engine.close()
             except Exception:  # noqa: BLE001

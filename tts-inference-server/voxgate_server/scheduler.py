@@ -19,6 +19,18 @@ T = TypeVar("T")
 _DONE = object()
 
 
+class ShuttingDown(Exception):
+    """The server is stopping: a request that has not started is refused (503)."""
+
+
+def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> None:
+    """Hand a result to the event loop; after shutdown closed it there is no one left to tell."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # "Event loop is closed": the process is exiting
+        pass
+
+
 class QueueFull(Exception):
     def __init__(self, engine_id: str, retry_after_s: int) -> None:
         super().__init__(f"engine {engine_id} is busy")
@@ -36,6 +48,8 @@ class EngineWorker:
         self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"engine-{engine_id}")
         self.waiting = 0
         self.active = 0
+        self._closing = asyncio.Event()
+        self._running: set[threading.Event] = set()
 
     def start_threads(self, timeout: float = 30.0) -> None:
         """Start every worker thread now. Otherwise the first burst of requests starts them from
@@ -55,7 +69,9 @@ class EngineWorker:
         return self.waiting
 
     def admit(self) -> None:
-        """Refuse now if every worker is busy and the queue is full."""
+        """Refuse now if the server is stopping, or every worker is busy and the queue is full."""
+        if self._closing.is_set():
+            raise ShuttingDown()
         if self.active + self.waiting >= self.concurrency + self.queue_size:
             raise QueueFull(self.engine_id, self.retry_after_s)
 
@@ -68,10 +84,11 @@ class EngineWorker:
         self.admit()
         self.waiting += 1
         try:
-            await self._slots.acquire()
+            await self._acquire()
         finally:
             self.waiting -= 1
         self.active += 1
+        self._running.add(cancel)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
 
@@ -80,24 +97,25 @@ class EngineWorker:
                 for item in produce():
                     if cancel.is_set():
                         break
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
+                    _post(loop, queue.put_nowait, item)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
+                _post(loop, queue.put_nowait, exc)
             finally:
-                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+                _post(loop, queue.put_nowait, _DONE)
 
         def release(_: object) -> None:
             def _release() -> None:
                 self.active -= 1
                 self._slots.release()
 
-            loop.call_soon_threadsafe(_release)
+            _post(loop, _release)
 
         try:
             future = self._executor.submit(work)
         except BaseException:
             self.active -= 1
             self._slots.release()
+            self._running.discard(cancel)
             raise
         future.add_done_callback(release)
         try:
@@ -110,6 +128,42 @@ class EngineWorker:
                 yield item  # type: ignore[misc]
         finally:
             cancel.set()
+            self._running.discard(cancel)
+
+    async def _acquire(self) -> None:
+        """Wait for a worker, or refuse once the server starts stopping."""
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({acquire, closing}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the client left while waiting: never keep a slot nobody uses
+            closing.cancel()
+            if acquire.done() and not acquire.cancelled():
+                self._slots.release()
+            else:
+                acquire.cancel()
+            raise
+        closing.cancel()
+        if not acquire.done():
+            acquire.cancel()
+            raise ShuttingDown()
+        if self._closing.is_set():
+            self._slots.release()
+            raise ShuttingDown()
+
+    def begin_shutdown(self) -> None:
+        """Refuse new and waiting requests; running ones go on (``cancel_running`` stops them)."""
+        self._closing.set()
+
+    def cancel_running(self) -> None:
+        for cancel in list(self._running):
+            cancel.set()
 
     def shutdown(self) -> None:
+        self._closing.set()
+        self.cancel_running()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def join(self) -> None:
+        """Block until every worker thread has finished (after ``shutdown``)."""
+        self._executor.shutdown(wait=True)

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     keep_alive_s: int = 5
+    # SIGTERM: seconds running requests get to finish before their audio is ended.
+    shutdown_grace_s: float = 4.0
     max_input_chars: int = 4096
 
     # Per-engine admission control: requests synthesized at once, and requests allowed to wait.

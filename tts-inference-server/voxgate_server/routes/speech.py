@@ -19,7 +19,7 @@ from voxgate_server.errors import APIError, validation_error
 from voxgate_server.json_body import parse_json_object
 from voxgate_server.pipeline import StreamStats, encoded_stream
 from voxgate_server.runtime import Runtime
-from voxgate_server.scheduler import QueueFull
+from voxgate_server.scheduler import QueueFull, ShuttingDown
 from voxgate_server.schemas import SpeechRequest
 from voxgate_server.speakable import clean_input, has_speech
 from voxgate_server.text import chunk_text
@@ -57,6 +57,11 @@ async def parse_speech_request(request: Request, runtime: Runtime) -> SpeechRequ
         raise APIError(400, f"'input' is {len(body.input)} characters long; the maximum is {limit}.",
                        param="input", code="string_above_max_length")
     return body
+
+
+def _shutting_down(runtime: Runtime) -> APIError:
+    return APIError(503, "The server is shutting down; retry on another instance or shortly.", code="shutting_down",
+                    type="service_unavailable", headers={"Retry-After": str(runtime.settings.retry_after_s)})
 
 
 def _usage(body: SpeechRequest, stats: StreamStats) -> dict[str, int]:
@@ -116,6 +121,8 @@ async def create_speech(request: Request):  # noqa: ANN201 - StreamingResponse o
     assert worker is not None
     try:
         worker.admit()
+    except ShuttingDown:
+        raise _shutting_down(runtime) from None
     except QueueFull as exc:
         metrics.requests.labels(slot.id, body.response_format, "429").inc()
         raise APIError(429, f"Model '{body.model}' is busy: every worker is in use and the queue is full.",
@@ -135,6 +142,15 @@ async def create_speech(request: Request):  # noqa: ANN201 - StreamingResponse o
     except InvalidRequest as exc:
         status = "400"
         raise APIError(400, exc.message, param=exc.param, code=exc.code or "invalid_value") from None
+    except ShuttingDown:
+        status = "503"
+        raise _shutting_down(runtime) from None
+    except Cancelled:
+        if not runtime.shutting_down:
+            status = "500"
+            raise APIError(500, "Speech synthesis was cancelled.", type="server_error", code="engine_error") from None
+        status = "503"
+        raise _shutting_down(runtime) from None
     except (EngineError, Exception) as exc:  # noqa: BLE001 - an engine fault is a 500, never a trace
         status = "500"
         raise APIError(500, f"Speech synthesis failed: {exc}", type="server_error", code="engine_error") from None
@@ -143,6 +159,9 @@ async def create_speech(request: Request):  # noqa: ANN201 - StreamingResponse o
         if status != "200":
             synth.cancel.set()
             metrics.requests.labels(slot.id, body.response_format, status).inc()
+    if not first and runtime.shutting_down:
+        metrics.requests.labels(slot.id, body.response_format, "503").inc()
+        raise _shutting_down(runtime)
     if first is None:
         synth.cancel.set()
         metrics.requests.labels(slot.id, body.response_format, "499").inc()
@@ -159,7 +178,15 @@ async def create_speech(request: Request):  # noqa: ANN201 - StreamingResponse o
             yield first
             async for data in stream:
                 yield data
-        except (Cancelled, asyncio.CancelledError):
+            if synth.cancel.is_set() and runtime.shutting_down:
+                outcome = "503"  # the worker stopped at a chunk boundary
+        except Cancelled:
+            if runtime.shutting_down:  # stopped by SIGTERM after the grace time: end the stream
+                outcome = "503"
+                return
+            outcome = "499"
+            raise
+        except asyncio.CancelledError:
             outcome = "499"
             raise
         except Exception:  # noqa: BLE001 - mid-stream failure: end the stream, count it
@@ -183,8 +210,11 @@ async def create_speech(request: Request):  # noqa: ANN201 - StreamingResponse o
                 payload = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}
                 yield f"data: {json.dumps(payload)}\n\n".encode()
             if outcome != "200":  # the engine failed mid-stream: no "done", as OpenAI would not send one
-                error = {"type": "error", "error": {"message": "Speech synthesis failed mid-stream.",
-                                                     "type": "server_error", "param": None, "code": "engine_error"}}
+                stopped = outcome == "503"
+                error = {"type": "error", "error": {
+                    "message": "The server is shutting down; the audio ends here." if stopped
+                    else "Speech synthesis failed mid-stream.",
+                    "type": "server_error", "param": None, "code": "shutting_down" if stopped else "engine_error"}}
                 yield f"data: {json.dumps(error)}\n\n".encode()
                 return
             done = {"type": "speech.audio.done", "usage": _usage(body, stats)}
