@@ -228,6 +228,30 @@ def test_keep_alive_connection_gets_a_fresh_header_deadline(strict_server):
     assert elapsed < BOUND_S and raw.startswith(b"HTTP/1.1 408")
 
 
+def test_oversized_headers_are_431(server):
+    with _connect(server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        try:
+            for _ in range(40):
+                sock.sendall(b"X-Filler: " + b"f" * 4000 + b"\r\n")
+        except OSError:
+            pass  # the server may close before all of it is sent
+        raw, _ = _read_until_closed(sock)
+    status, body = _status_and_json(raw)
+    assert status == 431 and body["error"]["code"] == "headers_too_large"
+
+
+def test_large_body_sent_with_the_headers_is_not_counted_as_headers(server):
+    body = b"\x01" * 300_000  # one send: the first read holds headers and much more than the limit
+    head = (b"POST /v1/audio/voices HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n")
+    with _connect(server) as sock:
+        sock.sendall(head + body)
+        raw, _ = _read_until_closed(sock)
+    status, err = _status_and_json(raw)
+    assert status == 400 and err["error"]["code"] == "invalid_multipart"
+
+
 def test_a_normal_request_is_not_affected(strict_server):
     r = httpx.post(f"{strict_server.url}/v1/audio/speech", timeout=60,
                    json={"model": "tts-1", "voice": "alloy", "input": "Hello there, this takes a moment.",

@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(settings)
     tls = {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)} if settings.ssl_certfile else {}
     # uvicorn cancels what is left after its grace time; the runtime ends its requests before that.
+    protocol = make_protocol(settings.header_timeout_s, settings.max_header_bytes)
     config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level.lower(),
                             timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 2,
-                            http=make_protocol(settings.header_timeout_s), timeout_keep_alive=settings.keep_alive_s,
-                            **tls)
+                            http=protocol, timeout_keep_alive=settings.keep_alive_s, **tls)
     VoxgateServer(config, app.state.runtime, settings.shutdown_grace_s).run()
 
 

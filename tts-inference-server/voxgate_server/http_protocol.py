@@ -1,6 +1,6 @@
 """uvicorn's HTTP protocol with a bound on the time to send request headers, and JSON 4xx.
 
-uvicorn bounds nothing while a request's headers arrive: a connection that sends nothing, or
+uvicorn bounds nothing while a request's headers arrive (neither time nor, with httptools, size): a connection that sends nothing, or
 one header byte every few seconds (slowloris), is held for ever, and its keep-alive timer is
 reset by every byte. Here a deadline is armed when a connection opens and again when a response
 completes; it is cleared only when a request's headers are complete. When it passes, a client
@@ -31,6 +31,7 @@ class HeaderDeadlineMixin:
     """Mixed into uvicorn's ``HttpToolsProtocol`` or ``H11Protocol`` (``make_protocol``)."""
 
     header_timeout_s: float = 10.0
+    max_header_bytes: int = 64 * 1024
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
     cycle: Any
@@ -40,7 +41,7 @@ class HeaderDeadlineMixin:
         if self.header_timeout_s <= 0:
             return
         self._header_cycle = self.cycle
-        self._header_bytes = False
+        self._header_bytes = 0
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_deadline_passed)
 
     def _clear_header_deadline(self) -> None:
@@ -64,11 +65,21 @@ class HeaderDeadlineMixin:
         self._arm_header_deadline()
 
     def data_received(self, data: bytes) -> None:
-        if getattr(self, "_header_timer", None) is not None:
-            self._header_bytes = True
+        waiting = getattr(self, "_header_timer", None) is not None
+        if waiting:
+            self._header_bytes += len(data)
         super().data_received(data)  # type: ignore[misc]
-        if getattr(self, "_header_timer", None) is not None and self.cycle is not self._header_cycle:
+        if not waiting or self._header_timer is None:
+            return
+        if self.cycle is not self._header_cycle:
             self._clear_header_deadline()  # a request's headers are complete
+        elif self._header_bytes > self.max_header_bytes and not self.transport.is_closing():
+            # httptools has no limit of its own on the size of a request's headers
+            self._clear_header_deadline()
+            self.transport.write(_raw_error(
+                431, "Request Header Fields Too Large",
+                f"The request headers are larger than {self.max_header_bytes} bytes.", "headers_too_large"))
+            self.transport.close()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
@@ -86,10 +97,11 @@ class HeaderDeadlineMixin:
         self.transport.close()
 
 
-def make_protocol(header_timeout_s: float) -> type:
+def make_protocol(header_timeout_s: float, max_header_bytes: int = 64 * 1024) -> type:
     """The protocol class for ``uvicorn.run(http=...)``: httptools when installed, else h11."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
     except ImportError:  # pragma: no cover - httptools is a dependency; h11 is uvicorn's fallback
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
-    return type(f"Voxgate{base.__name__}", (HeaderDeadlineMixin, base), {"header_timeout_s": header_timeout_s})
+    attrs = {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes}
+    return type(f"Voxgate{base.__name__}", (HeaderDeadlineMixin, base), attrs)

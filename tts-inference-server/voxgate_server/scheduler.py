@@ -132,6 +132,9 @@ class EngineWorker:
 
     async def _acquire(self) -> None:
         """Wait for a worker, or refuse once the server starts stopping."""
+        if not self._slots.locked():
+            await self._slots.acquire()  # a worker is free: returns at once
+            return
         acquire = asyncio.ensure_future(self._slots.acquire())
         closing = asyncio.ensure_future(self._closing.wait())
         try:

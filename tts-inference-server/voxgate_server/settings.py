@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     keep_alive_s: int = 5
+    max_header_bytes: int = 64 * 1024
     # SIGTERM: seconds running requests get to finish before their audio is ended.
     shutdown_grace_s: float = 4.0
     max_input_chars: int = 4096
