@@ -146,6 +146,11 @@ class Engine(ABC):
     def default_voice(self) -> str:
         return self.voices()[0].id
 
+    def resolve_voice(self, voice: str) -> str | None:
+        """A voice spec beyond the listed ids (kokoro's mixes "a(2)+b(1)"), as the id to synthesize
+        with; None when this engine does not know it. Raise ``InvalidRequest`` for a bad spec."""
+        return None
+
     def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Check engine-specific generation controls; raise ``InvalidRequest`` on bad ones."""
         return dict(options)
