@@ -21,7 +21,8 @@ from voxgate_server.settings import Settings
 log = logging.getLogger("voxgate")
 
 # Routers contributed by optional modules (present when their feature is installed).
-_OPTIONAL_ROUTERS = ("voxgate_server.routes.voice_library", "voxgate_server.routes.ws")
+_OPTIONAL_ROUTERS = ("voxgate_server.routes.voice_library", "voxgate_server.routes.ws",
+                     "voxgate_server.routes.realtimetts")
 
 
 def create_app(settings: Settings | None = None, engines: list[Engine] | None = None) -> FastAPI:
@@ -50,6 +51,8 @@ def create_app(settings: Settings | None = None, engines: list[Engine] | None = 
                 raise
             continue
         app.include_router(module.router)
+        if hasattr(module, "install"):  # start-up state of an optional surface (realtimetts)
+            module.install(app)
     if settings.api_keys:
         app.add_middleware(APIKeyMiddleware, keys=settings.api_keys)
     return app

@@ -276,14 +276,16 @@ class Session:
                 await self.task
 
 
-async def serve(websocket: WebSocket, handler) -> None:  # noqa: ANN001 - async (Session, dict) -> None
-    """Accept, then read JSON messages until the client leaves; shared by the RealtimeTTS socket."""
+async def serve(websocket: WebSocket, handler, session_class: type[Session] = Session) -> None:  # noqa: ANN001
+    """Accept, then read JSON messages until the client leaves; shared by the RealtimeTTS socket.
+
+    ``handler`` is an async (session, message) -> None."""
     runtime: Runtime = websocket.app.state.runtime
     if not authorized(websocket, runtime.settings.api_keys):
         await websocket.close(code=1008, reason="invalid API key")
         return
     await websocket.accept()
-    session = Session(websocket, runtime)
+    session = session_class(websocket, runtime)
     try:
         while True:
             raw = await websocket.receive()
