@@ -37,6 +37,8 @@ class SpeechRequest(BaseModel):
     max_duration_s: float | None = None
     # The language to read ``input`` in, for multilingual engines (kokoro); default: the voice's.
     language: str | None = Field(default=None, min_length=1, max_length=16)
+    # "word": the audio comes with word timings (JSON, or SSE timestamps events); see timing.py
+    timestamps: Literal["none", "word"] = "none"
 
     @property
     def voice_id(self) -> str:

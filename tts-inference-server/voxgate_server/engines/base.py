@@ -68,6 +68,9 @@ class EngineCapabilities:
     paralinguistic_tags: tuple[str, ...] = ()
     device: str = "cpu"
     cost_hint: str = "free: local CPU"
+    # True: the engine's AudioChunks carry ``words`` [(word, start_s, end_s)] relative to the
+    # chunk, and the server can answer ``"timestamps": "word"`` (voxgate_server.timing).
+    word_timestamps: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +87,7 @@ class EngineCapabilities:
             "paralinguistic_tags": list(self.paralinguistic_tags),
             "device": self.device,
             "cost_hint": self.cost_hint,
+            "word_timestamps": self.word_timestamps,
         }
 
 

@@ -160,6 +160,7 @@ class KokoroEngine(Engine):
             max_chunk_chars=300,
             streaming=True,
             native_speed=True,
+            word_timestamps=self._has_durations,
             device=self._device,
             cost_hint=("local GPU" if self._device == "cuda"
                        else "free: local CPU, about 0.5-1 s of compute per second of speech (int8)"),
