@@ -119,9 +119,11 @@ class PiperEngine(Engine):
         for text in request.chunks:
             if request.cancel.is_set():
                 raise Cancelled()
-            matcher = WordAligner(text, self._phonemize_word) if self._alignments else None
+            # word spans only when asked for: aligning costs CPU on every sentence
+            wants_words = self._alignments and request.options.get("timestamps") == "word"
+            matcher = WordAligner(text, self._phonemize_word) if wants_words else None
             # Piper yields one piece per sentence, each a whole segment (faded and paused).
-            for piece in self._voice.synthesize(text, syn_config=config, include_alignments=self._alignments):
+            for piece in self._voice.synthesize(text, syn_config=config, include_alignments=wants_words):
                 if request.cancel.is_set():
                     raise Cancelled()
                 chunk = self._chunk(piece, segment_end=True)

@@ -65,6 +65,7 @@ async def timed_speech(request: Request, body: SpeechRequest):  # noqa: ANN201 -
                         if s.worker is not None and s.engine.capabilities().word_timestamps]
         raise APIError(400, f"Model '{body.model}' has no word timings (engines with them: "
                             f"{', '.join(with_timings) or 'none'}).", param="timestamps", code="unsupported_value")
+    job.synth.options = {**job.synth.options, "timestamps": "word"}  # engines that align on demand (piper)
     headers = {"X-Voxgate-Engine": job.slot.id, "X-Voxgate-Voice": job.voice, "Cache-Control": "no-store"}
     if body.stream_format != "sse":
         words, audio = [], bytearray()
