@@ -187,3 +187,9 @@ def test_an_unknown_language_is_a_400(kokoro_server):
     assert r.json()["error"]["param"] == "language"
     ok = speak(kokoro_server, "Hello there.", language="en")
     assert ok.status_code == 200
+
+
+def test_input_with_nothing_to_speak_is_a_400(kokoro_server):
+    r = speak(kokoro_server, "... !!! ???")
+    assert r.status_code == 400, (r.status_code, r.content[:200])
+    assert r.json()["error"]["param"] == "input"

@@ -46,6 +46,9 @@ _SENTENCE_LANG = {"en-us": "en", "en-gb": "en", "pt-br": "pt"}
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
 
+# Punctuation and spaces: a piece made only of these is not speech (the model would breathe).
+_NOT_SPOKEN = set(';:,.!?¡¿—…"«»“”()[] \'-')
+
 _GENDER = {"f": "female", "m": "male"}
 
 
@@ -231,8 +234,14 @@ class KokoroEngine(Engine):
             raise EngineError("kokoro is not loaded")
         mix = parse_mix(request.voice, set(self._styles))
         styles = mix_styles(mix, self._styles)
+        spoke = False
         with _Terminator(request.cancel) as run_options:
-            yield from self._sentences(request, mix, styles, run_options)
+            for chunk in self._sentences(request, mix, styles, run_options):
+                spoke = True
+                yield chunk
+        if not spoke:  # only punctuation or symbols the front end drops: a 400, not an empty 200
+            raise InvalidRequest("'input' has nothing Kokoro can speak (no letters or digits it can read).",
+                                 param="input", code="invalid_value")
 
     def _sentences(self, request: SynthesisRequest, mix: VoiceMix, styles: np.ndarray,
                    run_options: Any) -> Iterator[AudioChunk]:
@@ -243,6 +252,7 @@ class KokoroEngine(Engine):
                 if request.cancel.is_set():
                     raise Cancelled()
                 pieces = self._phonemizers(sentence, language)
+                pieces = [p for p in pieces if any(c not in _NOT_SPOKEN for c in p.phonemes)]
                 for i, piece in enumerate(pieces):
                     if request.cancel.is_set():
                         raise Cancelled()
