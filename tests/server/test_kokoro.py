@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from audio_check import decode, transcribe, wer
-from conftest import ServerProcess
 
 SENTENCES = [
     "The birch canoe slid on the smooth planks.",
@@ -26,9 +25,9 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="module")
-def kokoro_server(tmp_path_factory):
+def kokoro_server(tmp_path_factory, server_factory):
     cache = tmp_path_factory.mktemp("kokoro-cache")
-    proc = ServerProcess({"VOXGATE_ENGINES": "kokoro", "KOKORO_JA_CACHE": str(cache)}, ready_timeout=180)
+    proc = server_factory({"VOXGATE_ENGINES": "kokoro", "KOKORO_JA_CACHE": str(cache)})
     yield proc
     proc.stop()
 

@@ -14,7 +14,6 @@ import soundfile as sf
 from websockets.asyncio.client import connect
 
 from audio_check import decode
-from conftest import ServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +25,8 @@ def env(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def rtts(env):
-    proc = ServerProcess(env, ready_timeout=180)
+def rtts(env, server_factory):
+    proc = server_factory(env)
     yield proc
     proc.stop()
 
@@ -147,7 +146,7 @@ def test_voice_library_and_current_voice(rtts, env):
     assert_error(httpx.delete(f"{rtts.url}/v1/voices/joe"), 404)
 
 
-def test_switch_loads_the_engine_persists_it_and_tts1_follows(rtts, env, tmp_path):
+def test_switch_loads_the_engine_persists_it_and_tts1_follows(rtts, env, server_factory):
     engines = httpx.get(f"{rtts.url}/v1/engines").json()
     assert engines["current"] == "piper"
     by_id = {e["id"]: e for e in engines["engines"]}
@@ -167,7 +166,7 @@ def test_switch_loads_the_engine_persists_it_and_tts1_follows(rtts, env, tmp_pat
     saved = json.loads(open(env["VOXGATE_RTTS_STATE_FILE"]).read())
     assert saved == {"engine": "kokoro", "voices": {"kokoro": "jf_gongitsune"}}
     # a restarted server (VOXGATE_ENGINES=piper) starts with kokoro loaded and as its default
-    again = ServerProcess(env, ready_timeout=180)
+    again = server_factory(env)
     try:
         for _ in range(600):
             state = httpx.get(f"{again.url}/health").json()["engines"]

@@ -13,16 +13,15 @@ import numpy as np
 import pytest
 
 from audio_check import decode
-from conftest import ServerProcess
 
 TEXT = "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background."
 
 
 @pytest.fixture(scope="module")
-def timed_server(tmp_path_factory):
+def timed_server(tmp_path_factory, server_factory):
     cache = tmp_path_factory.mktemp("kokoro-cache")
-    proc = ServerProcess({"VOXGATE_ENGINES": "piper,kokoro", "KOKORO_JA_CACHE": str(cache),
-                          "VOXGATE_PIPER_NOISE_SCALE": "0", "VOXGATE_PIPER_NOISE_W_SCALE": "0"}, ready_timeout=180)
+    proc = server_factory({"VOXGATE_ENGINES": "piper,kokoro", "KOKORO_JA_CACHE": str(cache),
+                           "VOXGATE_PIPER_NOISE_SCALE": "0", "VOXGATE_PIPER_NOISE_W_SCALE": "0"})
     deadline = time.monotonic() + 180
     while any(e["state"] != "ready" for e in httpx.get(f"{proc.url}/health").json()["engines"].values()):
         assert time.monotonic() < deadline

@@ -13,7 +13,6 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from audio_check import decode
-from conftest import ServerProcess
 
 LONG = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
         "It is easy to tell the depth of a well. These days a chicken leg is a rare dish. "
@@ -21,10 +20,10 @@ LONG = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark b
 
 
 @pytest.fixture(scope="module")
-def ws_server(tmp_path_factory):
+def ws_server(tmp_path_factory, server_factory):
     cache = tmp_path_factory.mktemp("kokoro-cache")
-    proc = ServerProcess({"VOXGATE_ENGINES": "piper,kokoro", "KOKORO_JA_CACHE": str(cache),
-                          "VOXGATE_CONCURRENCY": "2", "VOXGATE_QUEUE_SIZE": "16"}, ready_timeout=180)
+    proc = server_factory({"VOXGATE_ENGINES": "piper,kokoro", "KOKORO_JA_CACHE": str(cache),
+                           "VOXGATE_CONCURRENCY": "2", "VOXGATE_QUEUE_SIZE": "16"})
     wait_all_ready(proc)
     yield proc
     proc.stop()
@@ -189,7 +188,13 @@ async def test_ten_sockets_at_once(ws_server):
 
 def test_api_keys_apply_to_the_socket(server_factory):
     server = server_factory({"VOXGATE_API_KEYS": "sekrit"})
+    try:
+        _check_keys(server)
+    finally:
+        server.stop()
 
+
+def _check_keys(server):
     async def main():
         with pytest.raises(InvalidStatus):
             async with connect(ws_url(server)):
