@@ -223,3 +223,15 @@ def test_a_users_own_model_and_voices_file_from_settings(tmp_path):
         audio = list(engine.synthesize(SynthesisRequest(chunks=["Hello there."], voice=expected_default)))
         assert sum(c.samples.size for c in audio) > 24000 * 0.4
         engine.close()
+
+
+def test_other_languages_go_through_espeak(engine):
+    """fr/es/hi/it/pt-br/zh: espeak-ng (from piper-tts, as upstream Kokoro uses espeak for them)."""
+    from voxgate_server.engines.base import SynthesisRequest
+
+    options = engine.validate_options({"language": "fr"})
+    assert options["language"] == "fr"
+    assert "ʁ" in engine._phonemizers("Bonjour à tous.", "fr")[0].phonemes  # French phonemes, not English
+    chunks = list(engine.synthesize(SynthesisRequest(chunks=["Bonjour, comment allez-vous ?"], voice="jf_alpha",
+                                                     options=options)))
+    assert sum(c.samples.size for c in chunks) / 24000 > 1.0

@@ -24,7 +24,7 @@ from voxgate_server.engines.base import EngineError, InvalidRequest
 # Kokoro's context: 512 positions, two of them the start and end pads.
 MAX_PHONEMES = 510
 
-ESPEAK_VOICES: dict[str, str] = {"es": "es", "fr": "fr-fr", "hi": "hi", "it": "it", "pt-br": "pt-br", "zh": "cmn"}
+ESPEAK_VOICES: dict[str, str] = {"es": "es", "fr": "fr", "hi": "hi", "it": "it", "pt-br": "pt-br", "zh": "cmn"}
 
 
 @dataclass
