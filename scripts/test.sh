@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine (README: "Run the tests"):
 #   bash scripts/test.sh [pytest args]
-# Builds .venv from scratch (torch 2.13.0 CPU, voxgate-server[piper], voxgate-manager, chatterbox-tts),
+# Builds .venv from scratch (torch 2.13.0 CPU, voxgate-server[piper,kokoro], voxgate-manager, chatterbox-tts),
 # and, when run as root, installs Debian's docker.io, starts dockerd, builds the CPU image and runs
 # the Docker tests too (VOXGATE_TEST_DOCKER=1 makes a missing engine a failure, never a skip).
 set -euo pipefail
@@ -14,7 +14,7 @@ python3 -m venv "$VENV"
 PY="$VENV/bin/python"
 "$PY" -m pip install -q --upgrade pip
 "$PY" -m pip install -q torch==2.13.0
-"$PY" -m pip install -q -e "tts-inference-server[piper]" -r tests/requirements.txt
+"$PY" -m pip install -q -e "tts-inference-server[piper,kokoro]" -r tests/requirements.txt
 if [ -f manager/pyproject.toml ]; then "$PY" -m pip install -q -e manager; fi
 log "chatterbox-tts"
 bash scripts/install-chatterbox.sh "$VENV"

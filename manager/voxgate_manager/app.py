@@ -107,6 +107,9 @@ def create_app(manager: Manager) -> Callable[[Scope, Receive, Send], Awaitable[N
 def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitable[Any]]]:
     app = FastAPI(title="voxgate-manager", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
+    from voxgate_manager import ws_proxy
+
+    ws_proxy.install(app, manager)  # GET /v1/audio/speech/ws, relayed to the model's server
     keys = manager.settings.api_keys
     created = int(time.time())
 

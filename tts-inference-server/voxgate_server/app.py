@@ -23,7 +23,8 @@ from voxgate_server.trailing_slash import TrailingSlashMiddleware
 log = logging.getLogger("voxgate")
 
 # Routers contributed by optional modules (present when their feature is installed).
-_OPTIONAL_ROUTERS = ("voxgate_server.routes.voice_library",)
+_OPTIONAL_ROUTERS = ("voxgate_server.routes.voice_library", "voxgate_server.routes.ws",
+                     "voxgate_server.routes.realtimetts")
 
 
 def create_app(settings: Settings | None = None, engines: list[Engine] | None = None) -> FastAPI:
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None, engines: list[Engine] | None = 
                 raise
             continue
         app.include_router(module.router)
+        if hasattr(module, "install"):  # start-up state of an optional surface (realtimetts)
+            module.install(app)
     if settings.api_keys:
         app.add_middleware(APIKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(BodyTimeoutMiddleware, timeout_s=settings.body_timeout_s)

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from voxgate_server.engines import create_engine
-from voxgate_server.engines.base import Engine
+from voxgate_server.engines.base import Engine, InvalidRequest
 from voxgate_server.errors import APIError
 from voxgate_server.metrics import ServerMetrics
 from voxgate_server.scheduler import EngineWorker
@@ -144,6 +144,12 @@ class Runtime:
             return voice
         if voice.lower() in lowered:
             return lowered[voice.lower()]
+        try:
+            spec = slot.engine.resolve_voice(voice)
+        except InvalidRequest as exc:
+            raise APIError(400, exc.message, param=exc.param or "voice", code=exc.code or "invalid_voice") from None
+        if spec is not None:
+            return spec
         mapped = slot.voice_map.get(voice) or slot.voice_map.get(voice.lower())
         if mapped is not None and mapped in known:
             return mapped

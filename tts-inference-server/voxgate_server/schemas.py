@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
-GENERATION_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "seed", "max_duration_s")
+GENERATION_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "seed", "max_duration_s", "language")
 
 
 class VoiceObject(BaseModel):
@@ -35,10 +35,14 @@ class SpeechRequest(BaseModel):
     repetition_penalty: float | None = None
     seed: StrictInt | None = None
     max_duration_s: float | None = None
+    # The language to read ``input`` in, for multilingual engines (kokoro); default: the voice's.
+    language: str | None = Field(default=None, min_length=1, max_length=16)
+    # "word": the audio comes with word timings (JSON, or SSE timestamps events); see timing.py
+    timestamps: Literal["none", "word"] = "none"
 
     @property
     def voice_id(self) -> str:
         return self.voice.id if isinstance(self.voice, VoiceObject) else self.voice
 
-    def generation_options(self) -> dict[str, float | int]:
+    def generation_options(self) -> dict[str, float | int | str]:
         return {name: getattr(self, name) for name in GENERATION_FIELDS if getattr(self, name) is not None}

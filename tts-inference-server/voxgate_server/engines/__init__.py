@@ -22,9 +22,16 @@ def _chatterbox_turbo(settings: Settings) -> Engine:
     return FastChatterboxTurboEngine(settings)
 
 
+def _kokoro(settings: Settings) -> Engine:
+    from voxgate_server.engines.kokoro.engine import KokoroEngine
+
+    return KokoroEngine(settings)
+
+
 FACTORIES: dict[str, Callable[[Settings], Engine]] = {
     "piper": _piper,
     "chatterbox-turbo": _chatterbox_turbo,
+    "kokoro": _kokoro,
 }
 
 

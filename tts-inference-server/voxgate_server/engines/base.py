@@ -68,6 +68,9 @@ class EngineCapabilities:
     paralinguistic_tags: tuple[str, ...] = ()
     device: str = "cpu"
     cost_hint: str = "free: local CPU"
+    # True: the engine's AudioChunks carry ``words`` [(word, start_s, end_s)] relative to the
+    # chunk, and the server can answer ``"timestamps": "word"`` (voxgate_server.timing).
+    word_timestamps: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +87,7 @@ class EngineCapabilities:
             "paralinguistic_tags": list(self.paralinguistic_tags),
             "device": self.device,
             "cost_hint": self.cost_hint,
+            "word_timestamps": self.word_timestamps,
         }
 
 
@@ -145,6 +149,11 @@ class Engine(ABC):
 
     def default_voice(self) -> str:
         return self.voices()[0].id
+
+    def resolve_voice(self, voice: str) -> str | None:
+        """A voice spec beyond the listed ids (kokoro's mixes "a(2)+b(1)"), as the id to synthesize
+        with; None when this engine does not know it. Raise ``InvalidRequest`` for a bad spec."""
+        return None
 
     def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Check engine-specific generation controls; raise ``InvalidRequest`` on bad ones."""

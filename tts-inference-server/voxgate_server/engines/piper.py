@@ -17,9 +17,18 @@ from voxgate_server.engines.base import (
     SynthesisRequest,
     VoiceInfo,
 )
+from voxgate_server.engines.piper_words import WordAligner
 from voxgate_server.settings import Settings
 
 log = logging.getLogger("voxgate.engine.piper")
+
+
+def _has_onnx() -> bool:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class PiperEngine(Engine):
@@ -47,7 +56,8 @@ class PiperEngine(Engine):
         if self._settings.piper_threads > 0:
             self._voice = self._load_with_threads(model_path, config_path, self._settings.piper_threads)
         else:
-            self._voice = PiperVoice.load(model_path, config_path)
+            # include_alignments patches the graph in memory (needs onnx) for word timings
+            self._voice = PiperVoice.load(model_path, config_path, include_alignments=_has_onnx())
         self._sample_rate = int(self._voice.config.sample_rate)
         log.info("piper voice %s loaded (%d Hz)", self._voice_id, self._sample_rate)
 
@@ -61,7 +71,18 @@ class PiperEngine(Engine):
 
         opts = onnxruntime.SessionOptions()
         opts.intra_op_num_threads = threads
-        session = onnxruntime.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        model: str | bytes = str(model_path)
+        if _has_onnx():
+            import onnx
+            from piper.patch_voice_with_alignment import add_alignment_output
+
+            proto = onnx.load(str(model_path))
+            try:
+                add_alignment_output(proto)
+                model = proto.SerializeToString()
+            except ValueError:
+                pass  # already patched, or no w_ceil tensor
+        session = onnxruntime.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
         config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
         return PiperVoice(session=session, config=config)
 
@@ -78,6 +99,7 @@ class PiperEngine(Engine):
             native_speed=False,
             device="cpu",
             cost_hint="free: local CPU, about 0.05-0.1 s of compute per second of speech",
+            word_timestamps=self._alignments,
         )
 
     def voices(self) -> list[VoiceInfo]:
@@ -97,11 +119,25 @@ class PiperEngine(Engine):
         for text in request.chunks:
             if request.cancel.is_set():
                 raise Cancelled()
+            # word spans only when asked for: aligning costs CPU on every sentence
+            wants_words = self._alignments and request.options.get("timestamps") == "word"
+            matcher = WordAligner(text, self._phonemize_word) if wants_words else None
             # Piper yields one piece per sentence, each a whole segment (faded and paused).
-            for piece in self._voice.synthesize(text, syn_config=config):
+            for piece in self._voice.synthesize(text, syn_config=config, include_alignments=wants_words):
                 if request.cancel.is_set():
                     raise Cancelled()
-                yield self._chunk(piece, segment_end=True)
+                chunk = self._chunk(piece, segment_end=True)
+                if matcher is not None and piece.phoneme_alignments:
+                    chunk.words = matcher.assign(piece.phoneme_alignments, piece.sample_rate)  # type: ignore[attr-defined]
+                yield chunk
+
+    def _phonemize_word(self, word: str) -> str:
+        assert self._voice is not None
+        return " ".join("".join(s) for s in self._voice.phonemize(word))
+
+    @property
+    def _alignments(self) -> bool:
+        return self._voice is not None and _has_onnx()
 
     @staticmethod
     def _chunk(piece, segment_end: bool) -> AudioChunk:  # noqa: ANN001 - piper.AudioChunk

@@ -99,6 +99,10 @@ async def create_speech(request: Request):  # noqa: ANN201 - StreamingResponse o
     runtime: Runtime = request.app.state.runtime
     metrics = runtime.metrics
     body = await parse_speech_request(request, runtime)
+    if body.timestamps == "word":
+        from voxgate_server.routes.timestamps import timed_speech
+
+        return await timed_speech(request, body)
     slot = runtime.resolve_model(body.model)
     engine = slot.engine
     caps = engine.capabilities()

@@ -1,0 +1,1 @@
+"""Kokoro-82M v1.0 through onnxruntime: multilingual voices, weighted voice mixing, native speed."""
