@@ -234,14 +234,10 @@ class KokoroEngine(Engine):
             raise EngineError("kokoro is not loaded")
         mix = parse_mix(request.voice, set(self._styles))
         styles = mix_styles(mix, self._styles)
-        spoke = False
+        # Only punctuation or symbols the front end drops yields nothing: the pipeline then answers
+        # with a short silence (issue 17: never an empty 200, and Home Assistant's "." check is no 4xx).
         with _Terminator(request.cancel) as run_options:
-            for chunk in self._sentences(request, mix, styles, run_options):
-                spoke = True
-                yield chunk
-        if not spoke:  # only punctuation or symbols the front end drops: a 400, not an empty 200
-            raise InvalidRequest("'input' has nothing Kokoro can speak (no letters or digits it can read).",
-                                 param="input", code="invalid_value")
+            yield from self._sentences(request, mix, styles, run_options)
 
     def _sentences(self, request: SynthesisRequest, mix: VoiceMix, styles: np.ndarray,
                    run_options: Any) -> Iterator[AudioChunk]:
