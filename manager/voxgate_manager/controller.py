@@ -85,6 +85,7 @@ class ModelController:
         self.vram_admitted = False
         self.server_caps = parking.ServerCaps()
         self.last_park_s: float | None = None
+        self.parks_done = 0
         self.last_wake_s: float | None = None
         self.admission: Callable[[ModelController], Awaitable[None]] | None = None
         metrics.set_state(spec.id, self.machine.state)
@@ -317,6 +318,7 @@ class ModelController:
                                      self.spec.api_key, self._park_timeout())
         took = time.monotonic() - t0
         if out.ok:
+            self.parks_done += 1
             self.last_park_s = round(took, 3)
             self.metrics.parks.labels(self.id, reason.split(" ")[0]).inc()
             self.metrics.park_duration.labels(self.id).observe(took)
@@ -360,11 +362,13 @@ class ModelController:
             raise Rejected(409, self.spec.retry_after_s, f"model {self.id!r} is {m.state.value}, not ready: not parked",
                            "not_ready")
         self._apply()
+        parks_before = self.parks_done
         while m.state is State.PARKING:
             changed = self._changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), 0.5)
-        if m.state is not State.PARKED:
+        # parked, and possibly already waking for requests that came meanwhile: a park all the same
+        if self.parks_done == parks_before:
             raise Rejected(409, self.spec.retry_after_s, f"model {self.id!r} was not parked: {m.last_error or m.state.value}",
                            "park_failed")
 
