@@ -206,6 +206,101 @@ def manager_phase(server: Server, args: argparse.Namespace, res: dict[str, Any])
             proc.kill()
 
 
+def manager_park_phase(args: argparse.Namespace, res: dict[str, Any]) -> None:
+    """The manager's own park path on the GPU: a process-runtime entry with no concurrency set
+    (taken from the server), a cold start through the manager, idle -> parked, a burst of
+    ``--burst`` to the parked model (one wake), then ``--manager-park-cycles`` idle parks each
+    followed by one request."""
+    try:
+        import voxgate_manager  # noqa: F401
+    except ImportError as exc:
+        res["manager_park"] = {"skipped": f"voxgate_manager not importable: {exc}"}
+        return
+    port, admin, sport = free_port(), free_port(), free_port()
+    server_env = {"VOXGATE_ENGINES": "chatterbox-turbo", "VOXGATE_LOG_LEVEL": "info", "VOXGATE_QUEUE_SIZE": "64",
+                  "VOXGATE_CONCURRENCY": str(args.burst), "VOXGATE_CHATTERBOX_CHECKPOINT_DIR": args.ckpt,
+                  "VOXGATE_CHATTERBOX_DEVICE": "cuda", "VOXGATE_CHATTERBOX_FAST": "on",
+                  "VOXGATE_VOICES_DIR": "/tmp/park-bench-voices", "HF_HUB_OFFLINE": "1"}
+    entry = {"id": "chatterbox-turbo", "runtime": {"type": "process", "port": sport, "environment": server_env,
+                                                   "command": ["{python}", "-m", "voxgate_server.cli", "--host", "{host}",
+                                                               "--port", "{port}"], "stop_timeout_s": 20},
+             "readiness": {"path": "/health", "json_field": "status", "json_value": "ok"},
+             "start_timeout_s": 600, "hold_max_s": 600, "idle_timeout_s": args.manager_idle_s, "queue_size": 64,
+             "parked_timeout_s": 3600}
+    cfg = Path("/tmp/park-bench-manager-process.json")
+    cfg.write_text(json.dumps({"models": [entry]}))
+    env = dict(os.environ, VOXGATE_MANAGER_CONFIG=str(cfg), VOXGATE_MANAGER_PORT=str(port),
+               VOXGATE_MANAGER_ADMIN_PORT=str(admin), VOXGATE_MANAGER_LOG_LEVEL="info", VOXGATE_MANAGER_TICK_S="0.1")
+    log = open(Path(args.out) / "park_manager.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "voxgate_manager.cli"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    murl, aurl = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}/admin/models/chatterbox-turbo"
+    out: dict[str, Any] = {}
+    res["manager_park"] = out
+
+    def status() -> dict[str, Any]:
+        return httpx.get(aurl, timeout=10).json()
+
+    def wait_state(state: str, timeout: float) -> float:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
+            if status()["state"] == state:
+                return time.perf_counter() - t0
+            time.sleep(0.1)
+        raise RuntimeError(f"manager: not {state} in {timeout} s ({status()['state']})")
+
+    def metric(name: str) -> float:
+        total = 0.0
+        for line in httpx.get(murl + "/metrics", timeout=10).text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    try:
+        deadline = time.perf_counter() + 60
+        while time.perf_counter() < deadline:
+            try:
+                if httpx.get(murl + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        with httpx.Client() as c:
+            t0 = time.perf_counter()
+            cold = speak(c, murl, 2.0)
+        st = status()
+        out.update(cold_start_first_byte_s=cold["first_byte_s"], last_start_s=st.get("last_start_s"),
+                   concurrency_used=st.get("concurrency"), can_park=st.get("can_park"))
+        out["parked_after_idle_s"] = round(wait_state("parked", args.manager_idle_s + 60), 2)
+        time.sleep(args.settle_s)
+        pid = status()["runtime"].get("pid")
+        out["server_mib_parked"] = smi_process_mib(pid) if pid else None
+        out["burst_to_parked"] = burst(murl, args.burst, args.burst_audio_s)
+        out["wakes_after_burst"] = metric("voxgate_manager_wakes_total")
+        out["burst_warm"] = burst(murl, args.burst, args.burst_audio_s)
+        cycles = []
+        for _ in range(args.manager_park_cycles):
+            wait_state("parked", args.manager_idle_s + 60)
+            time.sleep(args.settle_s)
+            with httpx.Client() as c:
+                m = speak(c, murl, 4.0)
+            cycles.append({"parked_first_byte_s": m["first_byte_s"], "last_park_s": status().get("last_park_s"),
+                           "last_wake_s": status().get("last_wake_s")})
+        out["cycles"] = cycles
+        if cycles:
+            out["parked_first_byte_s_median"] = round(statistics.median(c["parked_first_byte_s"] for c in cycles), 3)
+        out["parks_total"] = metric("voxgate_manager_parks_total")
+        out["wakes_total"] = metric("voxgate_manager_wakes_total")
+        out["cold_starts_total"] = metric("voxgate_manager_cold_starts_total")
+    except Exception as exc:  # noqa: BLE001 - recorded with what was measured
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def markdown(res: dict[str, Any]) -> str:
     lines = [f"# Park bench ({res.get('gpu', '?')})", "", "## Launch -> first audio byte (s from process launch)", "",
              "| stage | at |", "|---|---|"]
@@ -233,6 +328,17 @@ def markdown(res: dict[str, Any]) -> str:
                   f"(ratio {m['ratio']})."]
     elif m:
         lines += ["", f"Manager phase: {m}"]
+    mp = res.get("manager_park")
+    if mp and "burst_to_parked" in mp:
+        lines += ["", f"Through the manager (process runtime, concurrency from the server: {mp.get('concurrency_used')}): "
+                  f"cold start -> first byte {mp.get('cold_start_first_byte_s')} s (manager phases {mp.get('last_start_s')}); "
+                  f"parked {mp.get('server_mib_parked')} MiB; burst of {mp['burst_to_parked']['n']} to the parked model: "
+                  f"{mp['burst_to_parked']['audio_s_per_s']} audio s/s, first byte median "
+                  f"{mp['burst_to_parked']['first_byte_median_s']} s, wakes {mp.get('wakes_after_burst')}; warm burst "
+                  f"{mp['burst_warm']['audio_s_per_s']} audio s/s; parked -> first byte median "
+                  f"{mp.get('parked_first_byte_s_median')} s over {len(mp.get('cycles', []))} idle parks."]
+    elif mp:
+        lines += ["", f"Manager park phase: {mp}"]
     return "\n".join(lines) + "\n"
 
 
@@ -246,6 +352,8 @@ def main() -> int:
     p.add_argument("--manager-bursts", type=int, default=3)
     p.add_argument("--manager-concurrency", type=int, default=0, help="0: the manager reads it from the server")
     p.add_argument("--settle-s", type=float, default=2.0, help="wait after a park before nvidia-smi")
+    p.add_argument("--manager-park-cycles", type=int, default=3, help="-1: no manager park phase")
+    p.add_argument("--manager-idle-s", type=float, default=3.0)
     args = p.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     res: dict[str, Any] = {"text_chars": len(TEXT)}
@@ -317,11 +425,13 @@ def main() -> int:
         print("park bench failed:", res["error"], file=sys.stderr)
     finally:
         server.stop()
-        (Path(args.out) / "park_bench.json").write_text(json.dumps(res, indent=1))
-        if "summary" in res:
-            (Path(args.out) / "park_bench.md").write_text(markdown(res))
+    if args.manager_park_cycles >= 0:
+        manager_park_phase(args, res)
+    (Path(args.out) / "park_bench.json").write_text(json.dumps(res, indent=1))
+    if "summary" in res:
+        (Path(args.out) / "park_bench.md").write_text(markdown(res))
     print(json.dumps({k: res.get(k) for k in ("launch", "summary", "race", "burst_warm", "burst_after_wake",
-                                                "manager", "error")}, indent=1))
+                                                "manager", "manager_park", "error")}, indent=1))
     return 1 if "error" in res else 0
 
 
