@@ -5,7 +5,7 @@ One server process, the shipped engine defaults (random-weight checkpoint):
   weights loaded, fast path warmed up, engine ready, /health 200, first byte);
 - ``--cycles`` park/wake cycles: POST /admin/park (client time and the engine's own split),
   nvidia-smi of the server process and of the whole GPU while parked, then a streamed request
-  of TEXT (104 characters) to the parked server: parked -> first audio byte, and how the wake
+  of TEXT (101 characters) to the parked server: parked -> first audio byte, and how the wake
   split;
 - a request sent while the park is under way (must be served after the wake);
 - the first burst of ``--burst`` streams after a wake against a warm burst;
@@ -34,8 +34,7 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-TEXT = "Good morning, and welcome to the weekly update. The server handled more requests than ever this week."
-SR = 24000
+from gpu_common import SR, TEXT  # noqa: E402 - the clip every GPU bench speaks
 STAGES = (  # (name, text in a server log line that ends the stage)
     ("weights_loaded", "chatterbox-turbo loaded on"),
     ("fast_path_warm", "chatterbox fast path on"),
