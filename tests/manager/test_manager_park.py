@@ -105,3 +105,17 @@ def test_admin_park_of_a_model_with_parking_off_is_refused(mgr_factory):
     r = httpx.post(f"{m.admin_url}/admin/models/piper/park", timeout=30)
     assert r.status_code == 409 and r.json()["error"]["code"] == "park_not_supported"
     assert m.status("piper")["state"] == "ready"
+
+
+def test_vram_budget_stops_a_parked_model_before_a_ready_idle_one(mgr_factory):
+    """a is ready and idle longest; p is parked more recently: p is stopped to make room."""
+    a = piper_process_model("a", vram_mb=400)
+    p, _ = parking_model(model_id="p", vram_mb=400)
+    b = piper_process_model("b", vram_mb=400)
+    m = mgr_factory([a, p, b], env={"VOXGATE_MANAGER_VRAM_BUDGET_MB": "1000"})
+    assert speech(m.url, "a").status_code == 200
+    assert speech(m.url, "p").status_code == 200
+    assert httpx.post(f"{m.admin_url}/admin/models/p/park", timeout=60).status_code == 200
+    assert speech(m.url, "b").status_code == 200
+    assert m.status("p")["state"] == "stopped" and m.status("a")["state"] == "ready"
+    assert m.metric("voxgate_manager_stops_total", model="p", reason="vram") == 1
