@@ -29,8 +29,8 @@ class CheckpointHelper:
     def _started(self) -> subprocess.Popen[str]:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
-        env.pop("CUDA_VISIBLE_DEVICES", None)  # the helper must see the server's GPUs, whatever they are
+        # the helper acts on the server's GPUs by PID: it must not be limited to a renumbered subset
+        env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "voxgate_server.engines.gpu.cuda_checkpoint", "serve", str(self.pid)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1)
