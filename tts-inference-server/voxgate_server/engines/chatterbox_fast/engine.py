@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voxgate_server.engines.base import AudioChunk, Cancelled, EngineError, SynthesisRequest
@@ -33,9 +33,20 @@ from voxgate_server.settings import Settings
 log = logging.getLogger("voxgate.engine.chatterbox.fast")
 
 
+# VOXGATE_CHATTERBOX_PROFILE: batch, KV length, S3Gen batch and graph shapes sized together; a
+# setting given on its own (e.g. VOXGATE_CHATTERBOX_MAX_LEN) wins over its profile's value.
+# Measured per profile in docs/gpu-performance.md ("Profiles").
+PROFILES: dict[str, dict[str, int]] = {
+    "small": {"max_batch": 1, "max_len": 768, "s3gen_batch": 1, "s3gen_graph_batch": 1, "warmup_burst_tokens": 0},
+    "balanced": {},  # the defaults below
+    "throughput": {"max_batch": 32, "s3gen_batch": 32},
+}
+
+
 class FastSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOXGATE_CHATTERBOX_", extra="ignore")
 
+    profile: Literal["small", "balanced", "throughput"] = "balanced"
     fast: Literal["auto", "on", "off"] = "auto"
     max_batch: int = Field(16, ge=1, le=256)
     max_len: int = Field(1536, ge=512, le=8192)
@@ -81,6 +92,13 @@ class FastSettings(BaseSettings):
     # matmul keeps a cuBLAS handle and workspace, ~95 MiB on an H200; a new voice's conditionals
     # get one more thread); 0: each request's own thread
     gpu_helper_threads: int = Field(1, ge=0, le=16)
+
+    @model_validator(mode="after")
+    def _apply_profile(self) -> FastSettings:
+        for name, value in PROFILES[self.profile].items():
+            if name not in self.model_fields_set:
+                object.__setattr__(self, name, value)
+        return self
 
     def turbo_kwargs(self) -> dict[str, Any]:
         """``FastTurbo``'s keyword arguments for these settings (the watermark is the engine's),
