@@ -86,6 +86,7 @@ class ModelController:
         self.server_caps = parking.ServerCaps()
         self.last_park_s: float | None = None
         self.parks_done = 0
+        self._park_task: asyncio.Task[None] | None = None  # the park or wake call under way (one at a time)
         self.last_wake_s: float | None = None
         self.admission: Callable[[ModelController], Awaitable[None]] | None = None
         metrics.set_state(spec.id, self.machine.state)
@@ -131,9 +132,9 @@ class ModelController:
             elif eff.kind is EffectKind.STOP:
                 self._stop_task = asyncio.create_task(self._run_stop(eff.reason))
             elif eff.kind is EffectKind.PARK:
-                asyncio.create_task(self._run_park(eff.reason))
+                self._park_task = asyncio.create_task(self._run_park(eff.reason))
             elif eff.kind is EffectKind.UNPARK:
-                asyncio.create_task(self._run_unpark(eff.reason))
+                self._park_task = asyncio.create_task(self._run_unpark(eff.reason))
         self._inflight_gauge.set(m.inflight)
         self._queue_gauge.set(m.waiting)
         # every change may unblock a waiter (a WAKE effect, a state change, a freed slot): wake them all
