@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmark in one command, on a bare GPU machine with no network (H100/H200 image with
 # python3, torch+CUDA, transformers): install the carried wheels, build the random-weight
-# checkpoint with the project's tool, run bench/gpu_turbo_bench.py (upstream, in-process, HTTP).
+# checkpoint with the project's tool, run bench/gpu_turbo_bench.py (upstream, in-process, HTTP),
+# then bench/park_bench.py (cold start by stage, park/wake, through the manager).
 #
 #   WHEELS=.whl OUT=bench/results bash bench/run_gpu_bench.sh [extra gpu_turbo_bench.py args]
 #
@@ -22,7 +23,7 @@ if [ -d "$WHEELS" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export PYTHONPATH="$PWD/tts-inference-server:$PWD/bench${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD/tts-inference-server:$PWD/manager:$PWD/bench${PYTHONPATH:+:$PYTHONPATH}"
 python3 bench/perth_random_weights.py
 t1=$(date +%s)
 if [ ! -f "$CKPT/conds.pt" ]; then
@@ -31,4 +32,11 @@ fi
 t2=$(date +%s)
 echo "{\"install_s\": $((t1 - t0)), \"checkpoint_build_s\": $((t2 - t1))}" > "$OUT/setup_times.json"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" || true
-python3 bench/gpu_turbo_bench.py all --ckpt "$CKPT" --out "$OUT" "$@"
+# SKIP_TURBO=1: only the park phase; PARK_BENCH=0: no park phase (PARK_ARGS: its options)
+if [ "${SKIP_TURBO:-0}" != 1 ]; then
+  python3 bench/gpu_turbo_bench.py all --ckpt "$CKPT" --out "$OUT" "$@"
+fi
+if [ "${PARK_BENCH:-1}" = 1 ]; then
+  # launch -> first byte by stage, park/wake cycles, 16 through the manager vs direct
+  python3 bench/park_bench.py --ckpt "$CKPT" --out "$OUT" ${PARK_ARGS:-}
+fi

@@ -61,6 +61,22 @@ def create_admin_app(manager: Manager) -> FastAPI:
         await ctl.unload()
         return ctl.status()
 
+    @app.post("/admin/models/{model_id}/park")
+    async def park(model_id: str) -> dict[str, Any]:
+        """Give the model's GPU memory back, keeping its server running (when it can park)."""
+        ctl = ctl_or_404(model_id)
+        try:
+            await ctl.park()
+        except Rejected as exc:
+            raise APIError(exc.status, exc.message, code=exc.code) from None
+        return ctl.status()
+
+    @app.post("/admin/models/{model_id}/wake")
+    async def wake(model_id: str) -> dict[str, Any]:
+        ctl = ctl_or_404(model_id)
+        await ctl.wake()
+        return ctl.status()
+
     @app.post("/admin/reload")
     async def reload() -> dict[str, Any]:
         try:

@@ -1,4 +1,5 @@
-"""voxgate-manager: serve (default), or talk to a running manager's admin API (status, load, unload, reload)."""
+"""voxgate-manager: serve (default), or talk to a running manager's admin API (status, load, unload, park, wake,
+reload)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from voxgate_manager.settings import ManagerSettings
 
-ADMIN_COMMANDS = ("status", "load", "unload", "reload")
+ADMIN_COMMANDS = ("status", "load", "unload", "park", "wake", "reload")
 log = logging.getLogger("voxgate.manager")
 
 
@@ -43,7 +44,9 @@ def _admin_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the raw JSON answer")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="models with state, idle deadline, requests in flight")
-    for name, text in (("load", "start a model and wait until it is ready"), ("unload", "drain and stop a model")):
+    for name, text in (("load", "start a model and wait until it is ready"), ("unload", "drain and stop a model"),
+                       ("park", "give a ready model's GPU memory back, its server kept running"),
+                       ("wake", "wake a parked model and wait until it is ready")):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("model")
     sub.add_parser("reload", help="re-read models.json; restart only the models whose entry changed")

@@ -103,6 +103,9 @@ class Warmup(_Strict):
     timeout_s: float = Field(default=120.0, gt=0)
 
 
+DEFAULT_CONCURRENCY = 2
+
+
 class ModelSpec(_Strict):
     id: str = Field(min_length=1)
     aliases: list[str] = Field(default_factory=list)
@@ -114,7 +117,11 @@ class ModelSpec(_Strict):
     hold_max_s: float = Field(default=120.0, gt=0)
     idle_timeout_s: float = Field(default=600.0, gt=0)
     drain_timeout_s: float = Field(default=60.0, ge=0)
-    concurrency: int = Field(default=2, ge=1)
+    # None: what the server's /v1/models capabilities say (its batch), else DEFAULT_CONCURRENCY
+    concurrency: int | None = Field(default=None, ge=1)
+    # idle parks (instead of stopping) when the server can park; parked this long, it is stopped
+    park: bool = True
+    parked_timeout_s: float = Field(default=3600.0, ge=0)
     queue_size: int = Field(default=64, ge=0)
     vram_mb: int | None = Field(default=None, ge=0)
     warmup: Warmup | None = None

@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 
-from voxgate_manager.config import ModelSpec
+from voxgate_manager import parking
+from voxgate_manager.config import DEFAULT_CONCURRENCY, ModelSpec
 from voxgate_manager.lifecycle import Admit, EffectKind, Lifecycle, Limits, Reject, State, Wait
 from voxgate_manager.metrics import Metrics
 from voxgate_manager.runtimes.base import ExitInfo, Runtime, StartError
@@ -42,13 +43,14 @@ class ClientGone(Exception):
 
 def limits_of(spec: ModelSpec) -> Limits:
     return Limits(
-        concurrency=spec.concurrency,
+        concurrency=spec.concurrency or DEFAULT_CONCURRENCY,
         queue_size=spec.queue_size,
         idle_timeout_s=spec.idle_timeout_s,
         drain_timeout_s=spec.drain_timeout_s,
         retry_after_s=spec.retry_after_s,
         backoff_s=spec.restart_backoff_s,
         backoff_max_s=spec.restart_backoff_max_s,
+        parked_timeout_s=spec.parked_timeout_s,
     )
 
 
@@ -81,6 +83,11 @@ class ModelController:
         self.voices_cache: tuple[int, bytes, str] | None = None  # status, body, content type
         # VRAM admission (manager-wide budget): set once this model's vram_mb is counted as in use
         self.vram_admitted = False
+        self.server_caps = parking.ServerCaps()
+        self.last_park_s: float | None = None
+        self.parks_done = 0
+        self._park_task: asyncio.Task[None] | None = None  # the park or wake call under way (one at a time)
+        self.last_wake_s: float | None = None
         self.admission: Callable[[ModelController], Awaitable[None]] | None = None
         metrics.set_state(spec.id, self.machine.state)
         # label children looked up once: every request touches them twice
@@ -124,6 +131,10 @@ class ModelController:
                     self._start_task.cancel()
             elif eff.kind is EffectKind.STOP:
                 self._stop_task = asyncio.create_task(self._run_stop(eff.reason))
+            elif eff.kind is EffectKind.PARK:
+                self._park_task = asyncio.create_task(self._run_park(eff.reason))
+            elif eff.kind is EffectKind.UNPARK:
+                self._park_task = asyncio.create_task(self._run_unpark(eff.reason))
         self._inflight_gauge.set(m.inflight)
         self._queue_gauge.set(m.waiting)
         # every change may unblock a waiter (a WAKE effect, a state change, a freed slot): wake them all
@@ -217,6 +228,7 @@ class ModelController:
             self.metrics.start_duration.labels(self.id, phase).observe(secs)
         self.last_start = {k: round(v, 4) for k, v in phases.items()}
         lifecycle_event("ready", self.id, attempt=attempt, **{f"{k}_s": round(v, 3) for k, v in phases.items()})
+        await self._learn_caps()
         self.machine.started(attempt, time.monotonic())
         self._apply()
         if isinstance(self.runtime, RemoteRuntimeImpl) and self.machine.state is State.READY:
@@ -280,6 +292,97 @@ class ModelController:
         if resp.status_code != w.expect_status:
             raise StartError(f"warm-up request {w.method} {w.path} answered {resp.status_code}, want {w.expect_status}")
 
+    # -- parking ------------------------------------------------------------------------------
+
+    async def _learn_caps(self) -> None:
+        """Once ready: can the server park, and how many requests does it take at once (used
+        when the entry sets no ``concurrency``)."""
+        caps = await parking.capabilities(self.http, self.runtime.base_url, self.spec.upstream_model or self.id,
+                                          self.spec.api_key)
+        self.server_caps = caps
+        m = self.machine
+        m.parkable = self.spec.park and caps.can_park
+        if self.spec.concurrency is None:
+            m.limits.concurrency = caps.concurrency or DEFAULT_CONCURRENCY
+        lifecycle_event("capabilities", self.id, can_park=caps.can_park, park_reason=caps.park_reason,
+                        concurrency=m.limits.concurrency)
+
+    def _park_timeout(self) -> float:
+        return max(30.0, self.spec.drain_timeout_s + 30.0)
+
+    async def _run_park(self, reason: str) -> None:
+        t0 = time.monotonic()
+        async with self._rt_lock:
+            if self.machine.state is not State.PARKING:
+                return
+            out = await parking.park(self.http, self.runtime.base_url, self.spec.upstream_model or self.id,
+                                     self.spec.api_key, self._park_timeout())
+        took = time.monotonic() - t0
+        if out.ok:
+            self.parks_done += 1
+            self.last_park_s = round(took, 3)
+            self.metrics.parks.labels(self.id, reason.split(" ")[0]).inc()
+            self.metrics.park_duration.labels(self.id).observe(took)
+            lifecycle_event("parked", self.id, reason=reason, park_s=round(took, 3), server_park_s=out.seconds)
+            self.machine.parked(time.monotonic())
+        else:
+            lifecycle_event("park_failed", self.id, reason=reason, error=out.message, supported=out.supported)
+            self.machine.park_failed(time.monotonic(), out.message, out.supported)
+        self._apply()
+
+    async def _run_unpark(self, reason: str) -> None:
+        t0 = time.monotonic()
+        async with self._rt_lock:
+            if self.machine.state is not State.WAKING:
+                return
+            out = await parking.wake(self.http, self.runtime.base_url, self.spec.upstream_model or self.id,
+                                     self.spec.api_key, max(30.0, self.spec.start_timeout_s))
+        took = time.monotonic() - t0
+        if out.ok:
+            self.last_wake_s = round(took, 3)
+            self.metrics.wakes.labels(self.id, reason.split(" ")[0]).inc()
+            self.metrics.wake_duration.labels(self.id).observe(took)
+            lifecycle_event("woken", self.id, reason=reason, wake_s=round(took, 3), server_wake_s=out.seconds)
+            self.machine.woken(time.monotonic())
+        else:
+            lifecycle_event("wake_failed", self.id, reason=reason, error=out.message)
+            self.metrics.crashes.labels(self.id, "wake_failed").inc()
+            self.machine.wake_failed(time.monotonic(), out.message)
+        self._apply()
+
+    async def park(self) -> None:
+        """Admin park: returns once parked (or raises Rejected with why not)."""
+        m = self.machine
+        if m.state is State.PARKED:
+            return
+        if m.state is State.READY and not m.parkable:
+            why = "parking is off for this entry" if not self.spec.park else (
+                f"its server cannot park: {self.server_caps.park_reason or 'not advertised'}")
+            raise Rejected(409, self.spec.retry_after_s, f"model {self.id!r} cannot park: {why}", "park_not_supported")
+        if not m.request_park(time.monotonic()) and m.state is not State.PARKING:
+            raise Rejected(409, self.spec.retry_after_s, f"model {self.id!r} is {m.state.value}, not ready: not parked",
+                           "not_ready")
+        self._apply()
+        parks_before = self.parks_done
+        while m.state is State.PARKING:
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 0.5)
+        # parked, and possibly already waking for requests that came meanwhile: a park all the same
+        if self.parks_done == parks_before:
+            raise Rejected(409, self.spec.retry_after_s, f"model {self.id!r} was not parked: {m.last_error or m.state.value}",
+                           "park_failed")
+
+    async def wake(self) -> None:
+        """Admin wake: returns once ready again (a model that is not parked is left alone)."""
+        m = self.machine
+        if m.request_unpark(time.monotonic()):
+            self._apply()
+        while m.state is State.WAKING:
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 0.5)
+
     # -- stop ---------------------------------------------------------------------------------
 
     async def _run_stop(self, reason: str) -> None:
@@ -302,7 +405,8 @@ class ModelController:
 
     def _on_exit(self, info: ExitInfo) -> None:
         m = self.machine
-        unexpected = m.state in (State.READY, State.STARTING) or (m.state is State.DRAINING and not m.stopping)
+        unexpected = m.state in (State.READY, State.STARTING, State.PARKING, State.PARKED, State.WAKING) or (
+            m.state is State.DRAINING and not m.stopping)
         self.last_exit = info
         lifecycle_event("exit", self.id, reason=info.reason, exit_code=info.exit_code, message=info.message, unexpected=unexpected)
         if unexpected:
@@ -335,7 +439,9 @@ class ModelController:
         self.vram_admitted = True  # it holds its memory already
         attempt = self.machine.adopt(time.monotonic(), ready=ready)
         lifecycle_event("adopted", self.id, ready=ready, runtime=self.runtime.describe())
-        if not ready:
+        if ready:
+            await self._learn_caps()
+        else:
             self._start_task = asyncio.create_task(self._run_start(attempt, adopt=True))
         self._apply()
         return "adopted"
@@ -393,7 +499,15 @@ class ModelController:
             "last_error": m.last_error or None,
             "last_start_s": self.last_start or None,
             "vram_mb": self.spec.vram_mb,
+            "concurrency": m.limits.concurrency,
+            "can_park": m.parkable,
+            "parked_timeout_s": self.spec.parked_timeout_s,
+            "last_park_s": self.last_park_s,
+            "last_wake_s": self.last_wake_s,
         }
+        parked_deadline = m.parked_deadline()
+        if parked_deadline is not None:
+            out["parked_deadline_s"] = round(parked_deadline - now, 2)
         if self.last_exit is not None:
             out["last_exit"] = {"reason": self.last_exit.reason, "exit_code": self.last_exit.exit_code, "message": self.last_exit.message}
         if m.state is State.FAILED:

@@ -20,6 +20,14 @@ class State(str, Enum):
     READY = "ready"
     DRAINING = "draining"
     FAILED = "failed"
+    # parked: the server process runs with its GPU memory given back (POST /admin/park)
+    PARKING = "parking"
+    PARKED = "parked"
+    WAKING = "waking"
+
+
+# the runtime runs (and holds its host memory) in these; a request in PARKED wakes it
+RUNNING_PARKED = frozenset({State.PARKING, State.PARKED, State.WAKING})
 
 
 class EffectKind(str, Enum):
@@ -27,6 +35,8 @@ class EffectKind(str, Enum):
     STOP = "stop"  # stop the runtime now; ends in stopped()
     CANCEL_START = "cancel_start"  # abandon the running start task (a STOP follows)
     WAKE = "wake"  # waiting requests should poll() again
+    PARK = "park"  # ask the server to park; ends in parked()/park_failed()
+    UNPARK = "unpark"  # ask the server to wake; ends in woken()/wake_failed()
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,8 @@ class Limits:
     retry_after_s: int = 5
     backoff_s: float = 2.0
     backoff_max_s: float = 60.0
+    # a parked model is stopped after this long parked (frees its host memory); 0: never
+    parked_timeout_s: float = 3600.0
 
 
 @dataclass
@@ -100,6 +112,8 @@ class Lifecycle:
     stopping: bool = False  # STOP issued, stopped() not yet seen
     closing: bool = False  # the manager is shutting down: no new starts
     crashed_while_draining: bool = False
+    parkable: bool = False  # the server said it can park (capabilities): idle parks instead of stopping
+    parked_at: float = 0.0
     queue: OrderedDict[int, Ticket] = field(default_factory=OrderedDict)
     effects: list[Effect] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
@@ -124,6 +138,10 @@ class Lifecycle:
         self.attempt += 1
         self._go(State.STARTING, reason)
         self.effects.append(Effect(EffectKind.START, self.attempt, reason))
+
+    def _unpark(self, reason: str) -> None:
+        self._go(State.WAKING, reason)
+        self.effects.append(Effect(EffectKind.UNPARK, reason=reason))
 
     def _wake(self) -> None:
         if self.queue and not any(e.kind is EffectKind.WAKE for e in self.effects):
@@ -167,6 +185,8 @@ class Lifecycle:
         self.queue[ticket.seq] = ticket
         if self.state in (State.STOPPED, State.FAILED):
             self._start("request")
+        elif self.state is State.PARKED:
+            self._unpark("request")
         return ticket, self.poll(ticket, now)
 
     def poll(self, ticket: Ticket, now: float) -> Decision:
@@ -243,7 +263,7 @@ class Lifecycle:
         if self.state is State.STARTING:
             self.start_failed(self.attempt, now, reason)
             self.effects.append(Effect(EffectKind.CANCEL_START, self.attempt, reason))
-        elif self.state is State.READY:
+        elif self.state is State.READY or self.state in RUNNING_PARKED:
             self._fail(now, reason)
             if self.queue and now >= self.retry_at and not self.closing:
                 self._start("restart for waiting requests")
@@ -284,6 +304,15 @@ class Lifecycle:
             self.effects.append(Effect(EffectKind.CANCEL_START, self.attempt, reason))
             self.effects.append(Effect(EffectKind.STOP, reason=reason))
             return True
+        if self.state in RUNNING_PARKED:
+            # nothing is in flight at the server while it parks, is parked or wakes: stop now
+            # (a park or wake call still under way is ignored when it ends)
+            self.stop_reason = reason
+            self._go(State.DRAINING, reason)
+            if not self.stopping:
+                self.stopping = True
+                self.effects.append(Effect(EffectKind.STOP, reason=reason))
+            return True
         if self.state is State.READY:
             self.stop_reason = reason
             self.drain_deadline = now + self.limits.drain_timeout_s
@@ -302,7 +331,16 @@ class Lifecycle:
     def tick(self, now: float) -> None:
         """Periodic check: idle expiry and drain timeout."""
         deadline = self.idle_deadline()
-        if deadline is not None and now >= deadline:
+        if deadline is not None and now >= deadline and self.parkable:
+            self._go(State.PARKING, "idle")
+            self.effects.append(Effect(EffectKind.PARK, reason="idle"))
+        elif self.state is State.PARKED and self.limits.parked_timeout_s > 0 and (
+                now >= self.parked_at + self.limits.parked_timeout_s):
+            self.stop_reason = "parked_timeout"
+            self._go(State.DRAINING, "parked_timeout")
+            self.stopping = True
+            self.effects.append(Effect(EffectKind.STOP, reason="parked_timeout"))
+        elif deadline is not None and now >= deadline:
             self.stop_reason = "idle"
             self._go(State.DRAINING, "idle")
             self.stopping = True
@@ -315,6 +353,69 @@ class Lifecycle:
         if self.state is not State.READY or self.inflight or self.queue:
             return None
         return self.last_end + self.limits.idle_timeout_s
+
+    # -- parking ------------------------------------------------------------------------------
+
+    def request_park(self, now: float, reason: str = "admin") -> bool:
+        """Admin park: only a ready model whose server can park. In-flight requests finish at the
+        server (it drains before it parks); new ones are held. True if it acts."""
+        if self.state is not State.READY or not self.parkable or self.closing:
+            return False
+        self._go(State.PARKING, reason)
+        self.effects.append(Effect(EffectKind.PARK, reason=reason))
+        return True
+
+    def request_unpark(self, now: float, reason: str = "admin") -> bool:
+        """Admin wake of a parked model. True if it acts."""
+        if self.state is not State.PARKED:
+            return False
+        self._unpark(reason)
+        return True
+
+    def parked(self, now: float) -> None:
+        """The server parked. Requests that came meanwhile wake it again at once."""
+        if self.state is not State.PARKING:
+            return  # stopped (or crashed) meanwhile
+        self.parked_at = now
+        self._go(State.PARKED, "parked")
+        if self.queue:
+            self._unpark("request waited during park")
+
+    def park_failed(self, now: float, reason: str, supported: bool = True) -> None:
+        """The server refused or failed to park: it is still awake. ``supported=False`` (it
+        cannot park at all) makes idle stop it from now on."""
+        if self.state is not State.PARKING:
+            return
+        if not supported:
+            self.parkable = False
+        self.last_error = reason
+        self._go(State.READY, f"park failed: {reason}")
+        self._wake()
+
+    def woken(self, now: float) -> None:
+        if self.state is not State.WAKING:
+            return
+        self.last_end = now
+        self.last_error = ""
+        self._go(State.READY, "woken")
+        self._wake()
+
+    def wake_failed(self, now: float, reason: str) -> None:
+        """The server could not wake: stop it (it counts as a failure); requests waiting
+        restart it once it is stopped."""
+        if self.state is not State.WAKING:
+            return
+        self.stop_reason = "wake_failed"
+        self.last_error = reason
+        self.crashed_while_draining = True
+        self._go(State.DRAINING, f"wake failed: {reason}")
+        self.stopping = True
+        self.effects.append(Effect(EffectKind.STOP, reason="wake_failed"))
+
+    def parked_deadline(self) -> float | None:
+        if self.state is not State.PARKED or self.limits.parked_timeout_s <= 0:
+            return None
+        return self.parked_at + self.limits.parked_timeout_s
 
     # -- adoption -----------------------------------------------------------------------------
 

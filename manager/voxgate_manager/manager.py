@@ -69,8 +69,11 @@ class Manager:
             if used + need <= budget:
                 ctl.vram_admitted = True
                 return
-            idle = sorted((c for c in holders if c.state is State.READY and not c.machine.inflight and not c.machine.waiting),
-                          key=lambda c: c.machine.last_end)
+            # parked models first (nothing in flight; stopping them frees their host memory too),
+            # then ready idle ones, least recently used first
+            idle = sorted((c for c in holders if c.state is State.PARKED or (
+                              c.state is State.READY and not c.machine.inflight and not c.machine.waiting)),
+                          key=lambda c: (c.state is not State.PARKED, c.machine.last_end))
             if idle:
                 victim = idle[0]
                 lifecycle_event("vram_evict", victim.id, for_model=ctl.id, need_mb=need, used_mb=used, budget_mb=budget)

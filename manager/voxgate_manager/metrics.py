@@ -28,6 +28,12 @@ class Metrics:
         self.stops = Counter("voxgate_manager_stops_total", "Runtime stops by reason", ["model", "reason"], registry=r)
         self.crashes = Counter("voxgate_manager_crashes_total", "Unexpected exits by reason (exit, oom, health, start_failed)", ["model", "reason"], registry=r)
         self.requests = Counter("voxgate_manager_requests_total", "Proxied requests by outcome", ["model", "outcome"], registry=r)
+        self.parks = Counter("voxgate_manager_parks_total", "Parks (server's GPU memory given back) by reason", ["model", "reason"], registry=r)
+        self.wakes = Counter("voxgate_manager_wakes_total", "Wakes of a parked model by reason (request, admin)", ["model", "reason"], registry=r)
+        self.park_duration = Histogram("voxgate_manager_park_duration_seconds", "Time the server took to park", ["model"],
+                                       buckets=START_BUCKETS, registry=r)
+        self.wake_duration = Histogram("voxgate_manager_wake_duration_seconds", "Time the server took to wake", ["model"],
+                                       buckets=START_BUCKETS, registry=r)
         self.state = Gauge("voxgate_manager_model_state", "1 for the model's current state", ["model", "state"], registry=r)
 
     def set_state(self, model: str, state: State) -> None:

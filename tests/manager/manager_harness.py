@@ -46,6 +46,7 @@ def piper_process_model(model_id: str = "piper", port: int | None = None, **over
         "drain_timeout_s": 20,
         "concurrency": 2,
         "queue_size": 64,
+        "park": False,  # these tests are about stops; tests/manager/test_manager_park.py parks
     }
     entry.update(overrides)
     return entry

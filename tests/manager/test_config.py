@@ -31,7 +31,7 @@ def test_defaults():
     m = parse_models({"models": [proc()]}).models[0]
     assert m.idle_timeout_s == 600
     assert m.readiness.path == "/health" and m.readiness.expect_status == 200
-    assert m.warmup is None and m.concurrency >= 1
+    assert m.warmup is None and m.concurrency is None  # taken from the server's capabilities
 
 
 @pytest.mark.parametrize(

@@ -93,6 +93,7 @@ def docker_model(instance: str, model_id: str = "piper", **overrides):
         "idle_timeout_s": 600,
         "drain_timeout_s": 20,
         "concurrency": 2,
+        "park": False,  # idle stops here; test_manager_docker_park.py parks
     }
     entry.update(overrides)
     return entry

@@ -15,7 +15,7 @@ from voxgate_server.body_timeout import BodyTimeoutMiddleware
 from voxgate_server.engines.base import Engine
 from voxgate_server.errors import install_error_handlers
 from voxgate_server.metrics import ServerMetrics
-from voxgate_server.routes import catalog, ops, speech
+from voxgate_server.routes import admin, catalog, ops, speech
 from voxgate_server.runtime import Runtime
 from voxgate_server.settings import Settings
 from voxgate_server.trailing_slash import TrailingSlashMiddleware
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None, engines: list[Engine] | None = 
     app.include_router(ops.router)
     app.include_router(catalog.router)
     app.include_router(speech.router)
+    app.include_router(admin.router)
     for name in _OPTIONAL_ROUTERS:
         try:
             module = importlib.import_module(name)

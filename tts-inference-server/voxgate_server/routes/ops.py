@@ -24,6 +24,8 @@ async def health(request: Request) -> JSONResponse:
             info.update(active=slot.worker.active, queued=slot.worker.queue_depth, concurrency=slot.worker.concurrency)
         if slot.load_seconds is not None:
             info["load_seconds"] = round(slot.load_seconds, 3)
+        if slot.park is not None:
+            info["park"] = slot.park.as_dict()
         engines[slot.id] = info
     if runtime.ready:
         status, code = "ok", 200
@@ -31,7 +33,10 @@ async def health(request: Request) -> JSONResponse:
         status, code = "loading", 503
     else:
         status, code = "failed", 503
-    return JSONResponse({"status": status, "version": __version__, "engines": engines}, status_code=code)
+    # A parked engine still answers (its first request wakes it), so "ok" stays "ok".
+    parked = [s.id for s in runtime.slots.values() if s.park is not None and s.park.state.value != "awake"]
+    return JSONResponse({"status": status, "version": __version__, "parked": parked, "engines": engines},
+                        status_code=code)
 
 
 @router.get("/metrics")

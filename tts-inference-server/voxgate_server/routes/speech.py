@@ -123,6 +123,28 @@ async def create_speech(request: Request):  # noqa: ANN201 - StreamingResponse o
     synth = SynthesisRequest(chunks=chunks, voice=voice, speed=body.speed, instructions=body.instructions, options=options)
     worker = slot.worker
     assert worker is not None
+    gate = slot.park
+    if gate is not None:  # parked (or parking, waking): held here and served after the wake
+        try:
+            await gate.enter()
+        except EngineError as exc:
+            raise APIError(503, str(exc), type="server_error", code="wake_failed",
+                           headers={"Retry-After": str(runtime.settings.retry_after_s)}) from None
+    try:
+        return await _speak(request, runtime, slot, body, caps, voice, synth)
+    except BaseException:
+        if gate is not None:
+            gate.leave()
+        raise
+
+
+async def _speak(request: Request, runtime: Runtime, slot, body: SpeechRequest, caps, voice: str,  # noqa: ANN001
+                 synth: SynthesisRequest):  # noqa: ANN202 - the response, or an APIError raised
+    """Everything after the park gate; the response's end (or an error here) leaves the gate."""
+    metrics = runtime.metrics
+    engine = slot.engine
+    worker = slot.worker
+    gate = slot.park
     try:
         worker.admit()
     except ShuttingDown:
@@ -169,6 +191,9 @@ async def create_speech(request: Request):  # noqa: ANN201 - StreamingResponse o
     if first is None:
         synth.cancel.set()
         metrics.requests.labels(slot.id, body.response_format, "499").inc()
+        await stream.aclose()
+        if gate is not None:
+            gate.leave()
         return StreamingResponse(iter(()), status_code=499)
     metrics.active.labels(slot.id).set(worker.active)
     if stats.time_to_first_audio is not None:
@@ -200,6 +225,8 @@ async def create_speech(request: Request):  # noqa: ANN201 - StreamingResponse o
         finally:
             synth.cancel.set()
             await stream.aclose()
+            if gate is not None:
+                gate.leave()
             metrics.requests.labels(slot.id, body.response_format, outcome).inc()
             metrics.synthesis_seconds.labels(slot.id).observe(time.perf_counter() - stats.started)
             metrics.audio_seconds.labels(slot.id).inc(stats.audio_seconds)

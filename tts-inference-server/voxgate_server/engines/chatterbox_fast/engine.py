@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voxgate_server.engines.base import AudioChunk, Cancelled, EngineError, SynthesisRequest
@@ -33,9 +33,20 @@ from voxgate_server.settings import Settings
 log = logging.getLogger("voxgate.engine.chatterbox.fast")
 
 
+# VOXGATE_CHATTERBOX_PROFILE: batch, KV length, S3Gen batch and graph shapes sized together; a
+# setting given on its own (e.g. VOXGATE_CHATTERBOX_MAX_LEN) wins over its profile's value.
+# Measured per profile in docs/gpu-performance.md ("Profiles").
+PROFILES: dict[str, dict[str, int]] = {
+    "small": {"max_batch": 1, "max_len": 768, "s3gen_batch": 1, "s3gen_graph_batch": 1, "warmup_burst_tokens": 0},
+    "balanced": {},  # the defaults below
+    "throughput": {"max_batch": 32, "s3gen_batch": 32},
+}
+
+
 class FastSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOXGATE_CHATTERBOX_", extra="ignore")
 
+    profile: Literal["small", "balanced", "throughput"] = "balanced"
     fast: Literal["auto", "on", "off"] = "auto"
     max_batch: int = Field(16, ge=1, le=256)
     max_len: int = Field(1536, ge=512, le=8192)
@@ -82,6 +93,13 @@ class FastSettings(BaseSettings):
     # get one more thread); 0: each request's own thread
     gpu_helper_threads: int = Field(1, ge=0, le=16)
 
+    @model_validator(mode="after")
+    def _apply_profile(self) -> FastSettings:
+        for name, value in PROFILES[self.profile].items():
+            if name not in self.model_fields_set:
+                object.__setattr__(self, name, value)
+        return self
+
     def turbo_kwargs(self) -> dict[str, Any]:
         """``FastTurbo``'s keyword arguments for these settings (the watermark is the engine's),
         in one place so the server and the GPU bench run the same configuration."""
@@ -107,10 +125,22 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
         self.fast_settings = fast or FastSettings()
         self.fast: Any = None
 
+    def _fast_wanted(self) -> bool:
+        mode = self.fast_settings.fast
+        return not (mode == "off" or (mode == "auto" and self.device != "cuda"))
+
+    def _warm_up(self) -> None:
+        """On CUDA with the fast path the upstream path's one-token warm-up is skipped: the fast
+        path's own warm-up runs every stage requests use (H200: the skipped warm-up took 15.7 s
+        of a 81 s cold start, bench/results/park-2026-12-02); the default voice's conditioning
+        is primed after it instead."""
+        if self.device == "cuda" and self._fast_wanted():
+            return
+        super()._warm_up()
+
     def load(self) -> None:
         super().load()
-        mode = self.fast_settings.fast
-        if mode == "off" or (mode == "auto" and self.device != "cuda"):
+        if not self._fast_wanted():
             return
         from voxgate_server.engines.chatterbox_fast.pipeline import FastTurbo
 
@@ -121,6 +151,8 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
             seconds = self.fast.warmup(max_new_tokens=24 if cuda else 4,
                                        burst=fs.max_batch if cuda and fs.warmup_burst_tokens else 0,
                                        burst_tokens=fs.warmup_burst_tokens)
+            if cuda and self.settings.warmup:
+                self.conditionals_for(self.settings.default_voice)  # what the skipped warm-up primed
         except Exception as exc:  # noqa: BLE001 - reported as a failed load
             raise EngineError(f"chatterbox fast path failed to start: {exc}") from exc
         log.info("chatterbox fast path on %s: batch %d, %d positions, warm-up %.1f s", self.device,

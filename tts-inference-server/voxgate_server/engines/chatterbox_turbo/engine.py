@@ -34,6 +34,7 @@ from voxgate_server.engines.chatterbox_turbo.conditioning import (
 from voxgate_server.engines.chatterbox_turbo.settings import ChatterboxSettings
 from voxgate_server.engines.chatterbox_turbo.tokens import TOKENS_PER_SECOND, SamplingParams, T3TokenGenerator
 from voxgate_server.engines.chatterbox_turbo.waveform import Vocoder
+from voxgate_server.engines.gpu.parking import CudaCheckpointParking
 from voxgate_server.settings import Settings
 from voxgate_server.voice_library import VoiceLibrary, file_sha256
 
@@ -64,7 +65,7 @@ class TokenBudget:
         self.left -= max(1, tokens)
 
 
-class ChatterboxTurboEngine(Engine):
+class ChatterboxTurboEngine(CudaCheckpointParking, Engine):
     id = "chatterbox-turbo"
 
     def __init__(self, settings: Settings, engine_settings: ChatterboxSettings | None = None) -> None:
@@ -115,6 +116,7 @@ class ChatterboxTurboEngine(Engine):
         log.info("chatterbox-turbo warm-up made %d samples", samples)
 
     def close(self) -> None:
+        self.close_parking()
         self.model = None
         self.token_generator = None
         self.vocoder = None
