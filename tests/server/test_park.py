@@ -91,3 +91,48 @@ def test_admin_routes_need_the_api_key_when_keys_are_set(server_factory):
     assert ok.status_code == 200
     assert httpx.post(f"{keyed.url}/admin/wake", headers={"Authorization": "Bearer sekret"},
                       timeout=30).status_code == 200
+
+
+async def test_every_door_wakes_a_parked_engine(srv):
+    """The WebSocket, the RealtimeTTS route and the word-timings route go through the same park
+    gate as the plain speech route: a parked engine is woken once and each is served."""
+    import base64
+    import json
+
+    from websockets.asyncio.client import connect
+
+    async def parked() -> dict:
+        async with httpx.AsyncClient(timeout=30) as client:
+            assert (await client.post(f"{srv.url}/admin/park")).status_code == 200
+        return _park_info(srv.url)
+
+    before = await parked()
+    async with connect(srv.url.replace("http://", "ws://") + "/v1/audio/speech/ws") as ws:
+        await ws.send(json.dumps({"action": "generate", "model": "piper", "voice": "alloy",
+                                  "input": "Woken by a socket.", "response_format": "wav"}))
+        audio, kinds = bytearray(), []
+        while "done" not in kinds and "error" not in kinds:
+            msg = await ws.recv()
+            if isinstance(msg, bytes):
+                audio += msg
+            else:
+                kinds.append(json.loads(msg)["type"])
+    assert kinds == ["metrics", "done"], kinds
+    assert decode(bytes(audio), "wav").duration > 0.5
+    assert _park_info(srv.url)["wakes"] == before["wakes"] + 1
+
+    before = await parked()
+    async with httpx.AsyncClient(timeout=60) as client:
+        r = await client.post(f"{srv.url}/v1/tts/generate", json={"text": "Woken by RealtimeTTS."})
+        assert r.status_code == 200, r.text
+        assert decode(r.content, "wav").duration > 0.5
+        assert _park_info(srv.url)["wakes"] == before["wakes"] + 1
+
+        before = await parked()
+        r = await client.post(f"{srv.url}/v1/audio/speech", json={
+            "model": "piper", "voice": "alloy", "input": "Woken with timings.", "response_format": "wav",
+            "timestamps": "word"})
+        assert r.status_code == 200, r.text
+        assert [w["word"] for w in r.json()["words"]][:2] == ["Woken", "with"]
+        assert decode(base64.b64decode(r.json()["audio"]), "wav").duration > 0.5
+    assert _park_info(srv.url)["wakes"] == before["wakes"] + 1

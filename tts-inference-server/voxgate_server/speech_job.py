@@ -10,6 +10,7 @@ WebSocket's incremental text).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import AsyncIterator
@@ -112,12 +113,40 @@ def admit(runtime: Runtime, job: SpeechJob) -> None:
                        code="queue_full", headers={"Retry-After": str(exc.retry_after_s)}) from None
 
 
+@contextlib.asynccontextmanager
+async def awake(runtime: Runtime, slot: EngineSlot) -> AsyncIterator[None]:
+    """Hold the job at the engine's park gate (waking a parked engine), as the plain speech route
+    does, so a WebSocket, RealtimeTTS or timed request to a parked server is served after the wake
+    instead of reaching an engine whose memory is gone."""
+    gate = slot.park
+    if gate is None:
+        yield
+        return
+    from voxgate_server.engines.base import EngineError
+
+    try:
+        await gate.enter()
+    except EngineError as exc:
+        raise APIError(503, str(exc), type="server_error", code="wake_failed",
+                       headers={"Retry-After": str(runtime.settings.retry_after_s)}) from None
+    try:
+        yield
+    finally:
+        gate.leave()
+
+
 async def pcm(runtime: Runtime, job: SpeechJob) -> AsyncIterator[bytes]:
     """Admit and run the job; yield 24 kHz s16le PCM as the engine makes it.
 
     Engine faults surface as ``APIError`` (400 for ``InvalidRequest``, 500 otherwise); a stopped
     job ends with ``Cancelled``. The worker slot is free once this generator has finished.
     """
+    async with awake(runtime, job.slot):
+        async for data in _pcm(runtime, job):
+            yield data
+
+
+async def _pcm(runtime: Runtime, job: SpeechJob) -> AsyncIterator[bytes]:
     admit(runtime, job)
     worker = job.slot.worker
     assert worker is not None

@@ -153,7 +153,9 @@ class PiperEngine(Engine):
 
     @property
     def _alignments(self) -> bool:
-        return self._voice is not None and _has_onnx()
+        # A property of the install (onnx patches the graph at load), not of the loaded session:
+        # a parked engine keeps saying it has word timings, and is woken to give them.
+        return _has_onnx()
 
     @staticmethod
     def _chunk(piece, segment_end: bool) -> AudioChunk:  # noqa: ANN001 - piper.AudioChunk

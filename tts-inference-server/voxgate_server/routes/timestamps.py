@@ -21,11 +21,17 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from voxgate_server.errors import APIError, envelope
 from voxgate_server.runtime import Runtime
 from voxgate_server.schemas import SpeechRequest
-from voxgate_server.speech_job import SpeechJob, admit, prepare
+from voxgate_server.speech_job import SpeechJob, admit, awake, prepare
 from voxgate_server.timing import timed_stream
 
 
 async def _run(runtime: Runtime, job: SpeechJob) -> AsyncIterator[tuple[list, bytes]]:
+    async with awake(runtime, job.slot):  # a parked engine wakes first, as on the plain route
+        async for item in _timed(runtime, job):
+            yield item
+
+
+async def _timed(runtime: Runtime, job: SpeechJob) -> AsyncIterator[tuple[list, bytes]]:
     from voxgate_server.engines.base import Cancelled, InvalidRequest
 
     admit(runtime, job)
