@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -12,6 +13,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 T = TypeVar("T")
+
+
+def log(*a: Any) -> None:
+    """Progress on stderr, so that stdout stays the bench's JSON."""
+    print(*a, file=sys.stderr, flush=True)
 
 
 def run_at_once(n: int, fn: Callable[[int], T]) -> tuple[list[T], list[str], float]:

@@ -34,20 +34,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tts-inference-server"))
 
-from gpu_common import prefix_match, run_at_once, time_clip, vram_breakdown  # noqa: E402
+from gpu_common import log, prefix_match, run_at_once, time_clip, vram_breakdown  # noqa: E402
+from turbo_clip import SR, TEXT  # noqa: E402  (names of this module too, as other benches read them)
 
-# 102 characters: the length the first-audio target names
-TEXT = "Good morning, and welcome to the weekly update. The server handled more requests than ever this week."
 # extra texts for the batched greedy check
 TEXTS_B = [
     "Please remember that the office will be closed on Monday for the public holiday.",
     "Could you read the last paragraph aloud, slowly, so that everyone can follow along?",
 ]
-SR = 24000
-
-
-def log(*a: Any) -> None:
-    print(*a, file=sys.stderr, flush=True)
 
 
 def cuda_sync() -> None:

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tts-inference-server"))
 
 from gpu_common import smi_process_mib, vram_breakdown  # noqa: E402
-from gpu_turbo_bench import SR, TEXT  # noqa: E402  (the main bench's clip)
+from turbo_clip import SR, TEXT  # noqa: E402
 
 
 def smi_process_gib() -> float | None:
