@@ -105,6 +105,28 @@ def graph_ms_per_step(decoder: Any, batch: int, length: int, reps: int = 100) ->
     return dt * 1000 / reps
 
 
+def t3_one_stream_ms_per_token(decoder: Any, cond: Any, ids: Any, tokens: int) -> float:
+    """Wall ms per token of one stream alone through the T3 scheduler (host work included)."""
+    from voxgate_server.engines.chatterbox_fast import SamplingParams
+
+    t0 = time.perf_counter()
+    got = decoder.submit(cond, ids, SamplingParams(), tokens).result(600)
+    return (time.perf_counter() - t0) * 1000 / len(got)
+
+
+def t3_burst_speed(decoder: Any, cond: Any, ids: Any, tokens: int, streams: int) -> tuple[float, float]:
+    """``streams`` streams (seeds 0..streams-1) submitted together to the T3 scheduler: wall ms
+    per decode step (each step serves every row in the batch) and tokens per second in all."""
+    from voxgate_server.engines.chatterbox_fast import SamplingParams
+
+    steps0 = decoder.steps
+    t0 = time.perf_counter()
+    futures = [decoder.submit(cond, ids, SamplingParams(seed=i), tokens) for i in range(streams)]
+    total = sum(len(f.result(600)) for f in futures)
+    dt = time.perf_counter() - t0
+    return 1000 * dt / max(1, decoder.steps - steps0), total / dt
+
+
 def prefix_match(a: list[int], b: list[int]) -> int:
     """How many leading tokens two greedy runs share."""
     n = 0

@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-from gpu_common import graph_ms_per_step, prefix_match
+from gpu_common import graph_ms_per_step, prefix_match, t3_burst_speed, t3_one_stream_ms_per_token
 from knobs_common import emit
 from turbo_clip import TEXT
 
@@ -63,21 +63,15 @@ def section_t3(model: Any, torch: Any, args: argparse.Namespace, rows: list) -> 
                 sys.setswitchinterval(si)
                 fl = FlowLoad(worker, model.conds.gen, torch) if load else None
                 try:
-                    t0 = time.perf_counter()
-                    toks = dec.submit(model.conds.t3, ids, SamplingParams(), n).result(600)
-                    one = (time.perf_counter() - t0) * 1000 / len(toks)
-                    steps0 = dec.steps
-                    t0 = time.perf_counter()
-                    streams = [dec.submit(model.conds.t3, ids, SamplingParams(seed=i), n) for i in range(16)]
-                    total = sum(len(s.result(600)) for s in streams)
-                    dt = time.perf_counter() - t0
+                    one = t3_one_stream_ms_per_token(dec, model.conds.t3, ids, n)
+                    b16_ms, b16_tps = t3_burst_speed(dec, model.conds.t3, ids, n, 16)
                 finally:
                     calls = fl.stop() if fl else 0
                     sys.setswitchinterval(default_si)
                 emit({"section": "t3", "ahead": ahead, "flow_thread": load, "switch_interval_ms": si * 1000,
                       "one_stream_ms_per_token": round(one, 4),
-                      "b16_ms_per_step": round(1000 * dt / max(1, dec.steps - steps0), 4),
-                      "b16_tokens_per_s": round(total / dt, 1), "flow_calls_meanwhile": calls}, rows)
+                      "b16_ms_per_step": round(b16_ms, 4),
+                      "b16_tokens_per_s": round(b16_tps, 1), "flow_calls_meanwhile": calls}, rows)
         dec.close()
         del dec
         torch.cuda.empty_cache()
@@ -112,16 +106,10 @@ def section_t3step(model: Any, torch: Any, args: argparse.Namespace, rows: list)
                 if dtype == torch.bfloat16:
                     for B in (1, 16):
                         row[f"replay_b{B}_ms_per_step"] = round(graph_ms_per_step(dec, B, 512), 4)
-                    t0 = time.perf_counter()
-                    got = dec.submit(model.conds.t3, ids, SamplingParams(), n).result(600)
-                    row["one_stream_ms_per_token"] = round((time.perf_counter() - t0) * 1000 / len(got), 4)
-                    steps0 = dec.steps
-                    t0 = time.perf_counter()
-                    streams = [dec.submit(model.conds.t3, ids, SamplingParams(seed=i), n) for i in range(16)]
-                    total = sum(len(s.result(600)) for s in streams)
-                    dt = time.perf_counter() - t0
-                    row["b16_ms_per_step"] = round(1000 * dt / max(1, dec.steps - steps0), 4)
-                    row["b16_tokens_per_s"] = round(total / dt, 1)
+                    row["one_stream_ms_per_token"] = round(t3_one_stream_ms_per_token(dec, model.conds.t3, ids, n), 4)
+                    b16_ms, b16_tps = t3_burst_speed(dec, model.conds.t3, ids, n, 16)
+                    row["b16_ms_per_step"] = round(b16_ms, 4)
+                    row["b16_tokens_per_s"] = round(b16_tps, 1)
                 ref = toks.get((str(dtype), names[0]))
                 got = toks[(str(dtype), name)]
                 if name != names[0] and ref is not None:
