@@ -1,4 +1,5 @@
-"""Helpers the GPU benchmarks share: concurrent clients released together, graph step timing."""
+"""Helpers the GPU benchmarks share: concurrent clients released together, clip, graph-step and T3
+scheduler timing, where the GPU memory is, and a burst's launch timeline."""
 
 from __future__ import annotations
 
