@@ -22,7 +22,8 @@ from typing import Any
 
 import httpx
 
-from gpu_common import SR, TEXT, launch_timeline, log, run_at_once, smi_process_mib
+from gpu_common import launch_timeline, log, run_at_once, smi_process_mib
+from turbo_clip import SR, TEXT
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,7 +124,6 @@ class VramSampler(threading.Thread):
 
 
 def phase_http(args: Any) -> dict[str, Any]:
-
     port = _free_port()
     env = dict(os.environ)
     env.update({

@@ -1,4 +1,5 @@
-"""Helpers the GPU benchmarks share: concurrent clients released together, graph step timing."""
+"""Helpers the GPU benchmarks share: concurrent clients released together, clip, graph-step and T3
+scheduler timing, where the GPU memory is, and a burst's launch timeline."""
 
 from __future__ import annotations
 
@@ -14,13 +15,8 @@ import numpy as np
 
 T = TypeVar("T")
 
-# the clip every GPU bench speaks (101 characters, about the 100 the issues' first-audio targets name) and Chatterbox's output rate; here, not in
-# gpu_turbo_bench, so that the HTTP phase and the VRAM tools need not import the main bench
-TEXT = "Good morning, and welcome to the weekly update. The server handled more requests than ever this week."
-SR = 24000
-
-
 def log(*a: Any) -> None:
+    """Progress on stderr, so that stdout stays the bench's JSON."""
     print(*a, file=sys.stderr, flush=True)
 
 
@@ -107,6 +103,28 @@ def graph_ms_per_step(decoder: Any, batch: int, length: int, reps: int = 100) ->
         dt = time.perf_counter() - t0
         decoder.pos_buf.zero_()
     return dt * 1000 / reps
+
+
+def t3_one_stream_ms_per_token(decoder: Any, cond: Any, ids: Any, tokens: int) -> float:
+    """Wall ms per token of one stream alone through the T3 scheduler (host work included)."""
+    from voxgate_server.engines.chatterbox_fast import SamplingParams
+
+    t0 = time.perf_counter()
+    got = decoder.submit(cond, ids, SamplingParams(), tokens).result(600)
+    return (time.perf_counter() - t0) * 1000 / len(got)
+
+
+def t3_burst_speed(decoder: Any, cond: Any, ids: Any, tokens: int, streams: int) -> tuple[float, float]:
+    """``streams`` streams (seeds 0..streams-1) submitted together to the T3 scheduler: wall ms
+    per decode step (each step serves every row in the batch) and tokens per second in all."""
+    from voxgate_server.engines.chatterbox_fast import SamplingParams
+
+    steps0 = decoder.steps
+    t0 = time.perf_counter()
+    futures = [decoder.submit(cond, ids, SamplingParams(seed=i), tokens) for i in range(streams)]
+    total = sum(len(f.result(600)) for f in futures)
+    dt = time.perf_counter() - t0
+    return 1000 * dt / max(1, decoder.steps - steps0), total / dt
 
 
 def prefix_match(a: list[int], b: list[int]) -> int:

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
-from gpu_common import SR, TEXT  # noqa: E402 - the clip every GPU bench speaks
+from turbo_clip import SR, TEXT  # noqa: E402 - the clip every GPU bench speaks
 STAGES = (  # (name, text in a server log line that ends the stage)
     ("weights_loaded", "chatterbox-turbo loaded on"),
     ("fast_path_warm", "chatterbox fast path on"),

@@ -18,6 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tts-inference-server"))
 
+from gpu_common import t3_burst_speed, t3_one_stream_ms_per_token  # noqa: E402
+
 
 def main() -> int:
     p = argparse.ArgumentParser()
@@ -46,18 +48,11 @@ def main() -> int:
             res["setup_s"] = round(time.perf_counter() - t0, 2)
             n = args.tokens + 1
             dec.submit(model.conds.t3, ids, SamplingParams(), 20).result(600)  # warm
-            t0 = time.perf_counter()
-            toks = dec.submit(model.conds.t3, ids, SamplingParams(), n).result(600)
-            dt = time.perf_counter() - t0
-            res["one_stream_ms_per_token"] = round(1000 * dt / len(toks), 3)
+            res["one_stream_ms_per_token"] = round(t3_one_stream_ms_per_token(dec, model.conds.t3, ids, n), 3)
             for b in (4, 16):
-                steps0 = dec.steps
-                t0 = time.perf_counter()
-                streams = [dec.submit(model.conds.t3, ids, SamplingParams(seed=i), n) for i in range(b)]
-                total = sum(len(s.result(600)) for s in streams)
-                dt = time.perf_counter() - t0
-                res[f"b{b}_ms_per_step"] = round(1000 * dt / max(1, dec.steps - steps0), 3)
-                res[f"b{b}_tokens_per_s"] = round(total / dt, 1)
+                ms_per_step, tokens_per_s = t3_burst_speed(dec, model.conds.t3, ids, n, b)
+                res[f"b{b}_ms_per_step"] = round(ms_per_step, 3)
+                res[f"b{b}_tokens_per_s"] = round(tokens_per_s, 1)
             dec.close()
             del dec
             torch.cuda.empty_cache()

@@ -24,7 +24,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tts-inference-server"))
 
-from gpu_common import SR, TEXT, run_at_once, vram_breakdown  # noqa: E402
+from gpu_common import run_at_once, vram_breakdown  # noqa: E402
+from turbo_clip import SR, TEXT  # noqa: E402
 
 
 def main() -> int:
