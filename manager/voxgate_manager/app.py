@@ -66,6 +66,8 @@ def _model_entry(ctl: ModelController, created: int) -> dict[str, Any]:
         "aliases": ctl.spec.aliases,
         "state": ctl.state.value,
         "runtime": ctl.runtime.kind,
+        **({"fallback": ctl.spec.fallback} if ctl.spec.fallback else {}),
+        **({"price": ctl.spec.price.model_dump()} if ctl.spec.price else {}),
     }
 
 
@@ -179,7 +181,8 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
         if payload.get("model") != target:
             payload["model"] = target
             body = json.dumps(payload).encode()
-        return await proxy_work(request, ctl, body, "/v1/audio/speech")
+        # feature flag, quotas, cache, fallback chains, providers: voxgate_manager/routing/gateway.py
+        return await manager.gateway.speech(request, payload, ctl)
 
     # -- voices: listing never starts a model; changes are work --------------------------------
 
