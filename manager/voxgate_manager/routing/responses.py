@@ -4,7 +4,9 @@ chunk by chunk, and a tee that stores a complete answer in the cache while relay
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -114,7 +116,7 @@ class TeeResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         writer = self.writer
-        state = {"status": 0, "complete": False}
+        state: dict[str, Any] = {"status": 0, "complete": False, "entry": None}
 
         async def tee(message: Message) -> None:
             nonlocal writer
@@ -128,32 +130,45 @@ class TeeResponse(Response):
                 return
             if message["type"] == "http.response.body":
                 body = message.get("body", b"")
-                await send(message)  # a client that left raises here: the piece is not kept either
-                if writer is not None and body:
-                    writer.write(body)
-                if not message.get("more_body", False):
-                    state["complete"] = True
+                last = not message.get("more_body", False)
+                if not last:
+                    await send(message)  # a client that left raises here: the piece is not kept either
+                    if writer is not None and body:
+                        writer.write(body)
+                    return
+                if writer is not None:
+                    if body:
+                        writer.write(body)
+                    # indexed before the client sees the end, so its next request is a hit
+                    state["entry"] = self._commit(writer)
+                    writer = None
+                await send(message)
+                state["complete"] = True
                 return
             await send(message)
 
-        entry: Entry | None = None
         try:
             await self.inner(scope, receive, tee)
         finally:
             ok = bool(state["complete"]) and 200 <= int(state["status"]) < 300
-            if writer is not None:
-                if ok:
-                    try:
-                        entry = writer.commit()
-                        if entry is not None:
-                            from voxgate_manager.cache.store import audio_duration
+            if writer is not None:  # never reached the end
+                writer.abort()
+            entry: Entry | None = state.get("entry")  # type: ignore[assignment]
+            if entry is not None:
+                from voxgate_manager.cache.store import audio_duration
 
-                            duration = await asyncio.to_thread(audio_duration, entry.path, entry.format, entry.content_type)
-                            if duration is not None:
-                                writer.cache.conn.execute("UPDATE tts_cache SET duration = ? WHERE key = ?", (duration, entry.key))
-                                entry = Entry(**{**entry.__dict__, "duration": duration})
-                    except OSError as exc:
-                        log.warning("cache: could not store an answer: %s", exc)
-                else:
-                    writer.abort()
+                duration = await asyncio.to_thread(audio_duration, entry.path, entry.format, entry.content_type)
+                if duration is not None:
+                    with contextlib.suppress(Exception):
+                        self.writer.cache.conn.execute("UPDATE tts_cache SET duration = ? WHERE key = ?", (duration, entry.key))
+                    entry = Entry(**{**entry.__dict__, "duration": duration})
             await self.on_complete(ok, entry)
+
+    @staticmethod
+    def _commit(writer: CacheWriter) -> Entry | None:
+        try:
+            return writer.commit()
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("cache: could not store an answer: %s", exc)
+            writer.abort()
+            return None
