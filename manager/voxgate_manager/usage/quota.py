@@ -47,6 +47,7 @@ class Grant:
     key_id: str
     chars: int
     audio_s: float
+    at: float  # when admitted: the request counts on that UTC day
     done: bool = False
 
     def settle(self, model: str, ok: bool, audio_s: float | None, cost: float, cache_hit: bool, fallback: bool) -> None:
@@ -61,7 +62,7 @@ class Grant:
         used_s = self.audio_s if audio_s is None else audio_s
         chars = 0 if cache_hit else self.chars  # a hit is free: it spends neither the model nor a paid API
         self.quota.store.record(self.key_id, model, chars, 0.0 if cache_hit else used_s, 0.0 if cache_hit else cost,
-                                cache_hit, fallback)
+                                cache_hit, fallback, now=self.at)
 
 
 class Quota:
@@ -81,7 +82,7 @@ class Quota:
         pending[1] += seconds
         if lim.requests_per_minute is not None:
             self._minute[key_id].append(now)
-        return Grant(self, key_id, chars, seconds)
+        return Grant(self, key_id, chars, seconds, now)
 
     def _check(self, key_id: str, lim: Limits, chars: int, seconds: float, now: float) -> None:
         if lim.max_seconds is not None and seconds > lim.max_seconds:
