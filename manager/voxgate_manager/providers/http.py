@@ -26,13 +26,7 @@ def make_client(cfg: _ProviderBase) -> httpx.AsyncClient:
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+    return retry_after_header(resp.headers.get("retry-after"))
 
 
 def backoff_delay(attempt: int, cfg: _ProviderBase, hinted: float | None) -> float | None:
@@ -83,20 +77,33 @@ async def open_stream(client: httpx.AsyncClient, request: httpx.Request, cfg: _P
             attempt += 1
             await asyncio.sleep(delay)
             continue
-        said = scrub(describe_error(resp, body), key)
-        if status in (401, 403):
-            raise ProviderError(provider, 502, f"provider {provider} rejected the manager's credentials ({status}): {said}",
-                                "provider_auth")
-        if status == 429:
-            retry = int(hinted + 0.999) if hinted is not None else 5
-            raise ProviderError(provider, 429, f"provider {provider} is rate limiting or out of quota (429): {said}",
-                                "provider_rate_limited", retry_after_s=max(1, retry))
-        if status >= 500:
-            raise ProviderError(provider, 502, f"provider {provider} failed ({status}): {said}", "provider_error",
-                                retry_after_s=int(hinted) if hinted else None)
-        # 400, 404, 422: the request itself (text too long, unknown voice): the client's to fix
-        raise ProviderError(provider, 400, f"provider {provider} refused the request ({status}): {said}",
-                            "provider_invalid_request", fallback=False)
+        raise map_error(provider, status, scrub(describe_error(resp, body), key), hinted)
+
+
+def map_error(provider: str, status: int, said: str, hinted: float | None) -> ProviderError:
+    """A provider's error answer as ours: who said what, with the status a client can act on."""
+    if status in (401, 403):
+        return ProviderError(provider, 502, f"provider {provider} rejected the manager's credentials ({status}): {said}",
+                             "provider_auth")
+    if status == 429:
+        retry = int(hinted + 0.999) if hinted is not None else 5
+        return ProviderError(provider, 429, f"provider {provider} is rate limiting or out of quota (429): {said}",
+                             "provider_rate_limited", retry_after_s=max(1, retry))
+    if status >= 500:
+        return ProviderError(provider, 502, f"provider {provider} failed ({status}): {said}", "provider_error",
+                             retry_after_s=int(hinted) if hinted else None)
+    # 400, 404, 422: the request itself (text too long, unknown voice): the client's to fix
+    return ProviderError(provider, 400, f"provider {provider} refused the request ({status}): {said}",
+                         "provider_invalid_request", fallback=False)
+
+
+def retry_after_header(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
 
 
 def json_message(body: bytes) -> str:
