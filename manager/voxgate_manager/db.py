@@ -63,15 +63,15 @@ def migrate(conn: sqlite3.Connection, component: str, folder: str | Path) -> lis
 
 
 def _statements(script: str) -> list[str]:
+    """The script's statements one by one (a ';' inside a string or trigger body does not split)."""
+    text = "\n".join(line for line in script.splitlines() if not line.strip().startswith("--"))
     out, buf = [], ""
-    for line in script.splitlines(keepends=True):
-        if line.strip().startswith("--"):
-            continue
-        buf += line
+    for piece in text.split(";"):
+        buf += piece + ";"
         if sqlite3.complete_statement(buf):
-            if buf.strip():
+            if buf.strip(" \n\t;"):
                 out.append(buf.strip())
             buf = ""
-    if buf.strip():
+    if buf.strip(" \n\t;"):
         out.append(buf.strip())
     return out
