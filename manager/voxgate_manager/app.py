@@ -192,7 +192,10 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
         check_key(request, keys)
         ctl = controller_for(request.query_params.get("model") or request.headers.get("x-voxgate-model"))
         path = "/v1/audio/voices" + (f"/{rest}" if rest else "")
+        if getattr(ctl.runtime, "provider", None) is not None:  # someone else's API: its own voice list
+            return await manager.gateway.provider_voices(ctl, request.method, rest)
         if request.method != "GET":
+            manager.gateway.voices_changed(ctl.id, rest.split("/")[0] or None)  # cached answers in that voice go
             try:
                 body = await read_body(request, manager.settings.max_body_bytes)
             except ClientGone:

@@ -119,6 +119,10 @@ def test_eviction_at_the_size_cap_under_concurrent_writes(mgr, tmp_path):
     text, first = by_key[kept[0]["key"]]
     again = speech(m.url, text=text, fmt="mp3")
     assert again.headers["x-voxgate-cache"] == "hit" and again.content == first.content
+    # a voice changed through the manager takes its cached answers with it, and only its own
+    assert speech(m.url, text="Another voice.", fmt="mp3", voice="echo").status_code == 200
+    httpx.delete(f"{m.url}/v1/audio/voices/alloy", params={"model": "piper"}, timeout=30)
+    assert [r["voice"] for r in index_rows(tmp_path / "data")] == ["echo"]
 
 
 def test_a_half_streamed_answer_whose_client_left_is_not_stored(mgr, tmp_path):

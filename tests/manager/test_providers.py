@@ -191,6 +191,9 @@ def test_elevenlabs_voices_settings_formats_and_chunking(fake, mgr):
     r = post(m, "eleven", "Nobody.", voice="nobody-by-that-name")
     assert r.status_code == 400 and "Rachel" in r.json()["error"]["message"]
     assert fake.calls["GET /v1/voices"] == 1  # the voice list is fetched once and kept
+    voices = httpx.get(f"{m.url}/v1/audio/voices", params={"model": "eleven"}).json()["voices"]
+    assert [(v["name"], v["voice_id"]) for v in voices] == [("Rachel", "21m00Tcm4TlvDq8ikWAM"), ("Domi", "AZnzlk1XvdvUeBnXmlld")]
+    assert fake.calls["GET /v1/voices"] == 1
 
 
 def test_elevenlabs_errors(fake, mgr):

@@ -153,12 +153,13 @@ class ResponseCache:
             with contextlib.suppress(OSError):
                 (self.dir / row["path"]).unlink()
 
-    def purge(self, model: str | None = None, key: str | None = None) -> int:
-        query, args = "SELECT key, path FROM tts_cache", []
-        if model is not None:
-            query, args = query + " WHERE model = ?", [model]
-        elif key is not None:
-            query, args = query + " WHERE key = ?", [key]
+    def purge(self, model: str | None = None, key: str | None = None, voice: str | None = None) -> int:
+        where, args = [], []
+        for column, value in (("model", model), ("key", key), ("voice", voice)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        query = "SELECT key, path FROM tts_cache" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self.conn.execute(query, args).fetchall()
         self._delete(rows)
         return len(rows)

@@ -178,6 +178,35 @@ class Gateway:
                                        headers=raw_upstream_headers(scope["headers"], auth), content=body, model=ctl.id)
         return StreamedProxyResponse(upstream, ctl.release, ctl.id)
 
+    # -- voices -------------------------------------------------------------------------------
+
+    async def provider_voices(self, ctl: ModelController, method: str, rest: str) -> Any:
+        """/v1/audio/voices of a provider model: its voice list (ElevenLabs) or an empty one."""
+        from fastapi.responses import JSONResponse
+
+        from voxgate_manager.providers.base import ProviderError
+
+        if method != "GET" or rest:
+            raise APIError(405, f"model {ctl.id!r} is a provider ({ctl.runtime.kind}); its voices are managed on its side",
+                           code="method_not_allowed")
+        assert isinstance(ctl.runtime, ProviderRuntime)
+        try:
+            voices = await ctl.runtime.provider.voices()
+        except ProviderError as exc:
+            raise APIError(exc.status, exc.message, code=exc.code) from None
+        return JSONResponse({"object": "list", "model": ctl.id, "voices": voices or []})
+
+    def voices_changed(self, model: str, voice: str | None) -> None:
+        """A voice of ``model`` is being added, replaced or removed through the manager: the
+        cached answers spoken with it (all of the model's when the voice is not named) go, so a
+        replaced clip is never answered with the old one's audio."""
+        if self.cache is None:
+            return
+        n = self.cache.purge(model=model, voice=voice)
+        if n:
+            log.info("cache: %d answer(s) of %s%s purged after a voice change", n, model, f" voice {voice}" if voice else "")
+        self.m_cache_bytes.set(self.cache.total_bytes())
+
     # -- admin --------------------------------------------------------------------------------
 
     def cache_status(self, model: str | None = None, limit: int = 100) -> dict[str, Any]:
