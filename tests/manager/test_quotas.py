@@ -93,6 +93,17 @@ def test_each_limit_with_retry_after_naming_it_and_usage_with_cost_per_key(mgr):
     assert usage["totals"]["bob"]["requests"] == 2 and usage["totals"]["bob"]["cost"] == pytest.approx(6 / 1000 * 15)
     assert all(k not in json.dumps(usage) for k in KEYS.values())  # names, never keys
     assert m.metric("voxgate_manager_quota_rejections_total", key="alice") == 1
+    import os
+    import subprocess
+    import sys
+
+    from manager_harness import PYTHONPATH
+
+    out = subprocess.run([sys.executable, "-m", "voxgate_manager.cli", "usage", "--admin-url", m.admin_url],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": PYTHONPATH}, timeout=30)
+    assert out.returncode == 0, out
+    alice = next(line.split() for line in out.stdout.splitlines() if line.startswith("alice ") and " oai " in line)
+    assert alice[:4] == ["alice", "oai", "2", "40"] and alice[5] == f"{40 / 1000 * 15:.4f}"
 
 
 def test_usage_survives_a_restart(mgr):
