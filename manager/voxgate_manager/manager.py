@@ -15,6 +15,7 @@ from voxgate_manager.lifecycle import State
 from voxgate_manager.metrics import Metrics
 from voxgate_manager.providers import make_provider
 from voxgate_manager.providers.runtime import ProviderRuntime
+from voxgate_manager.routing.gateway import Gateway
 from voxgate_manager.runtimes.base import Runtime, StartError
 from voxgate_manager.runtimes.docker import DockerEngine, DockerRuntimeImpl
 from voxgate_manager.runtimes.process import ProcessRuntimeImpl
@@ -36,10 +37,7 @@ class Manager:
         self.controllers: dict[str, ModelController] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
-        # fallback chains, response cache, quotas and usage (voxgate_manager/routing/gateway.py)
-        from voxgate_manager.routing.gateway import Gateway
-
-        self.gateway = Gateway(self)
+        self.gateway = Gateway(self)  # feature flag, quotas, cache, fallback chains, providers
 
     # -- construction -------------------------------------------------------------------------
 
