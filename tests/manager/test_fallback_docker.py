@@ -21,7 +21,9 @@ def test_a_container_not_ready_in_time_is_answered_by_the_next_container_while_i
     r = speech(m.url, "gpu", "The GPU container is still loading.")
     took = time.monotonic() - t0
     assert r.status_code == 200, r.text
-    assert took < 3.0, took
+    waited = m.events("fallback", "gpu")[-1]["passed"][0]["waited_s"]
+    assert 2.0 <= waited < 2.5  # handed over at fallback_after_s; then Piper's synthesis (see test_fallback.py)
+    assert took < 8.0, took
     assert r.headers["x-voxgate-model"] == "piper" and r.headers["x-voxgate-fallback"] == "cold_start"
     assert decode(r.content, "wav").duration > 0.5
     assert m.status("gpu")["state"] == "starting"

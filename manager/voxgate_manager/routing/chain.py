@@ -11,6 +11,7 @@ as well. When every model was passed: 503 with Retry-After."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class Skip:
     reason: str
     detail: str
     retry_after_s: int | None = None
+    waited_s: float = 0.0  # how long this model was given before the request moved on
 
 
 @dataclass
@@ -109,17 +111,20 @@ async def route(primary: ModelController, resolve: Callable[[str], ModelControll
         else:
             bound = primary.spec.fallback_after_s
         reason = why_not_ready(ctl)
+        t0 = time.monotonic()
         try:
             await acquire_within(ctl, is_disconnected, bound)
         except NotReadyInTime:
-            skip = Skip(ctl.id, reason, f"not ready within {bound:g}s ({ctl.state.value})", ctl.spec.retry_after_s)
+            skip = Skip(ctl.id, reason, f"not ready within {bound:g}s ({ctl.state.value})", ctl.spec.retry_after_s,
+                        time.monotonic() - t0)
             skipped.append(skip)
             on_skip(skip)
             continue
         except Rejected as exc:
             if single:
                 raise APIError(exc.status, exc.message, code=exc.code, headers={"Retry-After": str(exc.retry_after_s)}) from None
-            skip = Skip(ctl.id, exc.code if exc.code not in ("model_not_ready",) else reason, exc.message, exc.retry_after_s)
+            skip = Skip(ctl.id, exc.code if exc.code not in ("model_not_ready",) else reason, exc.message, exc.retry_after_s,
+                        time.monotonic() - t0)
             skipped.append(skip)
             on_skip(skip)
             continue

@@ -18,7 +18,7 @@ from voxgate_manager import db
 from voxgate_manager.cache.key import cache_key, voice_name
 from voxgate_manager.cache.store import Entry, ResponseCache
 from voxgate_manager.config import ModelSpec
-from voxgate_manager.controller import ModelController
+from voxgate_manager.controller import ModelController, lifecycle_event
 from voxgate_manager.errors import APIError
 from voxgate_manager.providers.runtime import ProviderRuntime
 from voxgate_manager.proxy import StreamedProxyResponse, open_upstream, raw_upstream_headers
@@ -136,7 +136,10 @@ class Gateway:
         if routed.fallback_reason:
             headers["x-voxgate-fallback"] = routed.fallback_reason
             headers["x-voxgate-requested-model"] = ctl.id
-        estimate = cost_of(spoke.spec, chars, None)
+            lifecycle_event("fallback", ctl.id, to=spoke.id, reason=routed.fallback_reason,
+                            passed=[{"model": s.model, "reason": s.reason, "waited_s": round(s.waited_s, 3)}
+                                    for s in routed.skipped])
+        estimate = cost_of(spoke.spec, chars, grant.audio_s)  # audio seconds not known yet: the text's estimate
         if estimate is not None:
             headers["x-voxgate-cost-estimate"] = f"{estimate[0]:.6f} {estimate[1]}"
         writer = None
