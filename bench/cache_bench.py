@@ -100,11 +100,11 @@ def main() -> int:
                 timed(client, f"{url}/v1/audio/speech", SPEECH, bypass)  # start Piper
                 timed(client, f"{url}/v1/audio/speech", SPEECH, expect_cache="miss")  # store it
                 synth_first, synth_total, hit_first, hit_total = [], [], [], []
-                for i in range(args.n_synth):
+                for _ in range(args.n_synth):
                     f, t = timed(client, f"{url}/v1/audio/speech", SPEECH, bypass, expect_cache="bypass")
                     synth_first.append(f)
                     synth_total.append(t)
-                for i in range(args.n):
+                for _ in range(args.n):
                     f, t = timed(client, f"{url}/v1/audio/speech", SPEECH, expect_cache="hit")
                     hit_first.append(f)
                     hit_total.append(t)

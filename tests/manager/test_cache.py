@@ -16,7 +16,7 @@ import pytest
 from audio_check import decode
 from manager_harness import PYTHONPATH, ManagerProcess, piper_process_model, speech
 
-LONG_TEXT = " ".join(f"This is sentence number {i} of a long passage read aloud by the speech server." for i in range(15))
+LONG_TEXT = " ".join(f"This is sentence number {i} of a long passage read aloud by the speech server." for i in range(12))
 
 
 @pytest.fixture
