@@ -64,6 +64,10 @@ def create_admin_app(manager: Manager) -> FastAPI:
     @app.post("/admin/reload")
     async def reload() -> dict[str, Any]:
         try:
+            manager.gateway.reload_limits()
+        except ValueError as exc:
+            raise APIError(400, f"quotas not reloaded: {exc}", code="invalid_config") from None
+        try:
             return await manager.reload()
         except ConfigError as exc:
             raise APIError(400, f"models.json not reloaded: {exc}", code="invalid_config") from None

@@ -47,6 +47,12 @@ def test_hit_after_miss_is_byte_identical_and_never_starts_the_stopped_model(mgr
     m = mgr([piper_process_model()])
     r1 = speech(m.url, text="Cached speech.", fmt="mp3")
     assert r1.status_code == 200 and r1.headers["x-voxgate-cache"] == "miss"
+    # a hit while the model runs leaves its idle timer alone (the deadline keeps counting down)
+    before = m.status("piper")["idle_deadline_s"]
+    time.sleep(1.0)
+    assert speech(m.url, text="Cached speech.", fmt="mp3").headers["x-voxgate-cache"] == "hit"
+    after = m.status("piper")["idle_deadline_s"]
+    assert after <= before - 0.9, (before, after)
     httpx.post(f"{m.admin_url}/admin/models/piper/unload", timeout=30).raise_for_status()
     assert m.status("piper")["state"] == "stopped"
     r2 = speech(m.url, text="Cached speech.", fmt="mp3", speed=1)  # speed 1 is the default: same key
@@ -55,11 +61,11 @@ def test_hit_after_miss_is_byte_identical_and_never_starts_the_stopped_model(mgr
     assert r2.headers["x-voxgate-model"] == "piper"
     assert m.status("piper")["state"] == "stopped"
     assert m.metric("voxgate_manager_cold_starts_total", model="piper") == 1
-    assert m.metric("voxgate_manager_cache_requests_total", result="hit") == 1
+    assert m.metric("voxgate_manager_cache_requests_total", result="hit") == 2
     assert m.metric("voxgate_manager_cache_requests_total", result="miss") == 1
     rows = index_rows(tmp_path / "data")
     assert len(rows) == 1 and rows[0]["model"] == "piper" and rows[0]["voice"] == "alloy" and rows[0]["format"] == "mp3"
-    assert rows[0]["hits"] == 1 and rows[0]["size"] == len(r1.content) and rows[0]["duration"] > 0.3
+    assert rows[0]["hits"] == 2 and rows[0]["size"] == len(r1.content) and rows[0]["duration"] > 0.3
     # another voice, speed or format is another answer; a bypass header skips the cache both ways
     r3 = speech(m.url, text="Cached speech.", fmt="mp3", speed=1.25)
     assert r3.headers["x-voxgate-cache"] == "miss"

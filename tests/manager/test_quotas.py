@@ -83,14 +83,18 @@ def test_each_limit_with_retry_after_naming_it_and_usage_with_cost_per_key(mgr):
     r = say(m, "bob", "three")
     assert r.status_code == 429 and "requests_per_minute=2" in r.json()["error"]["message"]
     assert 50 <= int(r.headers["retry-after"]) <= 60
-    assert say(m, "carol", "a" * 30).status_code == 200  # ~2 s of audio (estimated)
+    assert say(m, "carol", "a" * 30).status_code == 200  # ~2 s of audio reserved (estimated from the text)
     r = say(m, "carol", "b" * 30)
     assert r.status_code == 429 and "audio_seconds_per_day=3" in r.json()["error"]["message"]
+    r = httpx.post(f"{m.url}/v1/audio/speech", json={"model": "oai", "input": "c" * 15, "voice": "alloy", "response_format": "pcm"},
+                   headers={"Authorization": f"Bearer {KEYS['carol']}"}, timeout=30)
+    assert r.status_code == 200  # a pcm answer's length is its size: the fake's 0.5 s tone is recorded, not the estimate
     usage = httpx.get(f"{m.admin_url}/admin/usage").json()
     rows = {(u["key_id"], u["model"]): u for u in usage["usage"]}
     assert rows[("alice", "oai")]["requests"] == 2 and rows[("alice", "oai")]["chars"] == 40
     assert rows[("alice", "oai")]["cost"] == pytest.approx(40 / 1000 * 15)
     assert usage["totals"]["bob"]["requests"] == 2 and usage["totals"]["bob"]["cost"] == pytest.approx(6 / 1000 * 15)
+    assert rows[("carol", "oai")]["audio_seconds"] == pytest.approx(30 / 15 + 0.5)
     assert all(k not in json.dumps(usage) for k in KEYS.values())  # names, never keys
     assert m.metric("voxgate_manager_quota_rejections_total", key="alice") == 1
     import os
@@ -106,7 +110,7 @@ def test_each_limit_with_retry_after_naming_it_and_usage_with_cost_per_key(mgr):
     assert alice[:4] == ["alice", "oai", "2", "40"] and alice[5] == f"{40 / 1000 * 15:.4f}"
 
 
-def test_usage_survives_a_restart(mgr):
+def test_usage_survives_a_restart_and_limits_reload(mgr, tmp_path):
     m = mgr(LIMITS)
     assert say(m, "alice", "x" * 45).status_code == 200
     m.stop()
@@ -114,6 +118,14 @@ def test_usage_survives_a_restart(mgr):
     r = say(m, "alice", "y" * 10)
     assert r.status_code == 429 and "(this request would bring it to 55)" in r.json()["error"]["message"]
     assert say(m, "alice", "y" * 5).status_code == 200
+    raised = {**LIMITS, "keys": {**LIMITS["keys"], "alice": {**LIMITS["keys"]["alice"], "chars_per_day": 100}}}
+    (tmp_path / "quotas.json").write_text("{not json")
+    r = httpx.post(f"{m.admin_url}/admin/reload")
+    assert r.status_code == 400 and "quotas not reloaded" in r.json()["error"]["message"]
+    assert say(m, "alice", "z").status_code == 429  # the limits in force stayed
+    (tmp_path / "quotas.json").write_text(json.dumps(raised))
+    assert httpx.post(f"{m.admin_url}/admin/reload").status_code == 200
+    assert say(m, "alice", "z" * 10).status_code == 200
 
 
 def test_concurrent_requests_cannot_overrun_a_limit_together(mgr, fake):

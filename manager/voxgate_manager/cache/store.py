@@ -216,3 +216,20 @@ def audio_duration(path: Path, fmt: str, content_type: str = "") -> float | None
             return total / stream.rate if stream.rate else None
     except Exception:
         return None
+
+
+def duration_from_bytes(fmt: str, content_type: str, head: bytes, size: int) -> float | None:
+    """Seconds of a pcm (24 kHz unless the content type says ``rate=``) or wav answer from its size
+    and first bytes, for answers not kept; None for compressed formats."""
+    if fmt == "pcm":
+        rate = 24000
+        if "rate=" in content_type:
+            try:
+                rate = int(content_type.split("rate=")[1].split(";")[0])
+            except ValueError:
+                pass
+        return size / (2 * rate)
+    if fmt == "wav" and head[:4] == b"RIFF" and head[12:16] == b"fmt " and len(head) >= 44:
+        byte_rate = struct.unpack("<I", head[28:32])[0]
+        return (size - 44) / byte_rate if byte_rate else None
+    return None

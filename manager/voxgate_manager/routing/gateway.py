@@ -16,7 +16,7 @@ from starlette.requests import Request
 
 from voxgate_manager import db
 from voxgate_manager.cache.key import cache_key, voice_name
-from voxgate_manager.cache.store import Entry, ResponseCache
+from voxgate_manager.cache.store import Entry, ResponseCache, duration_from_bytes
 from voxgate_manager.config import ModelSpec
 from voxgate_manager.controller import ModelController, lifecycle_event
 from voxgate_manager.errors import APIError
@@ -163,10 +163,14 @@ class Gateway:
             if self.cache is not None and writer is not None:
                 self.m_cache_bytes.set(self.cache.total_bytes())
             audio_s = entry.duration if entry is not None else None
+            if audio_s is None and ok:  # not kept: pcm and wav still tell their length by their size
+                ctype, head, size = tee.answer
+                audio_s = duration_from_bytes(str(payload.get("response_format") or "mp3"), ctype, head, size)
             est = cost_of(spoke.spec, chars, audio_s if audio_s is not None else grant.audio_s)
             grant.settle(spoke.id, ok, audio_s, est[0] if est else 0.0, False, bool(routed.skipped))
 
-        return TeeResponse(routed.response, headers, writer, complete)
+        tee = TeeResponse(routed.response, headers, writer, complete)
+        return tee
 
     async def _open(self, request: Request, payload: dict[str, Any], ctl: ModelController) -> Any:
         """The admitted model's answer, not yet sent: a provider call or the proxied request."""
@@ -180,6 +184,10 @@ class Gateway:
         upstream = await open_upstream(self.manager.h1, "POST", ctl.runtime.base_url, "/v1/audio/speech",
                                        headers=raw_upstream_headers(scope["headers"], auth), content=body, model=ctl.id)
         return StreamedProxyResponse(upstream, ctl.release, ctl.id)
+
+    def reload_limits(self) -> None:
+        """Re-read VOXGATE_MANAGER_QUOTAS_FILE (raises ValueError naming the problem; the old limits stay)."""
+        self.quota.limits = load_limits(self.manager.settings.quotas_file)
 
     # -- voices -------------------------------------------------------------------------------
 

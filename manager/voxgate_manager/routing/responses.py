@@ -113,15 +113,17 @@ class TeeResponse(Response):
         self.extra = _h(headers)
         self.writer = writer
         self.on_complete = on_complete
+        self.answer: tuple[str, bytes, int] = ("", b"", 0)  # content type, first bytes, size
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         writer = self.writer
-        state: dict[str, Any] = {"status": 0, "complete": False, "entry": None}
+        state: dict[str, Any] = {"status": 0, "complete": False, "entry": None, "bytes": 0, "head": b"", "ctype": ""}
 
         async def tee(message: Message) -> None:
             nonlocal writer
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
+                state["ctype"] = next((v.decode("latin-1") for k, v in message.get("headers", []) if k == b"content-type"), "")
                 message = {**message, "headers": [*message.get("headers", []), *self.extra]}
                 if message["status"] != 200 and writer is not None:
                     writer.abort()
@@ -131,6 +133,9 @@ class TeeResponse(Response):
             if message["type"] == "http.response.body":
                 body = message.get("body", b"")
                 last = not message.get("more_body", False)
+                if len(state["head"]) < 64:
+                    state["head"] += body[:64]
+                state["bytes"] += len(body)
                 if not last:
                     await send(message)  # a client that left raises here: the piece is not kept either
                     if writer is not None and body:
@@ -162,6 +167,7 @@ class TeeResponse(Response):
                     with contextlib.suppress(Exception):
                         self.writer.cache.conn.execute("UPDATE tts_cache SET duration = ? WHERE key = ?", (duration, entry.key))
                     entry = Entry(**{**entry.__dict__, "duration": duration})
+            self.answer = (state["ctype"], state["head"], state["bytes"])  # for accounting without the cache
             await self.on_complete(ok, entry)
 
     @staticmethod
