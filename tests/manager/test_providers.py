@@ -124,6 +124,8 @@ def test_openai_errors_retries_and_timeouts(fake, mgr):
         post(m, "oai", "Cut #drop")
     assert fake.calls["Cut #drop"] == 1
     assert m.status("oai")["state"] == "ready"
+    assert m.metric("voxgate_manager_provider_errors_total", model="oai", code="provider_rate_limited") == 1
+    assert m.metric("voxgate_manager_provider_errors_total", model="oai", code="provider_timeout") == 1
 
 
 def test_keys_never_appear_in_logs_or_error_bodies(fake, mgr, tmp_path):

@@ -20,6 +20,7 @@ from voxgate_manager.cache.store import Entry, ResponseCache, duration_from_byte
 from voxgate_manager.config import ModelSpec
 from voxgate_manager.controller import ModelController, lifecycle_event
 from voxgate_manager.errors import APIError
+from voxgate_manager.providers.base import ProviderError
 from voxgate_manager.providers.runtime import ProviderRuntime
 from voxgate_manager.proxy import StreamedProxyResponse, open_upstream, raw_upstream_headers
 from voxgate_manager.routing.chain import Skip, route
@@ -82,6 +83,9 @@ class Gateway:
                                    ["model", "reason"], registry=r)
         self.m_quota = Counter("voxgate_manager_quota_rejections_total", "Speech requests refused by a key's limits",
                                ["key"], registry=r)
+        self.m_provider_errors = Counter("voxgate_manager_provider_errors_total",
+                                         "Provider calls that failed before any audio, by our error code", ["model", "code"],
+                                         registry=r)
         if self.cache is not None:
             self.cache.on_evict = lambda n: self.m_evictions.inc(n)
             self.m_cache_bytes.set(self.cache.total_bytes())
@@ -176,7 +180,11 @@ class Gateway:
         """The admitted model's answer, not yet sent: a provider call or the proxied request."""
         body_payload = {**payload, "model": ctl.spec.upstream_model or ctl.id}
         if isinstance(ctl.runtime, ProviderRuntime):
-            answer = await ctl.runtime.provider.speech(body_payload)
+            try:
+                answer = await ctl.runtime.provider.speech(body_payload)
+            except ProviderError as exc:
+                self.m_provider_errors.labels(ctl.id, exc.code).inc()
+                raise
             return ProviderResponse(answer, ctl.release, ctl.id)
         scope = request.scope
         auth = b"Bearer " + ctl.spec.api_key.encode() if ctl.spec.api_key else None
