@@ -240,3 +240,19 @@ def test_openai_compatible_against_a_second_real_voxgate_server(mgr, tmp_path):
         server.terminate()
         server.wait(10)
         log.close()
+
+
+def test_an_unreachable_provider_is_retried_then_reported_or_passed_down_the_chain(fake, mgr):
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    m = mgr([{"id": "down", "runtime": {"type": "openai", "base_url": nowhere + "/v1", "retries": 2, "backoff_s": 0.05}},
+             {"id": "down-eleven", "runtime": {"type": "elevenlabs", "base_url": nowhere, "retries": 1, "backoff_s": 0.05}},
+             {**openai_model(fake, "chained"), "runtime": {"type": "openai", "base_url": nowhere + "/v1", "backoff_s": 0.05},
+              "fallback": ["oai"]},
+             openai_model(fake, "oai")])
+    for model in ("down", "down-eleven"):
+        r = post(m, model, "Anyone there?")
+        assert r.status_code == 502 and r.json()["error"]["code"] == "provider_unreachable", r.text
+    assert "after 3 attempt(s)" in post(m, "down", "Anyone there?").json()["error"]["message"]
+    r = post(m, "chained", "Then the next one.", response_format="mp3")
+    assert r.status_code == 200 and r.headers["x-voxgate-model"] == "oai"
+    assert r.headers["x-voxgate-fallback"] == "provider_unreachable"
