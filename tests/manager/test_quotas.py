@@ -179,3 +179,23 @@ def test_limits_reset_at_the_day_and_month_boundary(tmp_path):
     q.admit("tok", 0, 1.0, now=calendar.timegm((2026, 12, 1, 0, 0, 6))).settle("m", False, None, 0.0, False, False)
     assert q.store.pending["k"] == [0, 0.0]
     conn.close()
+
+
+def test_a_broken_quotas_file_or_data_dir_stops_the_manager_with_one_clear_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from manager_harness import PYTHONPATH
+    from ports import free_port
+
+    (tmp_path / "models.json").write_text(json.dumps({"models": [{"id": "x", "runtime": {"type": "openai"}}]}))
+    (tmp_path / "q.json").write_text(json.dumps({"default": {"chars_per_dya": 5}}))
+    (tmp_path / "file").write_text("not a folder")
+    for env, expect in (({"VOXGATE_MANAGER_QUOTAS_FILE": str(tmp_path / "q.json")},
+                         "VOXGATE_MANAGER_QUOTAS_FILE: " + str(tmp_path / "q.json") + ": default.chars_per_dya: Extra inputs"),
+                        ({"VOXGATE_MANAGER_DATA_DIR": str(tmp_path / "file" / "sub")}, "cannot use VOXGATE_MANAGER_DATA_DIR=")):
+        out = subprocess.run([sys.executable, "-m", "voxgate_manager.cli", "--config", str(tmp_path / "models.json"),
+                              "--port", str(free_port()), "--admin-port", "0"], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "PYTHONPATH": PYTHONPATH, **env})
+        assert out.returncode == 1 and expect in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,12 +67,18 @@ class Gateway:
         s = manager.settings
         self.speech_enabled = s.speech_enabled
         data = Path(s.data_dir) if s.data_dir else None
-        self.conn = db.connect(data / "voxgate.sqlite3" if data else ":memory:")
         self.cache: ResponseCache | None = None
-        if data is not None and s.cache_enabled and s.cache_max_mb > 0:
-            self.cache = ResponseCache(data / "cache", int(s.cache_max_mb * 1024 * 1024), s.cache_ttl_s, self.conn)
-        self.usage = UsageStore(self.conn)
-        self.quota = Quota(self.usage, load_limits(s.quotas_file))
+        try:
+            self.conn = db.connect(data / "voxgate.sqlite3" if data else ":memory:")
+            if data is not None and s.cache_enabled and s.cache_max_mb > 0:
+                self.cache = ResponseCache(data / "cache", int(s.cache_max_mb * 1024 * 1024), s.cache_ttl_s, self.conn)
+            self.usage = UsageStore(self.conn)
+        except (OSError, sqlite3.Error) as exc:  # a start-up problem the operator fixes: one clear line
+            raise SystemExit(f"voxgate-manager: cannot use VOXGATE_MANAGER_DATA_DIR={s.data_dir!r}: {exc}") from None
+        try:
+            self.quota = Quota(self.usage, load_limits(s.quotas_file))
+        except ValueError as exc:
+            raise SystemExit(f"voxgate-manager: VOXGATE_MANAGER_QUOTAS_FILE: {exc}") from None
         r = manager.metrics.registry
         self.m_cache = Counter("voxgate_manager_cache_requests_total", "Speech requests by cache result (hit, miss, bypass)",
                                ["result"], registry=r)

@@ -75,5 +75,10 @@ def load_limits(path: str | None) -> KeyLimits:
     try:
         raw: Any = json.loads(Path(path).read_text(encoding="utf-8"))
         return KeyLimits(QuotaFile.model_validate(raw))
-    except (OSError, ValueError, ValidationError) as exc:
-        raise ValueError(f"{path}: {exc}") from None
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()[:5])
+        raise ValueError(f"{path}: {where}") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
