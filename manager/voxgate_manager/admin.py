@@ -80,8 +80,41 @@ def create_admin_app(manager: Manager) -> FastAPI:
     @app.post("/admin/reload")
     async def reload() -> dict[str, Any]:
         try:
+            manager.gateway.reload_limits()
+        except ValueError as exc:
+            raise APIError(400, f"quotas not reloaded: {exc}", code="invalid_config") from None
+        try:
             return await manager.reload()
         except ConfigError as exc:
             raise APIError(400, f"models.json not reloaded: {exc}", code="invalid_config") from None
+
+    # -- cache, usage, the speech flag (voxgate_manager/routing/gateway.py) -------------------
+
+    @app.get("/admin/cache")
+    async def cache_status(model: str | None = None, limit: int = 100) -> dict[str, Any]:
+        return manager.gateway.cache_status(model, limit)
+
+    @app.delete("/admin/cache")
+    async def cache_purge(model: str | None = None, key: str | None = None) -> dict[str, Any]:
+        return manager.gateway.cache_purge(model, key)
+
+    @app.get("/admin/usage")
+    async def usage(key: str | None = None, since: str | None = None, until: str | None = None) -> dict[str, Any]:
+        return manager.gateway.usage_report(key, since, until)
+
+    @app.get("/admin/speech")
+    async def speech_flag() -> dict[str, Any]:
+        return {"enabled": manager.gateway.speech_enabled}
+
+    @app.post("/admin/speech")
+    async def set_speech_flag(request: Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
+            raise APIError(400, 'expected {"enabled": true|false}', code="invalid_request", param="enabled")
+        manager.gateway.speech_enabled = body["enabled"]
+        return {"enabled": manager.gateway.speech_enabled}
 
     return app

@@ -66,6 +66,8 @@ def _model_entry(ctl: ModelController, created: int) -> dict[str, Any]:
         "aliases": ctl.spec.aliases,
         "state": ctl.state.value,
         "runtime": ctl.runtime.kind,
+        **({"fallback": ctl.spec.fallback} if ctl.spec.fallback else {}),
+        **({"price": ctl.spec.price.model_dump()} if ctl.spec.price else {}),
     }
 
 
@@ -182,7 +184,8 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
         if payload.get("model") != target:
             payload["model"] = target
             body = json.dumps(payload).encode()
-        return await proxy_work(request, ctl, body, "/v1/audio/speech")
+        # feature flag, quotas, cache, fallback chains, providers: voxgate_manager/routing/gateway.py
+        return await manager.gateway.speech(request, payload, ctl)
 
     # -- voices: listing never starts a model; changes are work --------------------------------
 
@@ -192,7 +195,10 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
         check_key(request, keys)
         ctl = controller_for(request.query_params.get("model") or request.headers.get("x-voxgate-model"))
         path = "/v1/audio/voices" + (f"/{rest}" if rest else "")
+        if getattr(ctl.runtime, "provider", None) is not None:  # someone else's API: its own voice list
+            return await manager.gateway.provider_voices(ctl, request.method, rest)
         if request.method != "GET":
+            manager.gateway.voices_changed(ctl.id, rest.split("/")[0] or None)  # cached answers in that voice go
             try:
                 body = await read_body(request, manager.settings.max_body_bytes)
             except ClientGone:

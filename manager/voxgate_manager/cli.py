@@ -13,7 +13,7 @@ from typing import Any
 
 from voxgate_manager.settings import ManagerSettings
 
-ADMIN_COMMANDS = ("status", "load", "unload", "park", "wake", "reload")
+ADMIN_COMMANDS = ("status", "load", "unload", "park", "wake", "reload", "cache", "usage")
 log = logging.getLogger("voxgate.manager")
 
 
@@ -50,6 +50,12 @@ def _admin_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=text)
         sp.add_argument("model")
     sub.add_parser("reload", help="re-read models.json; restart only the models whose entry changed")
+    sp = sub.add_parser("cache", help="the response cache: size, entries; --purge empties it (or one --model's part)")
+    sp.add_argument("--purge", action="store_true")
+    sp.add_argument("--model", default=None)
+    sp = sub.add_parser("usage", help="speech usage and cost per API key and model")
+    sp.add_argument("--key", default=None, help="one key's name")
+    sp.add_argument("--since", default=None, help="YYYY-MM-DD (UTC)")
     return p
 
 
@@ -77,6 +83,11 @@ def admin_main(argv: list[str]) -> int:
                 r = client.get("/admin/models")
             elif args.command == "reload":
                 r = client.post("/admin/reload")
+            elif args.command == "cache":
+                params = {"model": args.model} if args.model else {}
+                r = client.delete("/admin/cache", params=params) if args.purge else client.get("/admin/cache", params=params)
+            elif args.command == "usage":
+                r = client.get("/admin/usage", params={k: v for k, v in (("key", args.key), ("since", args.since)) if v})
             else:
                 r = client.post(f"/admin/models/{args.model}/{args.command}")
     except httpx.HTTPError as exc:
@@ -92,6 +103,10 @@ def admin_main(argv: list[str]) -> int:
         _print_status(data["models"])
     elif args.command == "reload":
         print(", ".join(f"{k}: {', '.join(v) or '-'}" for k, v in data.items()))
+    elif args.command in ("cache", "usage"):
+        from voxgate_manager.routing.report import print_cache, print_usage
+
+        (print_cache if args.command == "cache" else print_usage)(data)
     else:
         _print_status([data])
     return 0

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from voxgate_manager.providers.config import ElevenLabsProvider, OpenAICompatibleProvider, OpenAIProvider, Price
+
 
 class ConfigError(ValueError):
     """models.json is missing, not JSON, or breaks the schema."""
@@ -78,7 +80,8 @@ class RemoteRuntime(_Strict):
         return v.rstrip("/")
 
 
-Runtime = Annotated[DockerRuntime | ProcessRuntime | RemoteRuntime, Field(discriminator="type")]
+Runtime = Annotated[DockerRuntime | ProcessRuntime | RemoteRuntime | OpenAIProvider | OpenAICompatibleProvider
+                    | ElevenLabsProvider, Field(discriminator="type")]
 
 
 class Readiness(_Strict):
@@ -128,6 +131,14 @@ class ModelSpec(_Strict):
     retry_after_s: int = Field(default=5, ge=1)
     restart_backoff_s: float = Field(default=2.0, ge=0)
     restart_backoff_max_s: float = Field(default=60.0, ge=0)
+    # routing (voxgate_manager/routing): the models that answer when this one cannot be ready in time
+    fallback: list[str] = Field(default_factory=list)
+    fallback_after_s: float = Field(default=2.0, gt=0)
+    fallback_policy: Literal["fallback", "queue"] = "fallback"  # queue: hold up to hold_max_s instead
+    # response cache (voxgate_manager/cache): auto = on unless the model samples and the request has no seed
+    cache: Literal["auto", "on", "off"] = "auto"
+    sampling: bool = False  # the same request can give different audio (Chatterbox): cache only with a seed
+    price: Price | None = None  # cost accounting (voxgate_manager/usage)
 
     @property
     def names(self) -> list[str]:
@@ -171,6 +182,12 @@ class ModelsFile(_Strict):
                 if cname in names:
                     raise ValueError(f"models[{i}].runtime.container_name: {cname!r} is also used by model {names[cname]!r}")
                 names[cname] = m.id
+        for i, m in enumerate(self.models):
+            for j, name in enumerate(m.fallback):
+                if name not in seen:
+                    raise ValueError(f"models[{i}].fallback[{j}]: {name!r} is not a model id or alias")
+                if seen[name] == m.id:
+                    raise ValueError(f"models[{i}].fallback[{j}]: a model cannot fall back to itself")
         if self.default_model is not None and self.default_model not in seen:
             raise ValueError(f"default_model: {self.default_model!r} is not a model id or alias")
         return self
@@ -195,7 +212,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("docker", "process", "remote") and out.endswith("runtime"):
+        elif part in ("docker", "process", "remote", "openai", "openai-compatible", "elevenlabs") and out.endswith("runtime"):
             continue  # the discriminated-union tag pydantic inserts is not a JSON key
         else:
             out += ("." if out else "") + str(part)
@@ -211,7 +228,7 @@ def parse_models(data: Any, source: str = "models.json") -> ModelsFile:
             where = _loc(tuple(err.get("loc", ())))
             msg = err.get("msg", "invalid")
             if err.get("type") == "union_tag_invalid" or err.get("type") == "union_tag_not_found":
-                msg = "must have \"type\": \"docker\", \"process\" or \"remote\""
+                msg = "must have \"type\": \"docker\", \"process\", \"remote\", \"openai\", \"openai-compatible\" or \"elevenlabs\""
             lines.append(f"{where}: {msg}")
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None
 

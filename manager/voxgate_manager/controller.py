@@ -268,6 +268,8 @@ class ModelController:
         return None
 
     async def _wait_ready(self) -> None:
+        if getattr(self.runtime, "always_ready", False):  # a provider: nothing of ours to probe
+            return
         r = self.spec.readiness
         delay = r.initial_interval_s
         while True:

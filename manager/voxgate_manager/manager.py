@@ -13,6 +13,9 @@ from voxgate_manager.config import DockerRuntime, ModelsFile, ModelSpec, Process
 from voxgate_manager.controller import ModelController, lifecycle_event
 from voxgate_manager.lifecycle import State
 from voxgate_manager.metrics import Metrics
+from voxgate_manager.providers import make_provider
+from voxgate_manager.providers.runtime import ProviderRuntime
+from voxgate_manager.routing.gateway import Gateway
 from voxgate_manager.runtimes.base import Runtime, StartError
 from voxgate_manager.runtimes.docker import DockerEngine, DockerRuntimeImpl
 from voxgate_manager.runtimes.process import ProcessRuntimeImpl
@@ -34,6 +37,7 @@ class Manager:
         self.controllers: dict[str, ModelController] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
+        self.gateway = Gateway(self)  # feature flag, quotas, cache, fallback chains, providers
 
     # -- construction -------------------------------------------------------------------------
 
@@ -45,6 +49,9 @@ class Manager:
             return ProcessRuntimeImpl(spec)
         if isinstance(rt, RemoteRuntime):
             return RemoteRuntimeImpl(spec, probe=lambda: ctl_ref[0].probe())
+        provider = make_provider(spec.id, rt)
+        if provider is not None:
+            return ProviderRuntime(rt.type, rt.base_url, provider)
         raise TypeError(rt)
 
     def _controller(self, spec: ModelSpec) -> ModelController:
@@ -167,5 +174,6 @@ class Manager:
             *(c.shutdown(stop_runtime=self.settings.stop_on_exit) for c in self.controllers.values()), return_exceptions=True
         )
         self.docker.close()
+        self.gateway.close()
         await self.http.aclose()
         self.h1.close()

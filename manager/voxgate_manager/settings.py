@@ -32,3 +32,12 @@ class ManagerSettings:
     # GPU memory the models may hold at once (sum of their vram_mb); 0: no admission control
     vram_budget_mb: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_VRAM_BUDGET_MB", "0")))
     tick_s: float = field(default_factory=lambda: float(_env("VOXGATE_MANAGER_TICK_S", "0.25")))
+    # -- fallback, cache, quotas (voxgate_manager/routing, cache, usage) -------------------------
+    # folder for the response cache and the usage database; empty: no cache, usage kept in memory
+    data_dir: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_DATA_DIR", ""))
+    cache_enabled: bool = field(default_factory=lambda: _env("VOXGATE_MANAGER_CACHE", "1") in ("1", "true", "yes"))
+    cache_max_mb: float = field(default_factory=lambda: float(_env("VOXGATE_MANAGER_CACHE_MAX_MB", "1024")))
+    cache_ttl_s: float = field(default_factory=lambda: float(_env("VOXGATE_MANAGER_CACHE_TTL_S", str(30 * 86400))))
+    quotas_file: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_QUOTAS_FILE", ""))
+    # the feature flag: 0 answers every speech request 503 (the admin API can flip it at run time)
+    speech_enabled: bool = field(default_factory=lambda: _env("VOXGATE_MANAGER_SPEECH_ENABLED", "1") in ("1", "true", "yes"))
