@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from voxgate_manager.voices import DeclaredVoice, VoicePreset
+
 
 class ConfigError(ValueError):
     """models.json is missing, not JSON, or breaks the schema."""
@@ -121,6 +123,10 @@ class ModelSpec(_Strict):
     retry_after_s: int = Field(default=5, ge=1)
     restart_backoff_s: float = Field(default=2.0, ge=0)
     restart_backoff_max_s: float = Field(default=60.0, ge=0)
+    # known before the model runs (catalog, Wyoming info); the server's own list wins once seen
+    voices: list[DeclaredVoice] = Field(default_factory=list)
+    # voice alias -> base voice + generation settings, applied by the manager (voices.py)
+    voice_presets: dict[str, VoicePreset] = Field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -128,7 +134,8 @@ class ModelSpec(_Strict):
 
     def spec_hash(self) -> str:
         """Identity of what a runtime is built from; a changed hash means restart on reload."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        # voices and presets are the manager's own: changing them needs no restart of the model
+        blob = json.dumps(self.model_dump(mode="json", exclude={"voices", "voice_presets"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def runtime_hash(self) -> str:

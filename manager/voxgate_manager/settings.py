@@ -32,3 +32,15 @@ class ManagerSettings:
     # GPU memory the models may hold at once (sum of their vram_mb); 0: no admission control
     vram_budget_mb: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_VRAM_BUDGET_MB", "0")))
     tick_s: float = field(default_factory=lambda: float(_env("VOXGATE_MANAGER_TICK_S", "0.25")))
+    # -- LAN clients (Wyoming for Home Assistant, the key-free catalog for Open WebUI) ------------
+    # Wyoming has no authentication: it binds to loopback unless told otherwise; port 0 turns it off
+    wyoming_host: str = field(default_factory=lambda: _env("VOXGATE_WYOMING_HOST", "127.0.0.1"))
+    wyoming_port: int = field(default_factory=lambda: int(_env("VOXGATE_WYOMING_PORT", "10200")))
+    wyoming_zeroconf: bool = field(default_factory=lambda: _env("VOXGATE_WYOMING_ZEROCONF", "0") in ("1", "true", "yes"))
+    wyoming_zeroconf_name: str = field(default_factory=lambda: _env("VOXGATE_WYOMING_ZEROCONF_NAME", ""))
+    # the address announced; default: the Wyoming bind address, or the host's LAN address when it is 0.0.0.0
+    wyoming_zeroconf_host: str = field(default_factory=lambda: _env("VOXGATE_WYOMING_ZEROCONF_HOST", ""))
+    # GET /v1/models, /v1/audio/models and /v1/audio/voices without a key (Open WebUI sends none)
+    public_catalog: bool = field(default_factory=lambda: _env("VOXGATE_PUBLIC_CATALOG", "0") in ("1", "true", "yes"))
+    # where what each model reported (voices, capabilities) is kept across manager restarts; empty: memory only
+    catalog_cache: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_CATALOG_CACHE", ""))
