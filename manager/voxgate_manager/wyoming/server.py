@@ -116,6 +116,7 @@ async def serve_wyoming(manager: "Manager") -> WyomingServer | None:
     server = WyomingServer(manager, s.wyoming_host, s.wyoming_port)
     if not await server.start():
         return None
+    manager.wyoming_address = f"{server.host}:{server.port}"  # type: ignore[attr-defined]  (for /health)
     if s.wyoming_zeroconf:
         try:
             await server.announce(s.wyoming_zeroconf_name or default_name(), announce_address(s.wyoming_host, s.wyoming_zeroconf_host))
