@@ -9,6 +9,7 @@ when the caller stops reading (a Wyoming client that went away cancels the readi
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,9 @@ async def open_speech(manager: "Manager", ctl: "ModelController", payload: dict[
     except h1.UpstreamError as exc:
         ctl.release(ok=False)
         raise SpeechFailed(502, "upstream_unreachable", f"model {ctl.id!r} did not answer: {exc}") from None
+    except asyncio.CancelledError:
+        ctl.release(ok=True)  # the caller left (a client hung up): not the model's failure
+        raise
     except BaseException:
         ctl.release(ok=False)
         raise

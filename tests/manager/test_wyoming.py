@@ -131,6 +131,24 @@ def test_streamed_text_is_spoken_sentence_by_sentence_before_the_text_ends(mgr: 
     assert wer("turning on the porch light it is twenty degrees outside tonight", heard) <= 0.5, heard
 
 
+def test_streamed_sentences_queued_together_are_spoken_in_order(mgr: ManagerProcess) -> None:
+    async def go() -> list[Event]:
+        c = await _client(mgr)
+        await c.write_event(SynthesizeStart(voice=SynthesizeVoice(name="piper:narrator")).event())
+        await c.write_event(SynthesizeChunk(text="The first door is open. The second window is closed. ").event())
+        await c.write_event(SynthesizeChunk(text="The third light is off.").event())
+        await c.write_event(SynthesizeStop().event())
+        events = await _read_until(c, "synthesize-stopped")
+        await c.disconnect()
+        return events
+
+    events = run(go())
+    assert [e.type for e in events].count("audio-stop") == 3 and not any(e.type == "error" for e in events)
+    heard = transcribe(_pcm(events).astype(np.float32) / 32768, 24000)
+    assert wer("the first door is open the second window is closed the third light is off", heard) <= 0.5, heard
+    assert mgr.status("piper")["requests_in_flight"] == 0
+
+
 def test_bad_voices_get_error_events_and_the_connection_stays(mgr: ManagerProcess) -> None:
     async def go() -> list[Event]:
         c = await _client(mgr)
@@ -186,6 +204,19 @@ def test_disconnect_mid_stream_frees_the_model(mgr: ManagerProcess) -> None:
         return time.monotonic() - t0
 
     run(go())
+
+    async def streamed() -> None:  # a text stream, with the next sentence already requested ahead
+        c = await _client(mgr)
+        await c.write_event(SynthesizeStart(voice=SynthesizeVoice(name="piper:joe")).event())
+        await c.write_event(SynthesizeChunk(text=LONG[:1500] + " ").event())
+        assert (await _read_until(c, "audio-chunk", "error"))[-1].type == "audio-chunk"
+        await c.disconnect()
+        t0 = time.monotonic()
+        while mgr.status("piper")["requests_in_flight"] or mgr.status("piper")["queue_depth"]:
+            assert time.monotonic() - t0 < 5, "a streamed request's slot was not freed"
+            await asyncio.sleep(0.05)
+
+    run(streamed())
     # the model works on for the next client
     async def again() -> list[Event]:
         c = await _client(mgr)

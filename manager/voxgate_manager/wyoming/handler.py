@@ -16,10 +16,11 @@ connection stays open.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sentence_stream import SentenceBoundaryDetector
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -40,6 +41,7 @@ log = logging.getLogger("voxgate.manager.wyoming")
 
 RATE, WIDTH, CHANNELS = 24000, 2, 1  # the OpenAI "pcm" format every voxgate server (and OpenAI) sends
 CHUNK_BYTES = 1024 * WIDTH  # samples per audio-chunk as wyoming-piper sends them
+LOOKAHEAD = 1  # sentences requested from the model before their turn
 
 
 class VoiceError(Exception):
@@ -94,7 +96,7 @@ class _Stream:
     failed: bool = False  # an error was sent: the rest of this stream is not spoken
 
 
-@dataclass
+@dataclass(eq=False)
 class _Speak:
     ctl: "ModelController"
     voice: str
@@ -113,8 +115,11 @@ class WyomingHandler(AsyncEventHandler):
         self.manager = manager
         self.program: str | None = None  # select-program: the model a bare voice name belongs to
         self.stream: _Stream | None = None
-        self.work: asyncio.Queue[_Speak | _Stopped] = asyncio.Queue()
+        self.work: collections.deque[_Speak | _Stopped] = collections.deque()
+        self.arrived = asyncio.Event()
         self.worker: asyncio.Task[None] | None = None
+        self.speaking = False
+        self.ahead: dict[_Speak, asyncio.Future[Any]] = {}  # requests opened before their turn
         self.gone = False
 
     # -- events in ----------------------------------------------------------------------------
@@ -176,28 +181,70 @@ class WyomingHandler(AsyncEventHandler):
             self._queue(_Speak(stream.ctl, stream.voice, text, stream))
 
     def _queue(self, item: _Speak | _Stopped) -> None:
-        self.work.put_nowait(item)
+        self.work.append(item)
+        self.arrived.set()
         if self.worker is None:
             self.worker = asyncio.create_task(self._work())
+        self._prefetch()
 
     async def disconnect(self) -> None:
-        """The client hung up: stop speaking for nobody and free the model's slot."""
+        """The client hung up: stop speaking for nobody and free the model's slots."""
         self.gone = True
         if self.worker is not None and not self.worker.done():
             self.worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.worker
+        self._drop_ahead()
 
     # -- audio out ----------------------------------------------------------------------------
+
+    def _prefetch(self) -> None:
+        """Request the sentence after the one being spoken (LOOKAHEAD): its audio is being made
+        while the current one plays, so sentences follow without a gap for the model's first-audio
+        latency. The model's concurrency still bounds it (the request waits for a slot)."""
+        if not self.speaking or len(self.ahead) >= LOOKAHEAD:
+            return
+        for item in self.work:
+            if isinstance(item, _Stopped):
+                continue
+            if item in self.ahead or not item.text:
+                continue
+            if item.stream is not None and item.stream.failed:
+                continue
+            self.ahead[item] = asyncio.ensure_future(self._open(item))
+            if len(self.ahead) >= LOOKAHEAD:
+                return
+
+    def _drop_ahead(self) -> None:
+        for task in self.ahead.values():
+            task.cancel()
+            task.add_done_callback(_close_opened)
+        self.ahead.clear()
+
+    async def _open(self, job: _Speak):  # noqa: ANN202 - a SpeechStream
+        payload = {"input": job.text, "voice": job.voice, "response_format": "pcm"}
+        return await open_speech(self.manager, job.ctl, payload, self._is_gone)
 
     async def _work(self) -> None:
         try:
             while True:
-                item = await self.work.get()
+                while not self.work:
+                    self.arrived.clear()
+                    await self.arrived.wait()
+                item = self.work.popleft()
                 if isinstance(item, _Stopped):
                     await self.write_event(SynthesizeStopped().event())
                 elif item.stream is None or not item.stream.failed:
-                    await self._speak(item)
+                    self.speaking = True
+                    try:
+                        await self._speak(item)
+                    finally:
+                        self.speaking = False
+                if isinstance(item, _Speak) and item.stream is not None and item.stream.failed:
+                    for job in [j for j in self.ahead if j.stream is item.stream]:
+                        task = self.ahead.pop(job)
+                        task.cancel()
+                        task.add_done_callback(_close_opened)
         except (ConnectionError, OSError):
             self.gone = True  # the client's socket broke while audio was written
 
@@ -209,9 +256,10 @@ class WyomingHandler(AsyncEventHandler):
             await self.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
             await self.write_event(AudioStop().event())
             return
-        payload = {"input": job.text, "voice": job.voice, "response_format": "pcm"}
+        opening = self.ahead.pop(job, None)
+        self._prefetch()  # the next one, while this one is spoken
         try:
-            audio = await open_speech(self.manager, job.ctl, payload, self._is_gone)
+            audio = await (opening if opening is not None else self._open(job))
         except SpeechFailed as exc:
             if job.stream is not None:
                 job.stream.failed = True
@@ -236,3 +284,10 @@ class WyomingHandler(AsyncEventHandler):
             await self.write_event(AudioStop().event())
         finally:
             audio.close()
+
+
+def _close_opened(task: "asyncio.Future[Any]") -> None:
+    """A request opened ahead and not spoken (client gone, stream failed): free its slot."""
+    if task.cancelled() or task.exception() is not None:
+        return
+    task.result().close()
