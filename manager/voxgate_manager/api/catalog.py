@@ -37,8 +37,8 @@ def _check_key(request: Request, keys: list[str]) -> None:
 
 def serving(manager: "Manager", ctl: "ModelController", now: float) -> tuple[str, str | None]:
     """How a request for this model would be served now: ``ready``, ``startable`` (stopped, or
-    failed and past its backoff: a request starts it), ``busy`` (starting or draining: a request
-    waits), or ``unavailable`` with the reason."""
+    failed and past its backoff: a request starts it), ``parked`` (a request wakes it), ``busy``
+    (starting or draining: a request waits), or ``unavailable`` with the reason."""
     state = ctl.state
     if state is State.READY:
         return "ready", None
@@ -51,6 +51,8 @@ def serving(manager: "Manager", ctl: "ModelController", now: float) -> tuple[str
             return "startable", ctl.machine.last_error or None
         return "unavailable", f"backing off after a failure ({ctl.machine.last_error or 'start failed'}); " \
                               f"retry in {ctl.machine.retry_at - now:.0f}s"
+    if state.value == "parked":  # kept warm off the GPU: a request wakes it
+        return "parked", None
     return "busy", None  # starting, draining (and any later waiting state): requests are held
 
 
@@ -152,13 +154,15 @@ def catalog_router(manager: "Manager") -> APIRouter:
         ready = [k for k, v in ways.items() if v["serving"] == "ready"]
         startable = [k for k, v in ways.items() if v["serving"] == "startable"]
         starting = [k for k, v in ways.items() if v["serving"] == "busy"]
-        can_serve = bool(ready or startable or starting)
+        parked = [k for k, v in ways.items() if v["serving"] == "parked"]
+        can_serve = bool(ready or startable or starting or parked)
         return JSONResponse({
             "status": "ok" if can_serve else "unavailable",
             "can_serve": can_serve,
             "ready": ready,
             "startable": startable,
             "starting": starting,
+            "parked": parked,
             "models": {c.id: c.state.value for c in manager.controllers.values()},
             "serving": ways,
             "wyoming": getattr(manager, "wyoming_address", None),  # "host:port" while it listens
