@@ -114,6 +114,7 @@ def test_compose_up_serves_speech_through_the_manager_and_down_leaves_nothing(tm
            "VOXGATE_MANAGER_PORT": str(port), "VOXGATE_MANAGER_ADMIN_PORT": str(admin), "VOXGATE_WYOMING_PORT": "0",
            "VOXGATE_MANAGER_INSTANCE": instance, "VOXGATE_MANAGER_STOP_ON_EXIT": "1"}
     project = ["-p", instance.replace("_", "-").lower(), "-f", "compose.yaml"]
+    volumes_before = {v.name for v in cli.volumes.list()}
     up = run(cmd + project + ["up", "-d", "--no-build", "manager"], env, timeout=180)
     try:
         assert up.returncode == 0, up.stderr
@@ -132,7 +133,11 @@ def test_compose_up_serves_speech_through_the_manager_and_down_leaves_nothing(tm
         assert decode(r.content, "mp3").duration > 0.5
         assert cli.containers.list(filters={"label": f"io.voxgate.instance={instance}"})  # the model ran in docker
     finally:
-        down = run(cmd + project + ["down", "-v"], env, timeout=240)
+        # no -v: it would also remove voxgate-hf and voxgate-voices, which are shared by name
+        down = run(cmd + project + ["down"], env, timeout=240)
+        for vol in cli.volumes.list(filters={"label": f"com.docker.compose.project={project[1]}"}):
+            if vol.name not in volumes_before:  # made by this test's `up`: nothing that was there before
+                vol.remove(force=True)
         models_left = cli.containers.list(all=True, filters={"label": f"io.voxgate.instance={instance}"})
         running = [c.name for c in models_left if c.status == "running"]
         for c in models_left:  # kept stopped by design (the next start is a cheap `docker start`)
