@@ -36,6 +36,8 @@ class ManagerSettings:
     # Wyoming has no authentication: it binds to loopback unless told otherwise; port 0 turns it off
     wyoming_host: str = field(default_factory=lambda: _env("VOXGATE_WYOMING_HOST", "127.0.0.1"))
     wyoming_port: int = field(default_factory=lambda: int(_env("VOXGATE_WYOMING_PORT", "10200")))
+    # who may connect (comma-separated addresses or networks, e.g. Home Assistant's); empty: anyone
+    wyoming_allow: str = field(default_factory=lambda: _env("VOXGATE_WYOMING_ALLOW", ""))
     wyoming_zeroconf: bool = field(default_factory=lambda: _env("VOXGATE_WYOMING_ZEROCONF", "0") in ("1", "true", "yes"))
     wyoming_zeroconf_name: str = field(default_factory=lambda: _env("VOXGATE_WYOMING_ZEROCONF_NAME", ""))
     # the address announced; default: the Wyoming bind address, or the host's LAN address when it is 0.0.0.0

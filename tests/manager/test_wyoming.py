@@ -265,3 +265,31 @@ def test_manager_announces_wyoming_by_zeroconf_on_loopback(tmp_path: Path) -> No
         assert found.port == wport and found.parsed_addresses() == ["127.0.0.1"]
     finally:
         m.stop()
+
+
+def test_wyoming_allow_list_answers_others_with_an_error_event(tmp_path: Path) -> None:
+    from voxgate_manager.wyoming.server import allowed, parse_allow
+
+    nets = parse_allow("192.168.1.10, 10.0.0.0/8")
+    assert allowed("192.168.1.10", nets) and allowed("10.2.3.4", nets) and allowed("::ffff:10.0.0.1", nets)
+    assert not allowed("192.168.1.11", nets) and not allowed("127.0.0.1", nets) and allowed("127.0.0.1", [])
+    with pytest.raises(ValueError, match="not-an-ip"):
+        parse_allow("not-an-ip")
+    wport = free_port()
+    m = ManagerProcess(tmp_path, [piper_process_model("piper")],
+                       env={"VOXGATE_WYOMING_PORT": str(wport), "VOXGATE_WYOMING_ALLOW": "10.0.0.0/8"})
+
+    async def go() -> Event:
+        c = AsyncTcpClient("127.0.0.1", wport)
+        await c.connect()
+        await c.write_event(Synthesize(text="Hello.").event())
+        ev = await asyncio.wait_for(c.read_event(), 10)
+        await c.disconnect()
+        return ev
+
+    try:
+        ev = run(go())
+        assert ev is not None and ev.type == "error" and Error.from_event(ev).code == "forbidden"
+        assert m.metric("voxgate_manager_cold_starts_total") == 0
+    finally:
+        m.stop()

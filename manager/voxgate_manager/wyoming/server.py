@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from typing import TYPE_CHECKING
+
+from wyoming.error import Error
+from wyoming.event import async_write_event
 
 from voxgate_manager.wyoming.handler import WyomingHandler
 
@@ -43,14 +47,42 @@ def announce_address(bind_host: str, configured: str = "") -> str:
         return s.getsockname()[0]
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_allow(value: str) -> list[Network]:
+    """``VOXGATE_WYOMING_ALLOW``: addresses or networks, comma-separated (ValueError names a bad one)."""
+    nets: list[Network] = []
+    for part in (p.strip() for p in value.split(",")):
+        if part:
+            try:
+                nets.append(ipaddress.ip_network(part, strict=False))
+            except ValueError:
+                raise ValueError(f"VOXGATE_WYOMING_ALLOW: {part!r} is not an IP address or network") from None
+    return nets
+
+
+def allowed(peer: str, nets: list[Network]) -> bool:
+    if not nets:
+        return True
+    try:
+        addr = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr in n for n in nets)
+
+
 def default_name() -> str:
     return "voxgate-" + socket.gethostname().split(".")[0]
 
 
 class WyomingServer:
-    def __init__(self, manager: "Manager", host: str, port: int) -> None:
+    def __init__(self, manager: "Manager", host: str, port: int, allow: list[Network] | None = None) -> None:
         self.manager = manager
         self.host, self.port = host, port
+        self.allow = allow or []
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
         self._zc: AsyncZeroconf | None = None
@@ -71,6 +103,12 @@ class WyomingServer:
         assert task is not None
         self._clients.add(task)
         try:
+            peer = (writer.get_extra_info("peername") or ("",))[0]
+            if not allowed(str(peer), self.allow):
+                log.warning("Wyoming connection from %s refused (not in VOXGATE_WYOMING_ALLOW)", peer)
+                await async_write_event(Error(text=f"{peer} may not use this Wyoming server (VOXGATE_WYOMING_ALLOW)",
+                                              code="forbidden").event(), writer)
+                return
             await WyomingHandler(self.manager, reader, writer).run()
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass
@@ -113,7 +151,12 @@ async def serve_wyoming(manager: "Manager") -> WyomingServer | None:
     s = manager.settings
     if not s.wyoming_port:
         return None
-    server = WyomingServer(manager, s.wyoming_host, s.wyoming_port)
+    try:
+        allow = parse_allow(s.wyoming_allow)
+    except ValueError as exc:
+        log.error("Wyoming (Home Assistant) not served: %s", exc)
+        return None
+    server = WyomingServer(manager, s.wyoming_host, s.wyoming_port, allow)
     if not await server.start():
         return None
     manager.wyoming_address = f"{server.host}:{server.port}"  # type: ignore[attr-defined]  (for /health)
