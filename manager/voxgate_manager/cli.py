@@ -123,9 +123,9 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
     await manager.start()
     from voxgate_manager.wyoming.server import serve_wyoming
 
-    if settings.wyoming_port and not _is_loopback(settings.wyoming_host):
-        log.warning("Wyoming listens on %s:%s: it has no authentication, so anyone on the network can use it",
-                    settings.wyoming_host, settings.wyoming_port)
+    if settings.wyoming_port and not _is_loopback(settings.wyoming_host) and not settings.wyoming_allow:
+        log.warning("Wyoming listens on %s:%s: it has no authentication, so anyone on the network can use it "
+                    "(VOXGATE_WYOMING_ALLOW=<Home Assistant's address> limits it)", settings.wyoming_host, settings.wyoming_port)
     wyoming = await serve_wyoming(manager)
     level = args.log_level.lower()
     class _Server(uvicorn.Server):
