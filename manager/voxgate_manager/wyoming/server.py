@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("voxgate.manager.wyoming")
 
 SERVICE_TYPE = "_wyoming._tcp.local."
+REFUSED_LINGER_S = 2.0
 
 
 def service_info(name: str, host: str, port: int) -> "AsyncServiceInfo":
@@ -108,6 +109,12 @@ class WyomingServer:
                 log.warning("Wyoming connection from %s refused (not in VOXGATE_WYOMING_ALLOW)", peer)
                 await async_write_event(Error(text=f"{peer} may not use this Wyoming server (VOXGATE_WYOMING_ALLOW)",
                                               code="forbidden").event(), writer)
+                # read what the client sends until it hangs up (at most REFUSED_LINGER_S): closing with
+                # its request unread would reset the connection and could lose the error event
+                with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+                    async with asyncio.timeout(REFUSED_LINGER_S):
+                        while await reader.read(65536):
+                            pass
                 return
             await WyomingHandler(self.manager, reader, writer).run()
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
