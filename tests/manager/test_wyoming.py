@@ -294,3 +294,28 @@ def test_wyoming_allow_list_answers_others_with_an_error_event(tmp_path: Path) -
         assert m.metric("voxgate_manager_cold_starts_total") == 0
     finally:
         m.stop()
+
+
+def test_shutdown_lets_speech_in_progress_finish(tmp_path: Path) -> None:
+    import signal
+
+    wport = free_port()
+    m = ManagerProcess(tmp_path, [piper_process_model("piper")], env={"VOXGATE_WYOMING_PORT": str(wport)})
+
+    async def go() -> tuple[list[Event], int]:
+        c = AsyncTcpClient("127.0.0.1", wport)
+        await c.connect()
+        await c.write_event(Synthesize(text=HARVARD, voice=SynthesizeVoice(name="piper:joe")).event())
+        first = await _read_until(c, "audio-chunk", "error")
+        assert first[-1].type == "audio-chunk"
+        code = await asyncio.to_thread(m.stop, signal.SIGTERM)  # returns once the manager exited
+        rest = await _read_until(c, "audio-stop", "error")
+        await c.disconnect()
+        return first + rest, code
+
+    try:
+        events, code = run(go())
+    finally:
+        m.stop()
+    assert code == 0 and events[-1].type == "audio-stop"
+    assert len(_pcm(events)) > 3 * 24000  # the whole clip, not cut at the signal

@@ -187,6 +187,10 @@ class WyomingHandler(AsyncEventHandler):
             self.worker = asyncio.create_task(self._work())
         self._prefetch()
 
+    def busy(self) -> bool:
+        """Whether speech is being made or waits to be (shutdown lets it finish first)."""
+        return not self.gone and (self.speaking or bool(self.work))
+
     async def disconnect(self) -> None:
         """The client hung up: stop speaking for nobody and free the model's slots."""
         self.gone = True

@@ -86,6 +86,7 @@ class WyomingServer:
         self.allow = allow or []
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
+        self._handlers: set[WyomingHandler] = set()
         self._zc: AsyncZeroconf | None = None
         self._info: AsyncServiceInfo | None = None
 
@@ -116,7 +117,12 @@ class WyomingServer:
                         while await reader.read(65536):
                             pass
                 return
-            await WyomingHandler(self.manager, reader, writer).run()
+            handler = WyomingHandler(self.manager, reader, writer)
+            self._handlers.add(handler)
+            try:
+                await handler.run()
+            finally:
+                self._handlers.discard(handler)
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass
         except Exception:
@@ -136,14 +142,19 @@ class WyomingServer:
         await self._zc.async_register_service(self._info)
         log.info("zeroconf: announced %s at %s:%s", self._info.name, address, self.port)
 
-    async def close(self) -> None:
+    async def close(self, grace_s: float = 5.0) -> None:
+        """Stop listening, let speech in progress finish (at most ``grace_s``, as uvicorn's graceful
+        shutdown for HTTP), then hang up on everyone."""
+        if self._server is not None:
+            self._server.close()
+        deadline = asyncio.get_running_loop().time() + grace_s
+        while any(h.busy() for h in self._handlers) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
         if self._zc is not None:
             with contextlib.suppress(Exception):
                 if self._info is not None:
                     await self._zc.async_unregister_service(self._info)
                 await self._zc.async_close()
-        if self._server is not None:
-            self._server.close()
         for task in list(self._clients):
             task.cancel()
         if self._clients:
