@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -16,10 +15,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from voxgate_manager.api.catalog import catalog_router
 from voxgate_manager.controller import ClientGone, ModelController, Rejected
 from voxgate_manager.errors import APIError, error_response, install_error_handlers
 from voxgate_manager.lifecycle import State
 from voxgate_manager.manager import Manager
+from voxgate_manager.voices import apply_voice_preset
 from voxgate_manager.proxy import StreamedProxyResponse, open_upstream, raw_upstream_headers, upstream_headers
 
 SPEECH_MAX_BYTES = 1024 * 1024  # an OpenAI speech body is a few KiB of JSON
@@ -55,20 +56,6 @@ async def read_body(request: Request, limit: int) -> bytes:
             chunks.append(chunk)
             return b"".join(chunks)
         chunks.append(chunk)
-
-
-def _model_entry(ctl: ModelController, created: int) -> dict[str, Any]:
-    return {
-        "id": ctl.id,
-        "object": "model",
-        "created": created,
-        "owned_by": "voxgate",
-        "aliases": ctl.spec.aliases,
-        "state": ctl.state.value,
-        "runtime": ctl.runtime.kind,
-        **({"fallback": ctl.spec.fallback} if ctl.spec.fallback else {}),
-        **({"price": ctl.spec.price.model_dump()} if ctl.spec.price else {}),
-    }
 
 
 def upstream_query(query_string: bytes, ctl: ModelController) -> str:
@@ -113,7 +100,6 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
 
     ws_proxy.install(app, manager)  # GET /v1/audio/speech/ws, relayed to the model's server
     keys = manager.settings.api_keys
-    created = int(time.time())
 
     def controller_for(name: str | None) -> ModelController:
         ctl = manager.resolve(name)
@@ -146,23 +132,11 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
 
     # -- the manager's own answers ------------------------------------------------------------
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "models": {c.id: c.state.value for c in manager.controllers.values()}}
+    app.include_router(catalog_router(manager))  # /health, /v1/models, /v1/audio/models, GET /v1/audio/voices
 
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(manager.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    @app.get("/v1/models")
-    async def list_models(request: Request) -> dict[str, Any]:
-        check_key(request, keys)
-        return {"object": "list", "data": [_model_entry(c, created) for c in manager.controllers.values()]}
-
-    @app.get("/v1/models/{model_id}")
-    async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-        check_key(request, keys)
-        return _model_entry(controller_for(model_id), created)
 
     # -- speech: the only work that starts a model --------------------------------------------
 
@@ -181,7 +155,11 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
             raise APIError(400, "Invalid value for 'model': expected a string.", param="model", code="invalid_value")
         ctl = controller_for(name)
         target = ctl.spec.upstream_model or ctl.id  # aliases are the manager's: the server knows the id
-        if payload.get("model") != target:
+        rewrite = apply_voice_preset(ctl.spec.voice_presets, payload) is not None
+        if "response_format" not in payload:  # OpenAI's default; Open WebUI caches the answer as .mp3
+            payload["response_format"] = "mp3"
+            rewrite = True
+        if payload.get("model") != target or rewrite:
             payload["model"] = target
             body = json.dumps(payload).encode()
         # feature flag, quotas, cache, fallback chains, providers: voxgate_manager/routing/gateway.py

@@ -139,6 +139,12 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
                     settings.admin_host)
     manager = Manager(settings, models)
     await manager.start()
+    from voxgate_manager.wyoming.server import serve_wyoming
+
+    if settings.wyoming_port and not _is_loopback(settings.wyoming_host) and not settings.wyoming_allow:
+        log.warning("Wyoming listens on %s:%s: it has no authentication, so anyone on the network can use it "
+                    "(VOXGATE_WYOMING_ALLOW=<Home Assistant's address> limits it)", settings.wyoming_host, settings.wyoming_port)
+    wyoming = await serve_wyoming(manager)
     level = args.log_level.lower()
     class _Server(uvicorn.Server):
         """uvicorn re-raises the signal after serve(), which would skip our drain; we handle signals."""
@@ -185,6 +191,8 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
     try:
         await asyncio.gather(_public(), *servers[1:])
     finally:
+        if wyoming is not None:
+            await wyoming.close()
         await manager.close()
     return 0
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from voxgate_manager.providers.config import ElevenLabsProvider, OpenAICompatibleProvider, OpenAIProvider, Price
+from voxgate_manager.voices import DeclaredVoice, VoicePreset
 
 
 class ConfigError(ValueError):
@@ -139,6 +140,10 @@ class ModelSpec(_Strict):
     cache: Literal["auto", "on", "off"] = "auto"
     sampling: bool = False  # the same request can give different audio (Chatterbox): cache only with a seed
     price: Price | None = None  # cost accounting (voxgate_manager/usage)
+    # known before the model runs (catalog, Wyoming info); the server's own list wins once seen
+    voices: list[DeclaredVoice] = Field(default_factory=list)
+    # voice alias -> base voice + generation settings, applied by the manager (voices.py)
+    voice_presets: dict[str, VoicePreset] = Field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -146,7 +151,8 @@ class ModelSpec(_Strict):
 
     def spec_hash(self) -> str:
         """Identity of what a runtime is built from; a changed hash means restart on reload."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        # voices and presets are the manager's own: changing them needs no restart of the model
+        blob = json.dumps(self.model_dump(mode="json", exclude={"voices", "voice_presets"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def runtime_hash(self) -> str:

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from voxgate_manager import h1
+from voxgate_manager.catalog import Catalog
 from voxgate_manager.config import DockerRuntime, ModelsFile, ModelSpec, ProcessRuntime, RemoteRuntime, load_models
 from voxgate_manager.controller import ModelController, lifecycle_event
 from voxgate_manager.lifecycle import State
@@ -38,6 +39,7 @@ class Manager:
         self._ticker: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
         self.gateway = Gateway(self)  # feature flag, quotas, cache, fallback chains, providers
+        self.catalog = Catalog(self, settings.catalog_cache or None)  # voices/capabilities, never starts a model
 
     # -- construction -------------------------------------------------------------------------
 
@@ -111,6 +113,7 @@ class Manager:
                 except Exception as exc:  # one broken container must not stop the manager
                     log.warning("model %s: adoption failed: %s", ctl.id, exc)
         self._ticker = asyncio.create_task(self._tick())
+        self.catalog.start()
 
     async def _tick(self) -> None:
         while True:
@@ -147,6 +150,8 @@ class Manager:
                 await ctl.shutdown(stop_runtime=True)
                 self.docker.runtimes.pop(i, None)
             self.models = new
+            for i in unchanged:  # same runtime, but voices and presets may have changed (not in spec_hash)
+                self.controllers[i].spec = new_specs[i]
             for i in changed + added:
                 if i in self.controllers:
                     old_ctl = self.controllers[i]
@@ -166,6 +171,7 @@ class Manager:
     # -- shutdown -----------------------------------------------------------------------------
 
     async def close(self) -> None:
+        await self.catalog.close()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

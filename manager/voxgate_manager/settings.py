@@ -41,3 +41,17 @@ class ManagerSettings:
     quotas_file: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_QUOTAS_FILE", ""))
     # the feature flag: 0 answers every speech request 503 (the admin API can flip it at run time)
     speech_enabled: bool = field(default_factory=lambda: _env("VOXGATE_MANAGER_SPEECH_ENABLED", "1") in ("1", "true", "yes"))
+    # -- LAN clients (Wyoming for Home Assistant, the key-free catalog for Open WebUI) ------------
+    # Wyoming has no authentication: it binds to loopback unless told otherwise; port 0 turns it off
+    wyoming_host: str = field(default_factory=lambda: _env("VOXGATE_WYOMING_HOST", "127.0.0.1"))
+    wyoming_port: int = field(default_factory=lambda: int(_env("VOXGATE_WYOMING_PORT", "10200")))
+    # who may connect (comma-separated addresses or networks, e.g. Home Assistant's); empty: anyone
+    wyoming_allow: str = field(default_factory=lambda: _env("VOXGATE_WYOMING_ALLOW", ""))
+    wyoming_zeroconf: bool = field(default_factory=lambda: _env("VOXGATE_WYOMING_ZEROCONF", "0") in ("1", "true", "yes"))
+    wyoming_zeroconf_name: str = field(default_factory=lambda: _env("VOXGATE_WYOMING_ZEROCONF_NAME", ""))
+    # the address announced; default: the Wyoming bind address, or the host's LAN address when it is 0.0.0.0
+    wyoming_zeroconf_host: str = field(default_factory=lambda: _env("VOXGATE_WYOMING_ZEROCONF_HOST", ""))
+    # GET /v1/models, /v1/audio/models and /v1/audio/voices without a key (Open WebUI sends none)
+    public_catalog: bool = field(default_factory=lambda: _env("VOXGATE_PUBLIC_CATALOG", "0") in ("1", "true", "yes"))
+    # where what each model reported (voices, capabilities) is kept across manager restarts; empty: memory only
+    catalog_cache: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_CATALOG_CACHE", ""))

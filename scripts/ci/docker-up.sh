@@ -8,6 +8,7 @@
 #   2. start dockerd in the background              (if `docker info` fails; log: $DOCKERD_LOG)
 #   3. make $VOXGATE_BASE_IMAGE by debootstrap      (if the image is missing; no registry needed)
 #   4. build $VOXGATE_CPU_IMAGE with build-tts-server.sh --target cpu   (always; layers are cached)
+#   5. build $VOXGATE_MANAGER_IMAGE (voxgate/manager:test) from manager/Dockerfile  (always; cached)
 # No image registry is reachable in CI, so the base image is made from Debian packages and
 # imported. Outbound HTTPS may go through a TLS-intercepting proxy, so the host's CA bundle
 # is handed to the build (build time only; it is not left in the image).
@@ -47,6 +48,8 @@ flock 9
 missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+# compose, for tests/docker/test_compose.py (Debian's package; the compose plugin does as well)
+command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
 if ((${#missing[@]})); then
   T=$(now)
   export DEBIAN_FRONTEND=noninteractive
@@ -111,5 +114,19 @@ if [[ ${VOXGATE_SKIP_IMAGE_BUILD:-0} != 1 ]]; then
   [[ -n $CA_BUNDLE && -f $CA_BUNDLE ]] && ca_args=(--ca-bundle "$CA_BUNDLE")
   bash "$REPO/build-tts-server.sh" --target cpu --tag "$CPU_IMAGE" --base-image "$BASE_IMAGE" "${ca_args[@]}"
   log "built $CPU_IMAGE in $(took "$T") s"
+fi
+# 5. the manager's image (compose.yaml's manager service), for tests/docker/test_compose.py
+MANAGER_IMAGE=${VOXGATE_MANAGER_IMAGE:-voxgate/manager:test}
+if [[ ${VOXGATE_SKIP_IMAGE_BUILD:-0} != 1 ]]; then
+  T=$(now)
+  MGR_CA=$REPO/tts-inference-server/docker/ca/docker-up-manager.crt
+  if [[ -n $CA_BUNDLE && -f $CA_BUNDLE ]]; then
+    cp "$CA_BUNDLE" "$MGR_CA"
+    trap 'rm -f "$MGR_CA"' EXIT
+  fi
+  docker build -q -f "$REPO/manager/Dockerfile" --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$MANAGER_IMAGE" "$REPO" >/dev/null
+  rm -f "$MGR_CA"
+  trap - EXIT
+  log "built $MANAGER_IMAGE in $(took "$T") s"
 fi
 log "done in $(took "$T_ALL") s"

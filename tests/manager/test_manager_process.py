@@ -214,7 +214,7 @@ def test_openai_sdk_works_unchanged_through_the_manager(mgr_factory):
         data = b"".join(s.iter_bytes())
     assert decode(data, "pcm").duration > 3
     ids = [m_.id for m_ in client.models.list().data]
-    assert ids == ["piper"]
+    assert ids == ["piper", "tts-1"]  # aliases are listed too: OpenAI clients look tts-1 up there
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{m.url}/v1", api_key="wrong", max_retries=0).audio.speech.create(
             model="tts-1", voice="alloy", input="x")
