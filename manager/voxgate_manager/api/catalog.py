@@ -115,7 +115,11 @@ def catalog_router(manager: "Manager") -> APIRouter:
         model's first; a voice id listed once)."""
         listing_key(request)
         named = request.query_params.get("model") or request.headers.get("x-voxgate-model")
-        ctls = [controller(named)] if named else list(manager.controllers.values())
+        if named and getattr(controller(named).runtime, "provider", None) is not None:
+            # someone else's API (ElevenLabs): its own voice list, names mapped to its voice ids
+            return await manager.gateway.provider_voices(controller(named), "GET", "")
+        ctls = [controller(named)] if named else [c for c in manager.controllers.values()
+                                                  if getattr(c.runtime, "provider", None) is None]
         if not named:
             default = manager.resolve(None)
             ctls.sort(key=lambda c: c is not default)
