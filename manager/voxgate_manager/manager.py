@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from voxgate_manager import h1
-from voxgate_manager.config import DockerRuntime, ModelsFile, ModelSpec, ProcessRuntime, RemoteRuntime, load_models
+from voxgate_manager.config import DockerRuntime, ModelsFile, ModelSpec, ProcessRuntime, RemoteRuntime, check_listener_ports, load_models
 from voxgate_manager.controller import ModelController, lifecycle_event
 from voxgate_manager.lifecycle import State
 from voxgate_manager.metrics import Metrics
@@ -123,6 +123,7 @@ class Manager:
         """Re-read models.json (ConfigError leaves everything as it was); restart only changed entries."""
         async with self._reload_lock:
             new = load_models(path or self.settings.config)
+            check_listener_ports(new, self.settings.listeners())
             old_specs = {m.id: m for m in self.models.models}
             new_specs = {m.id: m for m in new.models}
             added = [i for i in new_specs if i not in old_specs]

@@ -32,3 +32,10 @@ class ManagerSettings:
     # GPU memory the models may hold at once (sum of their vram_mb); 0: no admission control
     vram_budget_mb: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_VRAM_BUDGET_MB", "0")))
     tick_s: float = field(default_factory=lambda: float(_env("VOXGATE_MANAGER_TICK_S", "0.25")))
+    # slowloris bounds: a request head (line + headers) and a request body must arrive within these
+    header_timeout_s: float = field(default_factory=lambda: float(_env("VOXGATE_MANAGER_HEADER_TIMEOUT_S", "10")))
+    body_timeout_s: float = field(default_factory=lambda: float(_env("VOXGATE_MANAGER_BODY_TIMEOUT_S", "60")))
+
+    def listeners(self) -> dict[str, tuple[str, int]]:
+        """The manager's own listeners (no model may use their ports)."""
+        return {"public": (self.host, self.port), "admin": (self.admin_host, self.admin_port)}
