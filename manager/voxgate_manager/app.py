@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -21,6 +22,8 @@ from voxgate_manager.errors import APIError, error_response, install_error_handl
 from voxgate_manager.lifecycle import State
 from voxgate_manager.manager import Manager
 from voxgate_manager.proxy import StreamedProxyResponse, open_upstream, raw_upstream_headers, upstream_headers
+from voxgate_manager.request_checks import (check_json_content_type, impossible_voice_id, parse_json_object, require_model,
+                                            voice_not_found, voice_path)
 
 SPEECH_MAX_BYTES = 1024 * 1024  # an OpenAI speech body is a few KiB of JSON
 
@@ -34,11 +37,24 @@ def check_key(request: Request, keys: list[str]) -> None:
         raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body (from ASGI messages directly: a small one is one message, no copy)."""
+async def read_body(request: Request, limit: int, timeout_s: float = 0) -> bytes:
+    """The whole body (from ASGI messages directly: a small one is one message, no copy), within
+    ``timeout_s`` (0: no bound): a client sending its body a byte at a time gets 408."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise APIError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")
+    if timeout_s <= 0:
+        return await _read_body(request, limit)
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise APIError(408, f"The request body was not received within {timeout_s:g}s "
+                            "(VOXGATE_MANAGER_BODY_TIMEOUT_S).", code="request_timeout",
+                       headers={"Connection": "close"}) from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -86,6 +102,9 @@ def create_app(manager: Manager) -> Callable[[Scope, Receive, Send], Awaitable[N
     log = logging.getLogger("voxgate.manager")
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if len(path) > 1 and path.endswith("/"):  # /v1/models/ is /v1/models: served, not a 307
+            scope = dict(scope, path=path.rstrip("/") or "/")
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/audio/speech":
             try:
                 response = await speech(Request(scope, receive))
@@ -105,7 +124,7 @@ def create_app(manager: Manager) -> Callable[[Scope, Receive, Send], Awaitable[N
 
 
 def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitable[Any]]]:
-    app = FastAPI(title="voxgate-manager", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="voxgate-manager", docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
     install_error_handlers(app)
     keys = manager.settings.api_keys
     created = int(time.time())
@@ -164,17 +183,10 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
     @app.post("/v1/audio/speech")
     async def speech(request: Request) -> Any:
         check_key(request, keys)
-        body = await read_body(request, SPEECH_MAX_BYTES)
-        try:
-            payload = json.loads(body or b"null")
-        except ValueError:
-            raise APIError(400, "The request body is not valid JSON.", code="invalid_json") from None
-        if not isinstance(payload, dict):
-            raise APIError(400, "The request body must be a JSON object.", code="invalid_request")
-        name = payload.get("model")
-        if name is not None and not isinstance(name, str):
-            raise APIError(400, "Invalid value for 'model': expected a string.", param="model", code="invalid_value")
-        ctl = controller_for(name)
+        check_json_content_type(request.headers.get("content-type"))
+        body = await read_body(request, SPEECH_MAX_BYTES, manager.settings.body_timeout_s)
+        payload = parse_json_object(body)
+        ctl = controller_for(require_model(payload))
         target = ctl.spec.upstream_model or ctl.id  # aliases are the manager's: the server knows the id
         if payload.get("model") != target:
             payload["model"] = target
@@ -188,10 +200,12 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
     async def voices(request: Request, rest: str = "") -> Any:
         check_key(request, keys)
         ctl = controller_for(request.query_params.get("model") or request.headers.get("x-voxgate-model"))
-        path = "/v1/audio/voices" + (f"/{rest}" if rest else "")
+        if impossible_voice_id(rest):
+            raise voice_not_found(rest)
+        path = voice_path(rest)
         if request.method != "GET":
             try:
-                body = await read_body(request, manager.settings.max_body_bytes)
+                body = await read_body(request, manager.settings.max_body_bytes, manager.settings.body_timeout_s)
             except ClientGone:
                 return Response(status_code=499)
             return await proxy_work(request, ctl, body, path)
