@@ -105,6 +105,17 @@ class Warmup(_Strict):
     timeout_s: float = Field(default=120.0, gt=0)
 
 
+class Liveness(_Strict):
+    """While requests are in flight on a ready model, its readiness path is asked every ``interval_s``;
+    ``failures`` probes in a row with no answer within ``timeout_s`` mark it hung (a SIGSTOPped or
+    wedged server): its requests get a clean error and it is restarted. Any HTTP answer counts as alive.
+    A hung model is detected within failures x (interval_s + timeout_s) of the hang (default 14 s)."""
+
+    interval_s: float = Field(default=2.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0)
+    failures: int = Field(default=2, ge=1)
+
+
 class ModelSpec(_Strict):
     id: str = Field(min_length=1)
     aliases: list[str] = Field(default_factory=list)
@@ -120,6 +131,7 @@ class ModelSpec(_Strict):
     queue_size: int = Field(default=64, ge=0)
     vram_mb: int | None = Field(default=None, ge=0)
     warmup: Warmup | None = None
+    liveness: Liveness = Field(default_factory=Liveness)
     retry_after_s: int = Field(default=5, ge=1)
     restart_backoff_s: float = Field(default=2.0, ge=0)
     restart_backoff_max_s: float = Field(default=60.0, ge=0)

@@ -130,18 +130,26 @@ class Manager:
             removed = [i for i in old_specs if i not in new_specs]
             changed = [i for i in new_specs if i in old_specs and new_specs[i].spec_hash() != old_specs[i].spec_hash()]
             unchanged = [i for i in new_specs if i in old_specs and i not in changed]
-            # stop (drain) what goes away or changes; they restart on demand with the new entry
-            stopping = [self.controllers[i] for i in removed + changed]
+            # a changed entry gets its new controller at once: requests arriving during the old one's
+            # drain wait there (the old controller hands its waiters over and never starts again), and
+            # the new one's first start waits until the old runtime is stopped (same port)
+            replaced = {i: self.controllers[i] for i in changed}
+            for i, old_ctl in replaced.items():
+                self.docker.runtimes.pop(i, None)
+                new_ctl = self._controller(new_specs[i])
+                old_ctl.retire(new_ctl)
+                self.controllers[i] = new_ctl
+            self.models = new
+            # stop (drain) what goes away or changes
+            stopping = [self.controllers[i] for i in removed] + list(replaced.values())
             await asyncio.gather(*(c.unload("reload") for c in stopping))
             for i in removed:
                 ctl = self.controllers.pop(i)
                 await ctl.shutdown(stop_runtime=True)
                 self.docker.runtimes.pop(i, None)
-            self.models = new
-            for i in changed + added:
-                if i in self.controllers:
-                    old_ctl = self.controllers[i]
-                    await old_ctl.runtime.close()
+            for old_ctl in replaced.values():
+                await old_ctl.runtime.close()
+            for i in added:
                 self.docker.runtimes.pop(i, None)
                 self.controllers[i] = self._controller(new_specs[i])
             # keep registry order
