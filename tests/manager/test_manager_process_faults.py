@@ -79,24 +79,29 @@ def test_waiting_for_a_busy_slot_is_not_told_not_ready(mgr_factory):
     while speech(m.url).status_code != 200:  # a cold start may take longer than this hold_max_s
         assert time.monotonic() < deadline
         time.sleep(0.5)
-    started = threading.Event()
+    started, done = threading.Event(), threading.Event()
 
-    def long_one() -> int:
+    def long_one() -> int:  # holds the only slot until the second request has had its answer
         with httpx.stream("POST", f"{m.url}/v1/audio/speech", timeout=120,
                           json={"model": "piper", "input": LONG_TEXT, "voice": "alloy", "response_format": "pcm"}) as r:
-            for _ in r.iter_raw():
+            for _ in r.iter_raw():  # a slow reader: loopback buffers would swallow an unread answer whole
                 started.set()
-                time.sleep(0.02)  # a slow reader keeps the slot for a while
+                time.sleep(0.02)
+                if done.is_set():
+                    break
             return r.status_code
 
     with cf.ThreadPoolExecutor(1) as ex:
         fut = ex.submit(long_one)
         assert started.wait(60)
-        r = speech(m.url, timeout=30)
+        try:
+            r = speech(m.url, timeout=30)
+        finally:
+            done.set()
         assert r.status_code == 503 and r.headers.get("retry-after")
         err = r.json()["error"]
         assert err["code"] == "model_busy" and "busy" in err["message"] and "not ready" not in err["message"], err
-        fut.result()
+        assert fut.result() == 200
 
 
 def test_requests_total_keeps_model_4xx_and_client_disconnects_apart(mgr_factory):
@@ -183,7 +188,7 @@ def test_reload_of_a_changed_model_strands_no_request_and_starts_it_once(mgr_fac
 
     def long_one() -> int:  # keeps the old entry draining for a while
         with httpx.stream("POST", f"{m.url}/v1/audio/speech", timeout=120,
-                          json={"model": "piper", "input": LONG_TEXT[:1500], "voice": "alloy", "response_format": "pcm"}) as r:
+                          json={"model": "piper", "input": LONG_TEXT[:800], "voice": "alloy", "response_format": "pcm"}) as r:
             for _ in r.iter_raw():
                 busy.set()
                 time.sleep(0.01)
