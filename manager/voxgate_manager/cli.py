@@ -94,6 +94,22 @@ def admin_main(argv: list[str]) -> int:
     return 0
 
 
+class _FirstOnly(logging.Filter):
+    """Let one record starting with ``prefix`` through: the public and admin servers would each log it."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix, self.seen = prefix, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            return True
+        if self.seen:
+            return False
+        self.seen = True
+        return True
+
+
 async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
     import uvicorn
 
@@ -162,6 +178,7 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
 
         servers.append(_admin_serve())
     logging.getLogger("uvicorn.error").addFilter(QuietAbortFilter())
+    logging.getLogger("uvicorn.error").addFilter(_FirstOnly("Started server process"))  # two servers, one process
     import signal
 
     loop = asyncio.get_running_loop()

@@ -421,6 +421,7 @@ class ModelController:
 
     async def shutdown(self, stop_runtime: bool) -> None:
         m = self.machine
+        self.liveness.cancel()
         if stop_runtime or not self.runtime.adoptable:
             m.shutdown(time.monotonic())
             self._apply()

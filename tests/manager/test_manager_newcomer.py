@@ -89,3 +89,14 @@ def test_run_sh_prints_a_status_command_that_works_as_printed(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_started_server_process_is_logged_once(tmp_path):
+    from manager_harness import ManagerProcess
+
+    m = ManagerProcess(tmp_path, [piper_process_model()])
+    try:
+        log = m.log()
+    finally:
+        m.stop()
+    assert log.count("Started server process") == 1, log
