@@ -150,7 +150,7 @@ class DockerRuntimeImpl(Runtime):
         self._since_ns = 0  # events older than our last start belong to a previous run
         self._oom = False
         self._stopping = False
-        self._killed_by: str | None = None  # a kill event we did not send: docker stop/kill by hand
+        self._killed_by: str | None = None  # a SIGTERM we did not send: docker stop by hand, dockerd stopping
         engine.runtimes[spec.id] = self
 
     # -- helpers ------------------------------------------------------------------------------
@@ -282,8 +282,10 @@ class DockerRuntimeImpl(Runtime):
             self._oom = True
             return
         if action == "kill":
-            if not self._stopping:
-                self._killed_by = attrs.get("signal") or "?"
+            # `docker stop` (and dockerd stopping its containers) sends the stop signal, SIGTERM, first;
+            # a `docker kill` (SIGKILL) by hand is still reported as the crash it simulates
+            if not self._stopping and attrs.get("signal", "") in ("15", "SIGTERM", "TERM"):
+                self._killed_by = attrs.get("signal")
             return
         if action != "die" or self._stopping:
             return
