@@ -93,3 +93,24 @@ def test_dockerd_restart_while_ready_next_request_is_served(dclient, instance, m
     assert st["state"] == "ready" and st["last_exit"] is not None, st  # the exit was seen and recorded
     assert container(dclient, instance).status == "running"
     assert "Traceback" not in m.log()
+
+
+def test_paused_container_is_detected_and_restarted(dclient, instance, mgr_factory):
+    """`docker pause` freezes every process of the model (as SIGSTOP does) while its port stays open."""
+    m = mgr_factory([docker_model(instance, liveness={"interval_s": 1, "timeout_s": 1, "failures": 2})])
+    assert speech(m.url).status_code == 200
+    c = container(dclient, instance)
+    c.pause()
+    try:
+        t0 = time.monotonic()
+        r = speech(m.url, timeout=60)
+        took = time.monotonic() - t0
+        assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_unresponsive", r.text
+        assert took < 2 * (1 + 1) + 3, took
+        r = speech(m.url, timeout=180)  # the frozen container was stopped; the next request starts it again
+        assert r.status_code == 200 and decode(r.content, "wav").duration > 0.3
+        assert m.metric("voxgate_manager_crashes_total", model="piper", reason="health") == 1
+    finally:
+        c.reload()
+        if c.status == "paused":
+            c.unpause()
