@@ -15,4 +15,6 @@ fi
 if [ "${VOXGATE_DIRECT:-0}" = 1 ]; then
   exec "$VENV/bin/voxgate-server" "$@"
 fi
+# the venv is not on PATH: say the command that works as printed, from any directory
+echo "voxgate-manager: watch and control it from another terminal with: $(cd "$VENV" && pwd)/bin/voxgate-manager status" >&2
 exec "$VENV/bin/voxgate-manager" --config models.json "$@"

@@ -10,7 +10,7 @@ VENV=${VOXGATE_TEST_VENV:-.venv}
 log() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
 
 log "python venv $VENV"
-python3 -m venv "$VENV"
+python3 -m venv --clear "$VENV"  # from scratch, as CI: nothing left from an earlier run
 PY="$VENV/bin/python"
 "$PY" -m pip install -q --upgrade pip
 "$PY" -m pip install -q torch==2.13.0

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from typing import Any
@@ -21,7 +22,9 @@ from voxgate_manager.errors import APIError, error_response, install_error_handl
 from voxgate_manager.lifecycle import State
 from voxgate_manager.manager import Manager
 from voxgate_manager.voices import apply_voice_preset
-from voxgate_manager.proxy import StreamedProxyResponse, open_upstream, raw_upstream_headers, upstream_headers
+from voxgate_manager.proxy import StreamedProxyResponse, UpstreamUnreachable, open_upstream, raw_upstream_headers, upstream_headers
+from voxgate_manager.request_checks import (check_json_content_type, impossible_voice_id, parse_json_object, require_model,
+                                            voice_not_found, voice_path)
 
 SPEECH_MAX_BYTES = 1024 * 1024  # an OpenAI speech body is a few KiB of JSON
 
@@ -35,11 +38,24 @@ def check_key(request: Request, keys: list[str]) -> None:
         raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body (from ASGI messages directly: a small one is one message, no copy)."""
+async def read_body(request: Request, limit: int, timeout_s: float = 0) -> bytes:
+    """The whole body (from ASGI messages directly: a small one is one message, no copy), within
+    ``timeout_s`` (0: no bound): a client sending its body a byte at a time gets 408."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise APIError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")
+    if timeout_s <= 0:
+        return await _read_body(request, limit)
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise APIError(408, f"The request body was not received within {timeout_s:g}s "
+                            "(VOXGATE_MANAGER_BODY_TIMEOUT_S).", code="request_timeout",
+                       headers={"Connection": "close"}) from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -75,6 +91,9 @@ def create_app(manager: Manager) -> Callable[[Scope, Receive, Send], Awaitable[N
     log = logging.getLogger("voxgate.manager")
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if len(path) > 1 and path.endswith("/"):  # /v1/models/ is /v1/models: served, not a 307
+            scope = dict(scope, path=path.rstrip("/") or "/")
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/audio/speech":
             try:
                 response = await speech(Request(scope, receive))
@@ -94,7 +113,7 @@ def create_app(manager: Manager) -> Callable[[Scope, Receive, Send], Awaitable[N
 
 
 def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitable[Any]]]:
-    app = FastAPI(title="voxgate-manager", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="voxgate-manager", docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
     install_error_handlers(app)
     from voxgate_manager import ws_proxy
 
@@ -109,26 +128,61 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
 
     async def proxy_work(request: Request, ctl: ModelController, body: bytes, path: str) -> Any:
         """A request that needs the model: hold it until ready, proxy it, count it as work.
-        Sent with the lean client (voxgate_manager.h1): this is the per-request hot path."""
-        try:
-            await ctl.acquire(request.is_disconnected)
-        except Rejected as exc:
-            raise APIError(exc.status, exc.message, code=exc.code, headers={"Retry-After": str(exc.retry_after_s)}) from None
-        except ClientGone:
-            return Response(status_code=499)
+        Sent with the lean client (voxgate_manager.h1): this is the per-request hot path.
+
+        A model the manager thinks ready that cannot be connected to is health-checked at once; if
+        it is dead, the request (nothing of it was sent) goes once more through the lifecycle, which
+        starts the model again. A model that hangs (liveness) aborts the request with a 502."""
         scope = request.scope
-        qs = upstream_query(scope.get("query_string", b""), ctl)
-        target = path + "?" + qs if qs else path
         auth = b"Bearer " + ctl.spec.api_key.encode() if ctl.spec.api_key else None
-        try:
-            upstream = await open_upstream(
-                manager.h1, request.method, ctl.runtime.base_url, target,
-                headers=raw_upstream_headers(scope["headers"], auth), content=body, model=ctl.id,
-            )
-        except BaseException:
-            ctl.release(ok=False)
-            raise
-        return StreamedProxyResponse(upstream, ctl.release, ctl.id)
+        for attempt in (1, 2):
+            try:
+                ctl = await ctl.acquire(request.is_disconnected)
+            except Rejected as exc:
+                raise APIError(exc.status, exc.message, code=exc.code, headers={"Retry-After": str(exc.retry_after_s)}) from None
+            except ClientGone:
+                return Response(status_code=499)
+            qs = upstream_query(scope.get("query_string", b""), ctl)
+            target = path + "?" + qs if qs else path
+            task = asyncio.current_task()
+            aborted: list[str] = []
+
+            def abort(why: str, task: Any = task, aborted: list[str] = aborted) -> None:
+                aborted.append(why)
+                task.cancel()
+
+            ctl.aborts.add(abort)
+            try:
+                upstream = await open_upstream(
+                    manager.h1, request.method, ctl.runtime.base_url, target,
+                    headers=raw_upstream_headers(scope["headers"], auth), content=body, model=ctl.id,
+                )
+            except UpstreamUnreachable:
+                ctl.aborts.discard(abort)
+                ctl.release(ok=False)
+                # nothing was sent: if it is dead, the lifecycle restarts it for this request (a remote
+                # model is not ours to restart: its requests get the 502 at once)
+                if await ctl.liveness.check_now() and attempt == 1 and ctl.runtime.kind != "remote":
+                    continue
+                raise
+            except asyncio.CancelledError:
+                ctl.release(ok=False)
+                if not aborted or task is None:
+                    raise
+                task.uncancel()
+                raise APIError(502, f"model {ctl.id!r} stopped answering: {aborted[0]}", code="upstream_unresponsive") from None
+            except APIError:
+                ctl.aborts.discard(abort)
+                ctl.release(ok=False)
+                asyncio.ensure_future(ctl.liveness.check_now())  # a 502 from a model thought ready: is it alive?
+                raise
+            except BaseException:
+                ctl.release(ok=False)
+                raise
+            finally:
+                ctl.aborts.discard(abort)
+            return StreamedProxyResponse(upstream, ctl.release, ctl.id, ctl.aborts)
+        raise AssertionError("unreachable")
 
     # -- the manager's own answers ------------------------------------------------------------
 
@@ -143,17 +197,10 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
     @app.post("/v1/audio/speech")
     async def speech(request: Request) -> Any:
         check_key(request, keys)
-        body = await read_body(request, SPEECH_MAX_BYTES)
-        try:
-            payload = json.loads(body or b"null")
-        except ValueError:
-            raise APIError(400, "The request body is not valid JSON.", code="invalid_json") from None
-        if not isinstance(payload, dict):
-            raise APIError(400, "The request body must be a JSON object.", code="invalid_request")
-        name = payload.get("model")
-        if name is not None and not isinstance(name, str):
-            raise APIError(400, "Invalid value for 'model': expected a string.", param="model", code="invalid_value")
-        ctl = controller_for(name)
+        check_json_content_type(request.headers.get("content-type"))
+        body = await read_body(request, SPEECH_MAX_BYTES, manager.settings.body_timeout_s)
+        payload = parse_json_object(body)
+        ctl = controller_for(require_model(payload))
         target = ctl.spec.upstream_model or ctl.id  # aliases are the manager's: the server knows the id
         rewrite = apply_voice_preset(ctl.spec.voice_presets, payload) is not None
         if "response_format" not in payload:  # OpenAI's default; Open WebUI caches the answer as .mp3
@@ -172,13 +219,15 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
     async def voices(request: Request, rest: str = "") -> Any:
         check_key(request, keys)
         ctl = controller_for(request.query_params.get("model") or request.headers.get("x-voxgate-model"))
-        path = "/v1/audio/voices" + (f"/{rest}" if rest else "")
+        if impossible_voice_id(rest):
+            raise voice_not_found(rest)
+        path = voice_path(rest)
         if getattr(ctl.runtime, "provider", None) is not None:  # someone else's API: its own voice list
             return await manager.gateway.provider_voices(ctl, request.method, rest)
         if request.method != "GET":
             manager.gateway.voices_changed(ctl.id, rest.split("/")[0] or None)  # cached answers in that voice go
             try:
-                body = await read_body(request, manager.settings.max_body_bytes)
+                body = await read_body(request, manager.settings.max_body_bytes, manager.settings.body_timeout_s)
             except ClientGone:
                 return Response(status_code=499)
             return await proxy_work(request, ctl, body, path)

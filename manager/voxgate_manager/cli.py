@@ -112,12 +112,30 @@ def admin_main(argv: list[str]) -> int:
     return 0
 
 
+class _FirstOnly(logging.Filter):
+    """Let one record starting with ``prefix`` through: the public and admin servers would each log it."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix, self.seen = prefix, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            return True
+        if self.seen:
+            return False
+        self.seen = True
+        return True
+
+
 async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
     import uvicorn
 
     from voxgate_manager.admin import create_admin_app
     from voxgate_manager.app import create_app
-    from voxgate_manager.config import ConfigError, load_models
+    from voxgate_manager.config import ConfigError, check_listener_ports, load_models
+    from voxgate_manager.http_guard import guarded_protocol
+    from voxgate_manager.listeners import ListenerError, bind
     from voxgate_manager.manager import Manager
     from voxgate_manager.proxy import QuietAbortFilter
 
@@ -128,6 +146,19 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
         return 2
     settings.config, settings.host, settings.port = args.config, args.host, args.port
     settings.admin_host, settings.admin_port = args.admin_host, args.admin_port
+    try:
+        check_listener_ports(models, settings.listeners())
+    except ConfigError as exc:
+        print(f"voxgate-manager: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    try:  # both listeners first: a port in use fails here, before anything starts or is announced
+        public_sock = bind(settings.host, settings.port, "public API", "--port or VOXGATE_MANAGER_PORT")
+        admin_sock = (bind(settings.admin_host, settings.admin_port, "admin API",
+                           "--admin-port or VOXGATE_MANAGER_ADMIN_PORT (0 turns the admin API off)")
+                      if settings.admin_port else None)
+    except ListenerError as exc:
+        print(f"voxgate-manager: {exc}", file=sys.stderr)
+        return 2
     if not settings.api_keys and not _is_loopback(settings.host):
         banner = "!" * 78
         log.warning("%s", banner)
@@ -157,8 +188,9 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
     # access_log off unless it would be shown: uvicorn formats each line's arguments before the level check
     public = _Server(uvicorn.Config(create_app(manager), host=settings.host, port=settings.port, log_level=level,
                                            lifespan="off", timeout_graceful_shutdown=5,
+                                           http=guarded_protocol(settings.header_timeout_s),
                                            access_log=level in ("trace", "debug", "info")))
-    servers = [public.serve()]
+    servers = [public.serve(sockets=[public_sock])]
     admin = None
     if settings.admin_port:
 
@@ -166,10 +198,11 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
                                             log_level=level, lifespan="off"))
 
         async def _admin_serve() -> None:
-            await admin.serve()
+            await admin.serve(sockets=[admin_sock])
 
         servers.append(_admin_serve())
     logging.getLogger("uvicorn.error").addFilter(QuietAbortFilter())
+    logging.getLogger("uvicorn.error").addFilter(_FirstOnly("Started server process"))  # two servers, one process
     import signal
 
     loop = asyncio.get_running_loop()

@@ -22,7 +22,9 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `"port": true` is not port 1, `"port": "18810"` is not a number, Infinity/NaN are not
+    # timeouts (an integer is still accepted where a float is expected)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Volume(_Strict):
@@ -108,6 +110,15 @@ class Warmup(_Strict):
 
 
 DEFAULT_CONCURRENCY = 2
+class Liveness(_Strict):
+    """While requests are in flight on a ready model, its readiness path is asked every ``interval_s``;
+    ``failures`` probes in a row with no answer within ``timeout_s`` mark it hung (a SIGSTOPped or
+    wedged server): its requests get a clean error and it is restarted. Any HTTP answer counts as alive.
+    A hung model is detected within failures x (interval_s + timeout_s) of the hang (default 14 s)."""
+
+    interval_s: float = Field(default=2.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0)
+    failures: int = Field(default=2, ge=1)
 
 
 class ModelSpec(_Strict):
@@ -129,6 +140,7 @@ class ModelSpec(_Strict):
     queue_size: int = Field(default=64, ge=0)
     vram_mb: int | None = Field(default=None, ge=0)
     warmup: Warmup | None = None
+    liveness: Liveness = Field(default_factory=Liveness)
     retry_after_s: int = Field(default=5, ge=1)
     restart_backoff_s: float = Field(default=2.0, ge=0)
     restart_backoff_max_s: float = Field(default=60.0, ge=0)
@@ -239,6 +251,31 @@ def parse_models(data: Any, source: str = "models.json") -> ModelsFile:
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object_pairs_hook: a key given twice is a mistake (json.loads keeps the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ConfigError(f"key {key!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ConfigError(f"{name} is not a valid number in models.json")
+
+
+def check_listener_ports(models: ModelsFile, listeners: dict[str, tuple[str, int]]) -> None:
+    """A model on the manager's own (public or admin) port could never start: refuse the file."""
+    for i, m in enumerate(models.models):
+        rt = m.runtime
+        if not isinstance(rt, (DockerRuntime, ProcessRuntime)):
+            continue
+        for what, (host, port) in listeners.items():
+            if port and rt.port == port and (rt.host == host or "0.0.0.0" in (rt.host, host) or {rt.host, host} <= {"127.0.0.1", "localhost"}):
+                raise ConfigError(f"models[{i}].runtime.port: {port} is the manager's own {what} port; give model {m.id!r} another port")
+
+
 def load_models(path: str | Path) -> ModelsFile:
     p = Path(path)
     try:
@@ -246,7 +283,9 @@ def load_models(path: str | Path) -> ModelsFile:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{p}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
     return parse_models(data, str(p))

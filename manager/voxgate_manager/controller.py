@@ -19,6 +19,7 @@ import httpx
 from voxgate_manager import parking
 from voxgate_manager.config import DEFAULT_CONCURRENCY, ModelSpec
 from voxgate_manager.lifecycle import Admit, EffectKind, Lifecycle, Limits, Reject, State, Wait
+from voxgate_manager.liveness import LivenessWatch
 from voxgate_manager.metrics import Metrics
 from voxgate_manager.runtimes.base import ExitInfo, Runtime, StartError
 from voxgate_manager.runtimes.remote import RemoteRuntimeImpl
@@ -39,6 +40,11 @@ class Rejected(Exception):
 
 class ClientGone(Exception):
     pass
+
+
+# requests_total outcomes of an admitted request: the model's own 4xx answers and clients that
+# left are not "ok" (nor model errors)
+OUTCOMES = ("ok", "error", "client_error", "client_gone")
 
 
 def limits_of(spec: ModelSpec) -> Limits:
@@ -93,8 +99,11 @@ class ModelController:
         # label children looked up once: every request touches them twice
         self._inflight_gauge = metrics.inflight.labels(spec.id)
         self._queue_gauge = metrics.queue_depth.labels(spec.id)
-        self._ok_count = metrics.requests.labels(spec.id, "ok")
-        self._error_count = metrics.requests.labels(spec.id, "error")
+        self._outcome_count = {o: metrics.requests.labels(spec.id, o) for o in OUTCOMES}
+        self.liveness = LivenessWatch(self)
+        self.aborts: set[Callable[[str], None]] = set()  # in-flight requests' abort hooks (a hung model)
+        self.successor: ModelController | None = None  # set by a reload that replaced this entry
+        self.start_gate: Callable[[], Awaitable[None]] | None = None  # a replaced controller's stop, awaited before our start
         self._inflight_gauge.set(0)
         self._queue_gauge.set(0)
 
@@ -143,8 +152,12 @@ class ModelController:
 
     # -- requests -----------------------------------------------------------------------------
 
-    async def acquire(self, is_disconnected: Callable[[], Awaitable[bool]] | None = None) -> None:
-        """Wait until a request may be proxied (admitted), or raise Rejected / ClientGone."""
+    async def acquire(self, is_disconnected: Callable[[], Awaitable[bool]] | None = None) -> ModelController:
+        """Wait until a request may be proxied (admitted), or raise Rejected / ClientGone. Returns the
+        controller that admitted it: a reload may have replaced this one meanwhile, and the request
+        then moves to the new entry's controller (release() goes there too)."""
+        if self.successor is not None:
+            return await self.successor.acquire(is_disconnected)
         m = self.machine
         arrived = time.monotonic()
         ticket, decision = m.arrive(arrived)
@@ -159,6 +172,11 @@ class ModelController:
                 m.leave(ticket, time.monotonic())
                 self._apply()
                 self.metrics.requests.labels(self.id, "hold_timeout").inc()
+                if m.state is State.READY:  # it was ready all along: every slot was busy
+                    raise Rejected(
+                        503, self.spec.retry_after_s,
+                        f"model {self.id!r} is busy: all {self.spec.concurrency} of its slots stayed in use for "
+                        f"hold_max_s={self.spec.hold_max_s:g}s; retry later", "model_busy")
                 raise Rejected(
                     503,
                     self.spec.retry_after_s,
@@ -173,6 +191,10 @@ class ModelController:
                 m.leave(ticket, time.monotonic())
                 self._apply()
                 raise
+            if self.successor is not None:  # replaced by a reload while waiting: wait for the new entry
+                m.leave(ticket, time.monotonic())
+                self._apply()
+                return await self.successor.acquire(is_disconnected)
             if is_disconnected is not None and time.monotonic() >= next_check:
                 next_check = time.monotonic() + 1.0
                 if await is_disconnected():  # the client went away while held: free its place
@@ -185,11 +207,39 @@ class ModelController:
             self.metrics.requests.labels(self.id, decision.code).inc()
             raise Rejected(decision.status, decision.retry_after_s, f"model {self.id!r}: {decision.reason}", decision.code)
         assert isinstance(decision, Admit)
+        self.liveness.ensure_running()
+        return self
 
-    def release(self, ok: bool = True) -> None:
+    def release(self, ok: bool = True, outcome: str | None = None) -> None:
+        """An admitted request ended; ``ok`` says whether the model did its part (resets failures)."""
         self.machine.finish(time.monotonic(), ok)
-        (self._ok_count if ok else self._error_count).inc()
+        self._outcome_count[outcome or ("ok" if ok else "error")].inc()
         self._apply()
+
+    def declare_dead(self, why: str) -> None:
+        """The model is hung or gone though its runtime did not say so: the exit path (failed, cleaned
+        up, restarted on demand), and every request in flight is aborted with ``why``."""
+        if self.state is not State.READY:
+            return
+        self._on_exit(ExitInfo("health", None, why))
+        for abort in list(self.aborts):
+            abort(why)
+
+    def retire(self, successor: ModelController) -> None:
+        """A reload replaced this entry: no more starts here; waiting requests move to ``successor``."""
+        self.successor = successor
+        self.machine.closing = True
+        successor.start_gate = self.wait_released
+        old, self._changed = self._changed, asyncio.Event()
+        old.set()
+
+    async def wait_released(self) -> None:
+        """Until this controller's runtime is stopped (a successor must not start on the same port)."""
+        while self.machine.state in (State.READY, State.STARTING, State.DRAINING) or (
+                self._stop_task is not None and not self._stop_task.done()):
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 0.5)
 
     # -- start --------------------------------------------------------------------------------
 
@@ -202,6 +252,8 @@ class ModelController:
                 try:
                     async with asyncio.timeout(self.spec.start_timeout_s):
                         if not adopt:
+                            if self.start_gate is not None:
+                                await self.start_gate()
                             if self.admission is not None:
                                 await self.admission(self)
                             await self.runtime.start()
@@ -219,6 +271,9 @@ class ModelController:
                     return
                 except StartError as exc:
                     await self._fail_start(attempt, str(exc), "start_error")
+                    return
+                except Exception as exc:  # e.g. the Docker engine's connection dropped (dockerd restarting)
+                    await self._fail_start(attempt, f"{type(exc).__name__}: {exc}", "start_error")
                     return
         except asyncio.CancelledError:
             lifecycle_event("start_cancelled", self.id, attempt=attempt)
@@ -411,6 +466,12 @@ class ModelController:
             m.state is State.DRAINING and not m.stopping)
         self.last_exit = info
         lifecycle_event("exit", self.id, reason=info.reason, exit_code=info.exit_code, message=info.message, unexpected=unexpected)
+        if info.reason == "external" and m.state is State.READY:  # stopped by hand: a stop, not a crash
+            self.metrics.stops.labels(self.id, "external").inc()
+            self.vram_admitted = False
+            m.stopped_outside(time.monotonic(), info.message)
+            self._apply()
+            return
         if unexpected:
             self.metrics.crashes.labels(self.id, info.reason).inc()
         m.exited(time.monotonic(), info.message)
@@ -450,9 +511,9 @@ class ModelController:
 
     async def load(self) -> None:
         """Admin load: start if needed and wait until ready (bounded by hold_max_s), like a request."""
-        await self.acquire()
-        self.machine.finish(time.monotonic(), ok=True)
-        self._apply()
+        ctl = await self.acquire()
+        ctl.machine.finish(time.monotonic(), ok=True)
+        ctl._apply()
 
     async def unload(self, reason: str = "unload") -> None:
         """Drain and stop; returns when stopped."""
@@ -468,6 +529,7 @@ class ModelController:
 
     async def shutdown(self, stop_runtime: bool) -> None:
         m = self.machine
+        self.liveness.cancel()
         if stop_runtime or not self.runtime.adoptable:
             m.shutdown(time.monotonic())
             self._apply()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error",
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 408: "invalid_request_error",
+          413: "invalid_request_error", 415: "invalid_request_error",
           429: "rate_limit_error", 502: "server_error", 503: "service_unavailable"}
 
 
@@ -25,8 +27,15 @@ def envelope(message: str, type_: str, param: str | None = None, code: str | Non
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+class _EnvelopeResponse(JSONResponse):
+    """ASCII JSON: a message quoting a client's odd string (a lone surrogate) still encodes."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def error_response(exc: APIError) -> JSONResponse:
-    return JSONResponse(envelope(exc.message, exc.type, exc.param, exc.code), status_code=exc.status, headers=exc.headers)
+    return _EnvelopeResponse(envelope(exc.message, exc.type, exc.param, exc.code), status_code=exc.status, headers=exc.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -37,7 +46,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = {404: "Not found.", 405: "Method not allowed."}.get(exc.status_code, str(exc.detail))
-        return error_response(APIError(exc.status_code, message))
+        if exc.status_code == 405 and exc.headers and "Allow" in exc.headers:
+            message = f"Method not allowed; this route accepts {exc.headers['Allow']}."
+        return error_response(APIError(exc.status_code, message, headers=dict(exc.headers or {})))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

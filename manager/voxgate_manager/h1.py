@@ -35,6 +35,10 @@ class UpstreamError(Exception):
     """The upstream could not be reached, or broke the exchange (closed, reset, bad HTTP)."""
 
 
+class ConnectFailed(UpstreamError):
+    """No connection could be made: nothing of the request was sent."""
+
+
 class Interrupted(Exception):
     """The caller gave up on a response (its client went away) while waiting for it."""
 
@@ -294,9 +298,9 @@ class Pool:
                 _, conn = await loop.create_connection(lambda: _Connection(loop), origin.host, origin.port, ssl=tls,
                                                        server_hostname=origin.host if tls else None)
         except TimeoutError:
-            raise UpstreamError(f"connect to {origin.host}:{origin.port} timed out") from None
+            raise ConnectFailed(f"connect to {origin.host}:{origin.port} timed out") from None
         except OSError as exc:
-            raise UpstreamError(f"connect to {origin.host}:{origin.port} failed: {exc.strerror or exc}") from None
+            raise ConnectFailed(f"connect to {origin.host}:{origin.port} failed: {exc.strerror or exc}") from None
         return conn
 
     async def request(self, base_url: str, method: str, target: str, headers: Headers, body: bytes = b"") -> Response:

@@ -274,6 +274,18 @@ class Lifecycle:
             self.stopping = True
             self.effects.append(Effect(EffectKind.STOP, reason=reason))
 
+    def stopped_outside(self, now: float, reason: str) -> None:
+        """The runtime was stopped from outside (``docker stop`` by hand): not a crash, so no failure
+        is counted and there is no backoff; the next request starts it again."""
+        if self.state is State.READY:
+            self.last_error = reason
+            self._go(State.STOPPED, "stopped outside the manager")
+            if self.queue and not self.closing:
+                self._start("request after an outside stop")
+            self._wake()
+        else:
+            self.exited(now, reason)
+
     def stopped(self, now: float) -> None:
         """The runtime stop finished (or the runtime is known to be gone)."""
         if self.state is not State.DRAINING:

@@ -10,7 +10,7 @@ from typing import Any
 
 from voxgate_manager import h1
 from voxgate_manager.catalog import Catalog
-from voxgate_manager.config import DockerRuntime, ModelsFile, ModelSpec, ProcessRuntime, RemoteRuntime, load_models
+from voxgate_manager.config import DockerRuntime, ModelsFile, ModelSpec, ProcessRuntime, RemoteRuntime, check_listener_ports, load_models
 from voxgate_manager.controller import ModelController, lifecycle_event
 from voxgate_manager.lifecycle import State
 from voxgate_manager.metrics import Metrics
@@ -136,26 +136,35 @@ class Manager:
         """Re-read models.json (ConfigError leaves everything as it was); restart only changed entries."""
         async with self._reload_lock:
             new = load_models(path or self.settings.config)
+            check_listener_ports(new, self.settings.listeners())
             old_specs = {m.id: m for m in self.models.models}
             new_specs = {m.id: m for m in new.models}
             added = [i for i in new_specs if i not in old_specs]
             removed = [i for i in old_specs if i not in new_specs]
             changed = [i for i in new_specs if i in old_specs and new_specs[i].spec_hash() != old_specs[i].spec_hash()]
             unchanged = [i for i in new_specs if i in old_specs and i not in changed]
-            # stop (drain) what goes away or changes; they restart on demand with the new entry
-            stopping = [self.controllers[i] for i in removed + changed]
+            # a changed entry gets its new controller at once: requests arriving during the old one's
+            # drain wait there (the old controller hands its waiters over and never starts again), and
+            # the new one's first start waits until the old runtime is stopped (same port)
+            replaced = {i: self.controllers[i] for i in changed}
+            for i, old_ctl in replaced.items():
+                self.docker.runtimes.pop(i, None)
+                new_ctl = self._controller(new_specs[i])
+                old_ctl.retire(new_ctl)
+                self.controllers[i] = new_ctl
+            self.models = new
+            # stop (drain) what goes away or changes
+            stopping = [self.controllers[i] for i in removed] + list(replaced.values())
             await asyncio.gather(*(c.unload("reload") for c in stopping))
             for i in removed:
                 ctl = self.controllers.pop(i)
                 await ctl.shutdown(stop_runtime=True)
                 self.docker.runtimes.pop(i, None)
-            self.models = new
             for i in unchanged:  # same runtime, but voices and presets may have changed (not in spec_hash)
                 self.controllers[i].spec = new_specs[i]
-            for i in changed + added:
-                if i in self.controllers:
-                    old_ctl = self.controllers[i]
-                    await old_ctl.runtime.close()
+            for old_ctl in replaced.values():
+                await old_ctl.runtime.close()
+            for i in added:
                 self.docker.runtimes.pop(i, None)
                 self.controllers[i] = self._controller(new_specs[i])
             # keep registry order

@@ -35,6 +35,10 @@ class UpstreamAborted(Exception):
     """The model's server went away mid-response; the client connection is aborted on purpose."""
 
 
+class UpstreamUnreachable(APIError):
+    """502 before anything was sent: the model's server could not be connected to (safe to retry)."""
+
+
 def upstream_headers(headers: Any, api_key: str | None) -> dict[str, str]:
     """For httpx requests (voice lists): the client's headers less hop-by-hop ones and its key."""
     out = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
@@ -60,12 +64,19 @@ class StreamedProxyResponse(Response):
     already made, so there is nothing to stop early). A starlette Response (its __init__ unused)
     so FastAPI routes (the voice routes) return it as it is."""
 
-    def __init__(self, upstream: h1.Response, on_done: Callable[[bool], None], model: str) -> None:  # noqa: D107
+    def __init__(self, upstream: h1.Response, on_done: Callable[[bool, str], None], model: str,  # noqa: D107
+                 aborts: set[Callable[[str], None]] | None = None) -> None:
         self.status_code = upstream.status
         self.background = None
         self.upstream = upstream
         self.on_done = on_done
         self.model = model
+        self.aborts = aborts  # the model's in-flight abort hooks: a hung model aborts this stream
+        self.aborted: str | None = None
+
+    def abort(self, why: str) -> None:
+        self.aborted = why
+        self.upstream.interrupt()
 
     def _headers(self) -> list[tuple[bytes, bytes]]:
         out = [(k, v) for k, v in self.upstream.headers if k not in _DROP_FROM_ANSWER]
@@ -78,6 +89,8 @@ class StreamedProxyResponse(Response):
         ok = True
         client_gone = False
         watcher: asyncio.Task[Any] | None = None
+        if self.aborts is not None:
+            self.aborts.add(self.abort)
         try:
             await send({"type": "http.response.start", "status": up.status, "headers": self._headers()})
             while True:
@@ -97,14 +110,21 @@ class StreamedProxyResponse(Response):
                 if last:
                     break
         except h1.Interrupted:
+            if self.aborted is not None:
+                ok = False
+                raise UpstreamAborted(f"model {self.model!r} aborted mid-response: {self.aborted}") from None
             client_gone = True
         except OSError:
             client_gone = True
         finally:
+            if self.aborts is not None:
+                self.aborts.discard(self.abort)
             if watcher is not None and not watcher.done():
                 watcher.cancel()
             up.release()
-            self.on_done(ok and up.status < 500)
+            ok = ok and up.status < 500
+            outcome = ("client_gone" if client_gone else "error" if not ok else "client_error" if up.status >= 400 else "ok")
+            self.on_done(ok, outcome)
             if client_gone:
                 log.debug("client left during a %s response", self.model)
 
@@ -119,6 +139,8 @@ async def open_upstream(pool: h1.Pool, method: str, base_url: str, target: str, 
                         content: bytes, model: str) -> h1.Response:
     try:
         return await pool.request(base_url, method, target, headers, content)
+    except h1.ConnectFailed as exc:
+        raise UpstreamUnreachable(502, f"model {model!r} did not answer: {exc}", code="upstream_unreachable") from None
     except h1.UpstreamError as exc:
         raise APIError(502, f"model {model!r} did not answer: {exc}", code="upstream_unreachable") from None
 

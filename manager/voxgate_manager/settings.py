@@ -55,3 +55,10 @@ class ManagerSettings:
     public_catalog: bool = field(default_factory=lambda: _env("VOXGATE_PUBLIC_CATALOG", "0") in ("1", "true", "yes"))
     # where what each model reported (voices, capabilities) is kept across manager restarts; empty: memory only
     catalog_cache: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_CATALOG_CACHE", ""))
+    # slowloris bounds: a request head (line + headers) and a request body must arrive within these
+    header_timeout_s: float = field(default_factory=lambda: float(_env("VOXGATE_MANAGER_HEADER_TIMEOUT_S", "10")))
+    body_timeout_s: float = field(default_factory=lambda: float(_env("VOXGATE_MANAGER_BODY_TIMEOUT_S", "60")))
+
+    def listeners(self) -> dict[str, tuple[str, int]]:
+        """The manager's own listeners (no model may use their ports)."""
+        return {"public": (self.host, self.port), "admin": (self.admin_host, self.admin_port)}

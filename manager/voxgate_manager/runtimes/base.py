@@ -16,7 +16,7 @@ class StartError(Exception):
 
 @dataclass(frozen=True)
 class ExitInfo:
-    reason: Literal["exit", "oom", "health"]
+    reason: Literal["exit", "oom", "health", "external"]  # external: stopped by hand (docker stop/kill)
     exit_code: int | None
     message: str
 

@@ -47,7 +47,7 @@ class DockerEngine:
         try:
             client = docker.from_env(timeout=30)
             client.ping()
-        except DockerException as exc:
+        except Exception as exc:  # DockerException, or requests.ConnectionError (dockerd restarting)
             self.error = f"Docker engine not reachable ({exc}); is dockerd running and DOCKER_HOST right?"
             return False
         self.client = client
@@ -101,7 +101,7 @@ class DockerEngine:
                 client = self.require()
                 self._stream = client.events(
                     decode=True,
-                    filters={"type": "container", "event": ["die", "oom"], "label": [f"{LABEL_INSTANCE}={self.instance}"]},
+                    filters={"type": "container", "event": ["die", "oom", "kill"], "label": [f"{LABEL_INSTANCE}={self.instance}"]},
                 )
                 delay = 0.5
                 for event in self._stream:
@@ -150,6 +150,7 @@ class DockerRuntimeImpl(Runtime):
         self._since_ns = 0  # events older than our last start belong to a previous run
         self._oom = False
         self._stopping = False
+        self._killed_by: str | None = None  # a SIGTERM we did not send: docker stop by hand, dockerd stopping
         engine.runtimes[spec.id] = self
 
     # -- helpers ------------------------------------------------------------------------------
@@ -218,6 +219,7 @@ class DockerRuntimeImpl(Runtime):
         self._since_ns = time.time_ns()
         self._oom = False
         self._stopping = False
+        self._killed_by = None
         try:
             c.start()
         except APIError as exc:
@@ -267,17 +269,23 @@ class DockerRuntimeImpl(Runtime):
 
         try:
             await asyncio.to_thread(_stop)
-        except DockerException as exc:
+        except Exception as exc:  # DockerException, or a connection error while dockerd restarts
             log.warning("model %s: stopping %s failed: %s", self.spec.id, self.name, exc)
 
     async def close(self) -> None:
         return None  # left running: the next manager adopts it
 
     def on_event(self, action: str, attrs: dict[str, str], time_ns: int) -> None:
-        if time_ns and time_ns < self._since_ns:
-            return  # the end of a previous run, already accounted for
+        if not self._since_ns or (time_ns and time_ns < self._since_ns):
+            return  # the end of a previous run (or of a container this runtime never ran): accounted for
         if action == "oom":
             self._oom = True
+            return
+        if action == "kill":
+            # `docker stop` (and dockerd stopping its containers) sends the stop signal, SIGTERM, first;
+            # a `docker kill` (SIGKILL) by hand is still reported as the crash it simulates
+            if not self._stopping and attrs.get("signal", "") in ("15", "SIGTERM", "TERM"):
+                self._killed_by = attrs.get("signal")
             return
         if action != "die" or self._stopping:
             return
@@ -288,10 +296,19 @@ class DockerRuntimeImpl(Runtime):
         asyncio.get_running_loop().create_task(self._report_exit(code))
 
     async def _report_exit(self, code: int | None) -> None:
-        oom_flag, tail = await asyncio.to_thread(self._post_mortem)
+        """Always reports the exit: the post-mortem is best effort (dockerd may be going down with it:
+        a restart of dockerd makes logs() raise requests' ConnectionError, not a DockerException)."""
+        try:
+            oom_flag, tail = await asyncio.to_thread(self._post_mortem)
+        except Exception:
+            oom_flag, tail = False, ""
         if self._stopping:
             return  # a stop began meanwhile: expected
         oom = self._oom or oom_flag
+        if self._killed_by is not None and not oom:
+            msg = f"container {self.name} was stopped outside the manager (signal {self._killed_by}, exit code {code})"
+            self.on_exit(ExitInfo("external", code, msg))
+            return
         reason = "oom" if oom else "exit"
         msg = f"container {self.name} exited with code {code}" + (" (OOM-killed)" if oom else "")
         if tail and code not in (137, 143):
@@ -306,7 +323,7 @@ class DockerRuntimeImpl(Runtime):
                 return False, ""
             lines = [ln for ln in c.logs(tail=5).decode("utf-8", "replace").splitlines() if ln.strip()]
             return bool(c.attrs.get("State", {}).get("OOMKilled")), (lines[-1].strip()[:300] if lines else "")
-        except DockerException:
+        except Exception:  # DockerException, or requests' ConnectionError while dockerd restarts
             return False, ""
 
     def describe(self) -> dict[str, object]:
