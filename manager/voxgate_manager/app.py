@@ -25,12 +25,16 @@ from voxgate_manager.proxy import StreamedProxyResponse, open_upstream, raw_upst
 SPEECH_MAX_BYTES = 1024 * 1024  # an OpenAI speech body is a few KiB of JSON
 
 
-def check_key(request: Request, keys: list[str]) -> None:
-    if not keys:
+def check_key(request: Request, keys: list[str], verify: Callable[[str], bool] | None = None,
+              required: bool = False) -> None:
+    """A configured key, or one ``verify`` accepts (per-user API keys, see api/app_api.py)."""
+    if not keys and not required:
         return
     auth = request.headers.get("authorization", "")
     token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    if not token or not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
+    if token and any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
+        return
+    if not token or verify is None or not verify(token):
         raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
 
 
@@ -101,6 +105,14 @@ def create_app(manager: Manager) -> Callable[[Scope, Receive, Send], Awaitable[N
         await api(scope, receive, send)
 
     app.api = api  # type: ignore[attr-defined]
+    app.app_services = api.state.app_services  # type: ignore[attr-defined]
+    if manager.settings.cors_origins:  # other web apps on the LAN calling the API from a browser
+        from starlette.middleware.cors import CORSMiddleware
+
+        cors = CORSMiddleware(app, allow_origins=manager.settings.cors_origins, allow_methods=["*"],
+                              allow_headers=["*"], expose_headers=["x-voxgate-model", "retry-after"])
+        cors.api, cors.app_services = api, app.app_services  # type: ignore[attr-defined]
+        return cors
     return app
 
 
@@ -109,6 +121,12 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
     install_error_handlers(app)
     keys = manager.settings.api_keys
     created = int(time.time())
+    from voxgate_manager.api.app_api import install_app_api
+
+    services = install_app_api(app, manager)  # /api/auth, /api/tts, the studio at /
+
+    def check(request: Request) -> None:
+        check_key(request, keys, services.verify_openai_token, manager.settings.require_key)
 
     def controller_for(name: str | None) -> ModelController:
         ctl = manager.resolve(name)
@@ -151,19 +169,19 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> dict[str, Any]:
-        check_key(request, keys)
+        check(request)
         return {"object": "list", "data": [_model_entry(c, created) for c in manager.controllers.values()]}
 
     @app.get("/v1/models/{model_id}")
     async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-        check_key(request, keys)
+        check(request)
         return _model_entry(controller_for(model_id), created)
 
     # -- speech: the only work that starts a model --------------------------------------------
 
     @app.post("/v1/audio/speech")
     async def speech(request: Request) -> Any:
-        check_key(request, keys)
+        check(request)
         body = await read_body(request, SPEECH_MAX_BYTES)
         try:
             payload = json.loads(body or b"null")
@@ -186,7 +204,7 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
     @app.api_route("/v1/audio/voices", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     @app.api_route("/v1/audio/voices/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def voices(request: Request, rest: str = "") -> Any:
-        check_key(request, keys)
+        check(request)
         ctl = controller_for(request.query_params.get("model") or request.headers.get("x-voxgate-model"))
         path = "/v1/audio/voices" + (f"/{rest}" if rest else "")
         if request.method != "GET":

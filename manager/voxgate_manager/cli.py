@@ -131,7 +131,10 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
             return contextlib.nullcontext()
 
     # access_log off unless it would be shown: uvicorn formats each line's arguments before the level check
-    public = _Server(uvicorn.Config(create_app(manager), host=settings.host, port=settings.port, log_level=level,
+    public_app = create_app(manager)
+    app_services = public_app.app_services  # type: ignore[attr-defined]
+    await app_services.start()  # resumes jobs a previous run left unfinished
+    public = _Server(uvicorn.Config(public_app, host=settings.host, port=settings.port, log_level=level,
                                            lifespan="off", timeout_graceful_shutdown=5,
                                            access_log=level in ("trace", "debug", "info")))
     servers = [public.serve()]
@@ -167,6 +170,7 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
     try:
         await asyncio.gather(_public(), *servers[1:])
     finally:
+        await app_services.close()
         await manager.close()
     return 0
 
@@ -175,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ADMIN_COMMANDS:
         return admin_main_wrapper(argv)
+    if argv and argv[0] in ("create-admin", "create-user"):
+        from voxgate_manager.accounts.cli import main as accounts_main
+
+        return accounts_main(argv)
     if argv and argv[0] == "serve":
         argv = argv[1:]
     settings = ManagerSettings()

@@ -62,7 +62,8 @@ class ManagerProcess:
         self.admin_port = admin_port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
-        self.env = {**os.environ, "PYTHONPATH": PYTHONPATH, "VOXGATE_MANAGER_TICK_S": "0.1", **(env or {})}
+        self.env = {**os.environ, "PYTHONPATH": PYTHONPATH, "VOXGATE_MANAGER_TICK_S": "0.1",
+                    "VOXGATE_MANAGER_DATA_DIR": str(tmp / "manager-data"), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.start(wait)
 
