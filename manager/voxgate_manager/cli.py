@@ -152,11 +152,15 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
     import signal
 
     loop = asyncio.get_running_loop()
+    def _on_signal(sig: int, frame: Any = None) -> None:
+        app_services.begin_shutdown()  # open SSE streams end, so they do not hold the shutdown
+        public.handle_exit(sig, frame)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, public.handle_exit, sig, None)  # a second ^C forces the exit
+            loop.add_signal_handler(sig, _on_signal, sig, None)  # a second ^C forces the exit
         except NotImplementedError:  # Windows event loops
-            signal.signal(sig, public.handle_exit)
+            signal.signal(sig, _on_signal)
     log.info("voxgate-manager on http://%s:%s (admin %s), %d model(s) from %s", settings.host, settings.port,
              f"http://{settings.admin_host}:{settings.admin_port}" if admin else "off", len(models.models), args.config)
 

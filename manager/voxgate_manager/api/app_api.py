@@ -46,6 +46,10 @@ class AppServices:
         """Resume the jobs a previous manager left unfinished."""
         await self.jobs.start()
 
+    def begin_shutdown(self) -> None:
+        """At the first SIGINT/SIGTERM: end the SSE streams, which would hold uvicorn's shutdown."""
+        self.jobs.begin_shutdown()
+
     async def close(self) -> None:
         await self.jobs.close()
         self.db.close()

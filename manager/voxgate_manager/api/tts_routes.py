@@ -169,12 +169,12 @@ async def models(request: Request, _: Principal = Depends(require_user)) -> dict
 # -- voices ---------------------------------------------------------------------------------------
 
 @router.get("/api/tts/voices")
-async def voices(request: Request, model_id: str | None = None, _: Principal = Depends(require_user)) -> dict[str, Any]:
-    """The model's voices if it runs (never starts it), else the last list seen, else none."""
+async def voices(request: Request, model_id: str | None = None, principal: Principal = Depends(require_user)) -> dict[str, Any]:
+    """``voices``: what the model speaks with, if it runs (this never starts it), else the last
+    list seen. ``library``: the reference clips uploaded through the studio for this model (a
+    model that clones lists them among its voices too: ``usable``)."""
     services = _services(request)
     ctl = controller(services.manager, model_id)
-    owners = {r["voice_id"]: r["user_id"] for r in services.db.all("SELECT voice_id, user_id FROM voice_owners WHERE model = ?",
-                                                                      (ctl.id,))}
     data, cached = None, False
     if ctl.state is State.READY:
         try:
@@ -187,11 +187,15 @@ async def voices(request: Request, model_id: str | None = None, _: Principal = D
             data = None
     if data is None and ctl.voices_cache is not None:
         data, cached = json.loads(ctl.voices_cache[1]), True
-    items = (data or {}).get("voices", [])
-    me = _.user.id
-    out = [{**v, "uploaded_by_me": owners.get(v.get("id")) == me, "deletable": owners.get(v.get("id")) == me or _.user.is_admin}
-           for v in items if isinstance(v, dict)]
-    return {"object": "list", "model_id": ctl.id, "state": ctl.state.value, "cached": cached, "voices": out}
+    items = [v for v in (data or {}).get("voices", []) if isinstance(v, dict)]
+    speakable = {v.get("id") for v in items}
+    me = principal.user
+    library = [{"id": r["voice_id"], "name": r["name"] or r["voice_id"], "language": r["language"], "seconds": r["seconds"],
+                "uploaded_by_me": r["user_id"] == me.id, "deletable": r["user_id"] == me.id or me.is_admin,
+                "usable": r["voice_id"] in speakable, "preview_url": f"/api/tts/voices/{r['voice_id']}/audio?model_id={ctl.id}"}
+               for r in services.db.all("SELECT * FROM voice_owners WHERE model = ? ORDER BY created_at", (ctl.id,))]
+    return {"object": "list", "model_id": ctl.id, "state": ctl.state.value, "cached": cached, "voices": items,
+            "library": library}
 
 
 @router.post("/api/tts/voices", status_code=201)
@@ -207,10 +211,12 @@ async def upload_voice(request: Request, model_id: str | None = None, principal:
         raise APIError(413, f"Request body is larger than {VOICE_UPLOAD_MAX} bytes.", code="request_too_large")
     status, media, data = await request_model(services.manager, ctl, "POST", "/v1/audio/voices", body=raw, content_type=ctype)
     if status == 201:
-        voice_id = json.loads(data).get("id")
-        if voice_id:
-            services.db.execute("INSERT OR REPLACE INTO voice_owners (model, voice_id, user_id, created_at) VALUES (?, ?, ?, ?)",
-                                (ctl.id, voice_id, principal.user.id, time.time()))
+        made = json.loads(data)
+        if made.get("id"):
+            services.db.execute("INSERT OR REPLACE INTO voice_owners (model, voice_id, user_id, name, language, seconds, created_at) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                (ctl.id, made["id"], principal.user.id, str(made.get("name") or ""), str(made.get("language") or ""),
+                                 made.get("duration_s") or made.get("seconds"), time.time()))
     return Response(data, status_code=status, media_type=media)
 
 
@@ -301,7 +307,7 @@ async def job_events(job_id: str, request: Request, principal: Principal = Depen
     async def stream() -> Any:
         nonlocal last
         yield "retry: 2000\n\n"
-        while True:
+        while not services.jobs.shutting_down:
             waiter = services.jobs.change_waiter(job_id)
             for ev in services.jobs.events_after(job_id, last):
                 last = ev["seq"]

@@ -45,6 +45,7 @@ class JobRunner:
         self._changed: dict[str, asyncio.Event] = {}
         self._slots: asyncio.Semaphore | None = None
         self._closing = False
+        self.shutting_down = False  # set at the first signal: SSE streams end so uvicorn can stop
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -114,10 +115,12 @@ class JobRunner:
                 for r in self.db.all("SELECT seq, event, data FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq",
                                      (job_id, seq))]
 
-    async def wait_change(self, job_id: str, timeout: float) -> None:
-        event = self._changed.setdefault(job_id, asyncio.Event())
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+    def begin_shutdown(self) -> None:
+        """Wake every SSE stream so it ends (clients reconnect to the next manager with Last-Event-ID)."""
+        self.shutting_down = True
+        for event in self._changed.values():
+            event.set()
+        self._changed.clear()
 
     def change_waiter(self, job_id: str) -> asyncio.Event:
         """Taken before reading events, so none emitted in between is missed."""

@@ -3,6 +3,9 @@ CREATE TABLE voice_owners (
     model TEXT NOT NULL,
     voice_id TEXT NOT NULL,
     user_id INTEGER NOT NULL,
+    name TEXT NOT NULL DEFAULT '',
+    language TEXT NOT NULL DEFAULT '',
+    seconds REAL,
     created_at REAL NOT NULL,
     PRIMARY KEY (model, voice_id)
 );
