@@ -92,7 +92,7 @@ def test_long_job_survives_a_manager_restart(tmp_path):
         while sum(1 for e in sse.events if e[1] == "chunk-progress") < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         before = httpx.get(f"{m.url}/api/tts/jobs/{job['id']}", headers=auth(a)).json()
-        assert 3 <= before["chunks_done"] < total, before
+        assert 3 <= before["chunks_done"] < total, (before["status"], before["error"], m.log()[-3000:])
         # the manager restarts mid-job (SIGTERM: it drains and exits; the job stays in SQLite)
         assert m.stop(signal.SIGTERM) == 0
         m.start()
