@@ -181,7 +181,7 @@ async function generate() {
     dl.href = state.lastBlobUrl; dl.download = `voxgate.${fmt}`; dl.hidden = false;
     player.dataset.bytes = String(blob.size);
     status.textContent = `Done: ${(blob.size / 1024).toFixed(0)} KiB of ${fmt.toUpperCase()}.`;
-    loadHistory(); loadModels();
+    loadHistory(); loadModels().then(loadVoices).catch(() => {});
   } catch (e) {
     status.textContent = `Could not generate: ${e.message}`;
   } finally {
