@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 
-import pytest
 
 from app_client import ROOT_ENV, app_client, assert_envelope, bearer, register
 

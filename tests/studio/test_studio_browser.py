@@ -5,7 +5,6 @@ the chat speaker icon, a keyboard-only pass, axe-core, and screenshots at deskto
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
