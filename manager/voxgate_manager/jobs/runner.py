@@ -33,13 +33,13 @@ RETRYABLE = (429, 502, 503)
 
 class JobRunner:
     def __init__(self, db: Database, manager: Any, folder: Path, *, chunk_chars: int = 1000, parallel_jobs: int = 1,
-                 max_attempts: int = 6) -> None:
+                 retry_budget_s: float = 300.0) -> None:
         self.db = db
         self.manager = manager
         self.folder = folder
         self.chunk_chars = chunk_chars
         self.parallel_jobs = parallel_jobs
-        self.max_attempts = max_attempts
+        self.retry_budget_s = retry_budget_s
         migrate(db, "voxgate_manager.jobs")
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}
@@ -245,19 +245,24 @@ class JobRunner:
                         "WHERE id = ?", (job_id, job_id, job_id))
 
     async def _synthesize_chunk(self, ctl: Any, job: Any, text: str) -> bytes:
-        """One chunk; a model that is starting, restarting or busy is waited for (bounded)."""
+        """One chunk. A model that is starting, restarting, busy or briefly unreachable (429, 502,
+        503) is waited for, backing off, for at most ``retry_budget_s``; other errors end the job."""
         payload = {"input": text, "voice": job["voice"], "speed": job["speed"], "response_format": "wav"}
-        for attempt in range(1, self.max_attempts + 1):
+        first_failure: float | None = None
+        attempt = 0
+        while True:
             try:
                 return await synthesize(self.manager, ctl, payload)
             except APIError as exc:
-                if exc.status not in RETRYABLE or attempt == self.max_attempts:
+                now = time.monotonic()
+                first_failure = first_failure or now
+                attempt += 1
+                if exc.status not in RETRYABLE or now - first_failure >= self.retry_budget_s:
                     raise
-                wait = float(exc.headers.get("Retry-After", "1") or 1)
+                wait = min(float(exc.headers.get("Retry-After", "1") or 1), 2.0 ** min(attempt, 4))
                 log.info(json.dumps({"event": "job_chunk_retry", "job": job["id"], "attempt": attempt, "status": exc.status,
-                                     "message": exc.message}))
-                await asyncio.sleep(min(wait, 2.0 ** attempt))
-        raise AssertionError("unreachable")
+                                     "message": exc.message, "wait_s": wait}))
+                await asyncio.sleep(wait)
 
     def delete_files(self, job_id: str) -> None:
         shutil.rmtree(self.folder / job_id, ignore_errors=True)
