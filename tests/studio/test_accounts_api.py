@@ -246,3 +246,18 @@ async def test_application_api_validation_errors_are_envelopes(tmp_path):
         card = models["data"][0]
         assert card["id"] == "piper" and card["state"] == "stopped" and card["max_characters"] == 50
         assert card["cost"]["hint"] == "local CPU" and "wav" in card["formats"] and models["default_model"] == "piper"
+
+
+async def test_cors_origins_setting(tmp_path):
+    async with app_client(tmp_path, cors_origins=["http://app.lan:3000"]) as c:
+        pre = await c.options("/api/tts/generate", headers={"Origin": "http://app.lan:3000", "Access-Control-Request-Method": "POST",
+                                                             "Access-Control-Request-Headers": "authorization,content-type"})
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "http://app.lan:3000"
+        # the speech fast path answers with the header too (here a 400 for a bad body)
+        r = await c.post("/v1/audio/speech", content=b"nope", headers={"Origin": "http://app.lan:3000"})
+        assert r.status_code == 400 and r.headers["access-control-allow-origin"] == "http://app.lan:3000"
+        other = await c.get("/api/auth/config", headers={"Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+    async with app_client(tmp_path) as c:  # default: no CORS headers at all
+        r = await c.get("/api/auth/config", headers={"Origin": "http://app.lan:3000"})
+        assert "access-control-allow-origin" not in r.headers

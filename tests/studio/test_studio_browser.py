@@ -216,3 +216,37 @@ def test_accessibility_axe_and_screenshots(browser, mgr):
             assert pg.evaluate("document.documentElement.scrollWidth") <= 390
         ctx.close()
     assert (ARTIFACTS / "studio-phone.png").stat().st_size > 5000
+
+
+def test_admin_pages_reload_keeps_the_session_and_sign_out_ends_it(page, mgr):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'manager'}:{ROOT / 'tts-inference-server'}",
+           "VOXGATE_MANAGER_DATA_DIR": str(mgr.tmp / "data")}
+    made = subprocess.run([sys.executable, "-m", "voxgate_manager.cli", "create-admin", "boss", "--password-stdin"],
+                          input=PASSWORD + "\n", text=True, capture_output=True, env=env, timeout=60)
+    assert made.returncode == 0, made.stderr
+    sign_in(page, mgr, "boss")
+    page.click("#tab-admin")
+    page.wait_for_selector("#users tr")
+    names = page.eval_on_selector_all("#users tr td:first-child", "els => els.map(e => e.textContent)")
+    assert {"boss", "walt", "kbd"} <= set(names)
+    # a key made on the keys page shows up in the admin's list of everyone's keys
+    page.click("#tab-keys")
+    page.fill("#key-name", "studio-test")
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#new-key:not([hidden])")
+    assert "vg-" in page.text_content("#new-key")
+    page.click("#tab-admin")
+    page.wait_for_function("() => document.getElementById('all-keys').textContent.includes('studio-test')")
+    # a reload keeps the session (the rotated refresh token); signing out ends it on the server
+    page.reload()
+    page.wait_for_selector("#app:not([hidden])")
+    refresh = page.evaluate("localStorage.getItem('voxgate.refresh')")
+    page.click("#signout")
+    page.wait_for_selector("#signin:not([hidden])")
+    import httpx
+
+    r = httpx.post(f"{mgr.url}/api/auth/refresh", json={"refresh_token": refresh})
+    assert r.status_code == 401
