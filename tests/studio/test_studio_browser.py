@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from playwright import sync_api
 
 from audio_check import decode
 from piper_manager import sign_up, start_manager, tone_wav
@@ -19,8 +20,6 @@ ARTIFACTS = Path(os.environ.get("VOXGATE_TEST_ARTIFACTS", ROOT / "test-artifacts
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 PASSWORD = "browser password 1"
-
-from playwright import sync_api  # noqa: E402 - tests/requirements.txt installs it
 
 
 @pytest.fixture(scope="module")
