@@ -25,6 +25,17 @@ if [ "$(id -u)" = 0 ] && [ "${VOXGATE_SKIP_DOCKER:-0}" != 1 ] && [ -f scripts/ci
   export VOXGATE_TEST_DOCKER=1
 fi
 
+log "browser tests: Debian chromium and axe-core"
+# the studio's Playwright tests drive Debian's chromium (never a Playwright browser download) and
+# run axe-core from npm against the page (tests/studio/test_studio_browser.py)
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+if [ "$(id -u)" = 0 ] && { ! [ -x /usr/lib/chromium/chromium ] || ! command -v npm >/dev/null; }; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium nodejs npm >/dev/null
+fi
+if [ ! -f .cache/node/node_modules/axe-core/axe.min.js ]; then
+  npm install --silent --no-audit --no-fund --prefix .cache/node axe-core@4.14.1
+fi
+
 log "pytest"
 export PATH="$PWD/$VENV/bin:$PATH"
 set +e

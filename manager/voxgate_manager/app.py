@@ -29,12 +29,16 @@ from voxgate_manager.request_checks import (check_json_content_type, impossible_
 SPEECH_MAX_BYTES = 1024 * 1024  # an OpenAI speech body is a few KiB of JSON
 
 
-def check_key(request: Request, keys: list[str]) -> None:
-    if not keys:
+def check_key(request: Request, keys: list[str], verify: Callable[[str], bool] | None = None,
+              required: bool = False) -> None:
+    """A configured key, or one ``verify`` accepts (per-user API keys, see api/app_api.py)."""
+    if not keys and not required:
         return
     auth = request.headers.get("authorization", "")
     token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    if not token or not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
+    if token and any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
+        return
+    if not token or verify is None or not verify(token):
         raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
 
 
@@ -109,6 +113,14 @@ def create_app(manager: Manager) -> Callable[[Scope, Receive, Send], Awaitable[N
         await api(scope, receive, send)
 
     app.api = api  # type: ignore[attr-defined]
+    app.app_services = api.state.app_services  # type: ignore[attr-defined]
+    if manager.settings.cors_origins:  # other web apps on the LAN calling the API from a browser
+        from starlette.middleware.cors import CORSMiddleware
+
+        cors = CORSMiddleware(app, allow_origins=manager.settings.cors_origins, allow_methods=["*"],
+                              allow_headers=["*"], expose_headers=["x-voxgate-model", "retry-after"])
+        cors.api, cors.app_services = api, app.app_services  # type: ignore[attr-defined]
+        return cors
     return app
 
 
@@ -119,6 +131,12 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
 
     ws_proxy.install(app, manager)  # GET /v1/audio/speech/ws, relayed to the model's server
     keys = manager.settings.api_keys
+    from voxgate_manager.api.app_api import install_app_api
+
+    services = install_app_api(app, manager)  # /api/auth, /api/tts, the studio at /
+
+    def check(request: Request) -> None:
+        check_key(request, keys, services.verify_openai_token, manager.settings.require_key)
 
     def controller_for(name: str | None) -> ModelController:
         ctl = manager.resolve(name)
@@ -186,7 +204,7 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
 
     # -- the manager's own answers ------------------------------------------------------------
 
-    app.include_router(catalog_router(manager))  # /health, /v1/models, /v1/audio/models, GET /v1/audio/voices
+    app.include_router(catalog_router(manager, check))  # /health, /v1/models, /v1/audio/models, GET /v1/audio/voices
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -196,7 +214,7 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
 
     @app.post("/v1/audio/speech")
     async def speech(request: Request) -> Any:
-        check_key(request, keys)
+        check(request)
         check_json_content_type(request.headers.get("content-type"))
         body = await read_body(request, SPEECH_MAX_BYTES, manager.settings.body_timeout_s)
         payload = parse_json_object(body)
@@ -217,7 +235,7 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
     @app.api_route("/v1/audio/voices", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     @app.api_route("/v1/audio/voices/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def voices(request: Request, rest: str = "") -> Any:
-        check_key(request, keys)
+        check(request)
         ctl = controller_for(request.query_params.get("model") or request.headers.get("x-voxgate-model"))
         if impossible_voice_id(rest):
             raise voice_not_found(rest)

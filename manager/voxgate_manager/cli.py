@@ -186,7 +186,10 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
             return contextlib.nullcontext()
 
     # access_log off unless it would be shown: uvicorn formats each line's arguments before the level check
-    public = _Server(uvicorn.Config(create_app(manager), host=settings.host, port=settings.port, log_level=level,
+    public_app = create_app(manager)
+    app_services = public_app.app_services  # type: ignore[attr-defined]
+    await app_services.start()  # resumes jobs a previous run left unfinished
+    public = _Server(uvicorn.Config(public_app, host=settings.host, port=settings.port, log_level=level,
                                            lifespan="off", timeout_graceful_shutdown=5,
                                            http=guarded_protocol(settings.header_timeout_s),
                                            access_log=level in ("trace", "debug", "info")))
@@ -206,11 +209,15 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
     import signal
 
     loop = asyncio.get_running_loop()
+    def _on_signal(sig: int, frame: Any = None) -> None:
+        app_services.begin_shutdown()  # open SSE streams end, so they do not hold the shutdown
+        public.handle_exit(sig, frame)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, public.handle_exit, sig, None)  # a second ^C forces the exit
+            loop.add_signal_handler(sig, _on_signal, sig, None)  # a second ^C forces the exit
         except NotImplementedError:  # Windows event loops
-            signal.signal(sig, public.handle_exit)
+            signal.signal(sig, _on_signal)
     log.info("voxgate-manager on http://%s:%s (admin %s), %d model(s) from %s", settings.host, settings.port,
              f"http://{settings.admin_host}:{settings.admin_port}" if admin else "off", len(models.models), args.config)
 
@@ -226,6 +233,7 @@ async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
     finally:
         if wyoming is not None:
             await wyoming.close()
+        await app_services.close()
         await manager.close()
     return 0
 
@@ -234,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ADMIN_COMMANDS:
         return admin_main_wrapper(argv)
+    if argv and argv[0] in ("create-admin", "create-user"):
+        from voxgate_manager.accounts.cli import main as accounts_main
+
+        return accounts_main(argv)
     if argv and argv[0] == "serve":
         argv = argv[1:]
     settings = ManagerSettings()

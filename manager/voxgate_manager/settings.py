@@ -62,3 +62,37 @@ class ManagerSettings:
     def listeners(self) -> dict[str, tuple[str, int]]:
         """The manager's own listeners (no model may use their ports)."""
         return {"public": (self.host, self.port), "admin": (self.admin_host, self.admin_port)}
+
+    # -- accounts, application API and studio (docs/studio.md) ----------------------------------
+    # where the accounts/jobs database, job results and clips live; empty: VOXGATE_MANAGER_DATA_DIR,
+    # else ./data (the response cache stays off until VOXGATE_MANAGER_DATA_DIR is set)
+    app_dir: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_APP_DIR", ""))
+    # the SQLite file of accounts, sessions, API keys, jobs and clips; empty: <data_dir>/app.sqlite3
+    app_db: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_APP_DB", ""))
+    allow_register: bool = field(default_factory=lambda: _env("VOXGATE_MANAGER_ALLOW_REGISTER", "1") in ("1", "true", "yes"))
+    access_token_ttl_s: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_ACCESS_TOKEN_TTL_S", "900")))
+    # how long a sign-in lasts (the refresh token's absolute lifetime); refreshing does not extend it
+    session_ttl_s: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_SESSION_TTL_S", str(30 * 86400))))
+    # HS256 signing key for access tokens; empty: one generated and kept in the database
+    jwt_secret: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_JWT_SECRET", ""))
+    # whether /v1/* also accepts a user's access token (per-user API keys are always accepted)
+    openai_accept_user_tokens: bool = field(
+        default_factory=lambda: _env("VOXGATE_MANAGER_OPENAI_ACCEPT_USER_TOKENS", "0") in ("1", "true", "yes"))
+    # 1: /v1/* needs a key even with VOXGATE_API_KEYS empty (then only per-user keys open it)
+    require_key: bool = field(default_factory=lambda: _env("VOXGATE_MANAGER_REQUIRE_KEY", "0") in ("1", "true", "yes"))
+    cors_origins: list[str] = field(default_factory=lambda: _keys(_env("VOXGATE_MANAGER_CORS_ORIGINS", "")))
+    auth_rate_per_min: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_AUTH_RATE_PER_MIN", "30")))
+    login_lockout_after: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_LOGIN_LOCKOUT_AFTER", "5")))
+    login_lockout_s: float = field(default_factory=lambda: float(_env("VOXGATE_MANAGER_LOGIN_LOCKOUT_S", "30")))
+    login_lockout_max_s: float = field(default_factory=lambda: float(_env("VOXGATE_MANAGER_LOGIN_LOCKOUT_MAX_S", "900")))
+    job_max_chars: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_JOB_MAX_CHARS", "100000")))
+    job_chunk_chars: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_JOB_CHUNK_CHARS", "1000")))
+    generate_max_chars: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_GENERATE_MAX_CHARS", "4096")))
+
+    def app_db_path(self) -> str:
+        import os.path
+
+        return self.app_db or os.path.join(self.app_folder(), "app.sqlite3")
+
+    def app_folder(self) -> str:
+        return self.app_dir or self.data_dir or "data"

@@ -64,7 +64,8 @@ class ManagerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self.env = {**os.environ, "PYTHONPATH": PYTHONPATH, "VOXGATE_MANAGER_TICK_S": "0.1",
-                    "VOXGATE_WYOMING_PORT": "0", **(env or {})}  # Wyoming only where a test asks for it
+                    "VOXGATE_WYOMING_PORT": "0",  # Wyoming only where a test asks for it
+                    "VOXGATE_MANAGER_APP_DIR": str(tmp / "manager-data"), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.start(wait)
 

@@ -10,8 +10,8 @@ sends them without one and falls back to OpenAI's six voices when they fail.
 
 from __future__ import annotations
 
-import hmac
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
@@ -24,15 +24,6 @@ from voxgate_manager.lifecycle import State
 if TYPE_CHECKING:
     from voxgate_manager.controller import ModelController
     from voxgate_manager.manager import Manager
-
-
-def _check_key(request: Request, keys: list[str]) -> None:
-    if not keys:
-        return
-    auth = request.headers.get("authorization", "")
-    token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    if not token or not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
-        raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
 
 
 def serving(manager: "Manager", ctl: "ModelController", now: float) -> tuple[str, str | None]:
@@ -56,7 +47,8 @@ def serving(manager: "Manager", ctl: "ModelController", now: float) -> tuple[str
     return "busy", None  # starting, draining (and any later waiting state): requests are held
 
 
-def catalog_router(manager: "Manager") -> APIRouter:
+def catalog_router(manager: "Manager", check_key: Callable[[Request], None]) -> APIRouter:
+    """``check_key``: the OpenAI routes' key check (configured keys, per-user keys, user tokens)."""
     router = APIRouter()
     created = int(time.time())
     settings = manager.settings
@@ -64,7 +56,7 @@ def catalog_router(manager: "Manager") -> APIRouter:
 
     def listing_key(request: Request) -> None:
         if not settings.public_catalog:
-            _check_key(request, settings.api_keys)
+            check_key(request)
 
     def model_entry(name: str, ctl: "ModelController") -> dict[str, Any]:
         entry: dict[str, Any] = {
