@@ -185,9 +185,15 @@ class Manager:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        await asyncio.gather(
-            *(c.shutdown(stop_runtime=self.settings.stop_on_exit) for c in self.controllers.values()), return_exceptions=True
-        )
+        stop = self.settings.stop_on_exit or self.settings.remove_on_exit
+        await asyncio.gather(*(c.shutdown(stop_runtime=stop) for c in self.controllers.values()), return_exceptions=True)
+        if self.settings.remove_on_exit and self.docker.client is not None:
+            try:
+                removed = await asyncio.to_thread(self.docker.remove_all)
+                if removed:
+                    log.info("removed model containers on exit: %s", ", ".join(removed))
+            except Exception as exc:  # dockerd going down with us: nothing more to do
+                log.warning("removing model containers on exit failed: %s", exc)
         self.docker.close()
         self.gateway.close()
         await self.http.aclose()

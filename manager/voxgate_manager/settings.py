@@ -27,6 +27,9 @@ class ManagerSettings:
     # docker label value: several managers (or test runs) can share one dockerd without touching each other
     instance: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_INSTANCE", "default"))
     stop_on_exit: bool = field(default_factory=lambda: _env("VOXGATE_MANAGER_STOP_ON_EXIT", "0") in ("1", "true", "yes"))
+    # 1: on exit also remove the model containers this instance created (compose: `down` leaves nothing);
+    # implies stop_on_exit. Default 0 keeps stopped containers for a cheap next `docker start`.
+    remove_on_exit: bool = field(default_factory=lambda: _env("VOXGATE_MANAGER_REMOVE_ON_EXIT", "0") in ("1", "true", "yes"))
     max_body_bytes: int = field(default_factory=lambda: int(_env("VOXGATE_MANAGER_MAX_BODY_BYTES", str(32 * 1024 * 1024))))
     log_level: str = field(default_factory=lambda: _env("VOXGATE_MANAGER_LOG_LEVEL", "info"))
     # GPU memory the models may hold at once (sum of their vram_mb); 0: no admission control

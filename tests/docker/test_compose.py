@@ -1,8 +1,9 @@
 """compose.yaml and models.gpu.json, the GPU host's set-up: compose validates the file, the models
 file is what the docs say (the GPU model backs tts-1 and tts-1-hd, Piper is the CPU companion), the
 systemd unit parses, and, with the CPU image standing in for the GPU one, ``compose up`` serves
-speech through the manager and ``compose down`` leaves nothing running (the model's stopped
-container is kept by design, for a cheap next start; the test removes it).
+speech through the manager and ``compose down`` leaves no container (the manager removes the model's
+container on exit: VOXGATE_MANAGER_REMOVE_ON_EXIT=1 in compose.yaml) and no network; of volumes only
+the named ones meant to persist (voxgate-state, voxgate-hf, voxgate-voices).
 
 With ``VOXGATE_TEST_DOCKER=1`` (CI) a missing engine, compose or image is a failure, not a skip.
 """
@@ -112,9 +113,10 @@ def test_compose_up_serves_speech_through_the_manager_and_down_leaves_nothing(tm
     models_file.write_text(json.dumps(models))
     env = {"VOXGATE_MANAGER_IMAGE": MANAGER_IMAGE, "VOXGATE_MODELS_FILE": str(models_file), "VOXGATE_MANAGER_HOST": "127.0.0.1",
            "VOXGATE_MANAGER_PORT": str(port), "VOXGATE_MANAGER_ADMIN_PORT": str(admin), "VOXGATE_WYOMING_PORT": "0",
-           "VOXGATE_MANAGER_INSTANCE": instance, "VOXGATE_MANAGER_STOP_ON_EXIT": "1"}
+           "VOXGATE_MANAGER_INSTANCE": instance}  # STOP/REMOVE_ON_EXIT: compose.yaml's defaults
     project = ["-p", instance.replace("_", "-").lower(), "-f", "compose.yaml"]
     volumes_before = {v.name for v in cli.volumes.list()}
+    anonymous: list[str] = []
     up = run(cmd + project + ["up", "-d", "--no-build", "manager"], env, timeout=180)
     try:
         assert up.returncode == 0, up.stderr
@@ -131,17 +133,30 @@ def test_compose_up_serves_speech_through_the_manager_and_down_leaves_nothing(tm
                        json={"model": "tts-1", "input": "Hello from compose.", "voice": "alloy"})
         assert r.status_code == 200, r.text
         assert decode(r.content, "mp3").duration > 0.5
-        assert cli.containers.list(filters={"label": f"io.voxgate.instance={instance}"})  # the model ran in docker
+        ran = cli.containers.list(filters={"label": f"io.voxgate.instance={instance}"})
+        assert ran  # the model ran in docker
+        # the image's VOLUMEs (/data/hf, /voices) that this set-up does not mount: anonymous volumes
+        anonymous = [mt["Name"] for c in ran for mt in c.attrs["Mounts"] if mt.get("Type") == "volume"]
     finally:
-        # no -v: it would also remove voxgate-hf and voxgate-voices, which are shared by name
+        # no -v: it would also remove voxgate-hf and voxgate-voices, which are shared by name and meant
+        # to persist (the weights cache and the cloned voices); voxgate-state (the catalog cache) is
+        # kept by `down` too, as compose keeps every volume without -v, and removed below by the test
         down = run(cmd + project + ["down"], env, timeout=240)
-        for vol in cli.volumes.list(filters={"label": f"com.docker.compose.project={project[1]}"}):
-            if vol.name not in volumes_before:  # made by this test's `up`: nothing that was there before
-                vol.remove(force=True)
-        models_left = cli.containers.list(all=True, filters={"label": f"io.voxgate.instance={instance}"})
-        running = [c.name for c in models_left if c.status == "running"]
-        for c in models_left:  # kept stopped by design (the next start is a cheap `docker start`)
-            c.remove(force=True)
+        left = cli.containers.list(all=True, filters={"label": f"io.voxgate.instance={instance}"})
+        networks = [n.name for n in cli.networks.list(filters={"label": f"com.docker.compose.project={project[1]}"})]
+        made = [v for v in cli.volumes.list(filters={"label": f"com.docker.compose.project={project[1]}"})
+                if v.name not in volumes_before]
+        kept = sorted(v.name for v in made)
+        for c in left:  # clean up after a failure, so the next run starts clean
+            c.remove(force=True, v=True)
+        for vol in made:
+            vol.remove(force=True)
     assert down.returncode == 0, down.stderr
-    assert not running, f"still running after down: {running}"
+    # VOXGATE_MANAGER_REMOVE_ON_EXIT=1 (compose.yaml): the manager removed its model's container itself
+    assert not left, f"model containers left after down: {[(c.name, c.status) for c in left]}"
     assert not cli.containers.list(all=True, filters={"label": f"com.docker.compose.project={project[1]}"})
+    assert anonymous and not [v for v in anonymous if v in {x.name for x in cli.volumes.list()}]  # removed with it
+    assert not networks, networks  # host networking: compose makes no network of its own
+    # what this `up` made and `down` kept, by design: the state, and compose's named volumes (made by
+    # `up` when missing even though only the prefetch service and the model's entry mount them)
+    assert kept == sorted({f"{project[1]}_voxgate-state", "voxgate-hf", "voxgate-voices"} - volumes_before), kept

@@ -4,7 +4,8 @@ A model's chain is itself followed by its ``fallback`` list (one level: the fall
 fallbacks are not followed, so a chain is what its entry says and cannot loop). Each model but the
 last gets ``fallback_after_s`` to be admitted (policy ``fallback``), or its ``hold_max_s`` (policy
 ``queue``, for the first); a model that is stopped or failed is started by the attempt and keeps
-starting after the request moved on, so the next request finds it ready. A model that answers
+starting after the request moved on, so the next request finds it ready; the next model of the
+chain is started as soon as the first cannot answer at once (``warm_next``). A model that answers
 with a connection failure or a provider error that is not the client's fault passes the request on
 as well. When every model was passed: 503 with Retry-After."""
 
@@ -94,6 +95,35 @@ def chain_of(primary: ModelController, resolve: Callable[[str], ModelController 
 
 Opener = Callable[[ModelController], Awaitable[Any]]
 
+# A parked model wakes in seconds (its weights go back on the GPU, no process start): it gets this long
+# before the request moves on, when its fallback_after_s is shorter, so a wake is answered in the
+# model's own voice and Home Assistant's 10 s setup check still has room for the fallback after it.
+WAKE_PATIENCE_S = 7.0
+
+_warming: set[asyncio.Task[None]] = set()  # strong references: a bare task may be collected mid-start
+
+
+def warm_next(chain: list[ModelController]) -> None:
+    """The first model cannot answer now: start (or wake) the next one at once, so that when the
+    request moves on after ``fallback_after_s`` its fallback is not a cold start of its own. On a
+    GPU host just started, the GPU model and Piper are both stopped: 3 s plus Piper's own cold start
+    would outlast Home Assistant's 10 s setup check."""
+    if len(chain) < 2 or chain[0].state is State.READY or chain[0].spec.fallback_policy != "fallback":
+        return
+    nxt = chain[1]
+    if nxt.state not in (State.STOPPED, State.PARKED):
+        return
+
+    async def load() -> None:
+        try:
+            await nxt.load()
+        except Exception:  # Rejected, a failed start: the request's own attempt on it reports that
+            pass
+
+    task = asyncio.get_running_loop().create_task(load())
+    _warming.add(task)
+    task.add_done_callback(_warming.discard)
+
 
 async def route(primary: ModelController, resolve: Callable[[str], ModelController | None],
                 is_disconnected: Callable[[], Awaitable[bool]], open_: Opener,
@@ -101,6 +131,7 @@ async def route(primary: ModelController, resolve: Callable[[str], ModelControll
     """Admit the request on the first model of the chain that can take it and open its answer."""
     chain = chain_of(primary, resolve)
     single = len(chain) == 1
+    warm_next(chain)
     skipped: list[Skip] = []
     for i, ctl in enumerate(chain):
         last = i == len(chain) - 1
@@ -110,6 +141,8 @@ async def route(primary: ModelController, resolve: Callable[[str], ModelControll
             bound = primary.spec.hold_max_s
         else:
             bound = primary.spec.fallback_after_s
+            if ctl.state in (State.PARKED, State.WAKING):
+                bound = max(bound, WAKE_PATIENCE_S)
         reason = why_not_ready(ctl)
         t0 = time.monotonic()
         try:

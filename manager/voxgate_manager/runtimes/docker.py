@@ -4,7 +4,8 @@ One ``DockerEngine`` per manager owns the client, the events stream (die/oom, se
 start-up reconciliation (adopt what is ours, remove orphans and duplicates). One
 ``DockerRuntimeImpl`` per model creates its container from the image when missing (labelled as
 voxgate's), starts it, and stops it gracefully (SIGTERM, SIGKILL after ``stop_timeout_s``).
-Containers are kept after a stop so the next start is a cheap ``docker start``.
+Containers are kept after a stop so the next start is a cheap ``docker start`` (unless the manager
+exits with VOXGATE_MANAGER_REMOVE_ON_EXIT, which removes them: ``DockerEngine.remove_all``).
 """
 
 from __future__ import annotations
@@ -85,6 +86,20 @@ class DockerEngine:
                 except NotFound:
                     pass
                 removed.append(f"{c.name} ({why})")
+        return removed
+
+    def remove_all(self) -> list[str]:
+        """The manager exits with VOXGATE_MANAGER_REMOVE_ON_EXIT: remove every container of this
+        instance (already stopped and drained by then; force covers one that would not stop), so a
+        `docker compose down` leaves no container behind. Returns the names removed."""
+        client = self.require()
+        removed = []
+        for c in client.containers.list(all=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={self.instance}"]}):
+            try:
+                c.remove(force=True, v=True)  # v: its anonymous volumes too (named ones are never removed)
+            except NotFound:
+                continue
+            removed.append(c.name)
         return removed
 
     # -- events -------------------------------------------------------------------------------
