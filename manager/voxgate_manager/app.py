@@ -23,6 +23,7 @@ from voxgate_manager.lifecycle import State
 from voxgate_manager.manager import Manager
 from voxgate_manager.voices import apply_voice_preset
 from voxgate_manager.proxy import StreamedProxyResponse, UpstreamUnreachable, open_upstream, raw_upstream_headers, upstream_headers
+from voxgate_manager.routing.admitted import ModelDied, open_admitted
 from voxgate_manager.request_checks import (check_json_content_type, impossible_voice_id, parse_json_object, require_model,
                                             voice_not_found, voice_path)
 
@@ -151,8 +152,6 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
         A model the manager thinks ready that cannot be connected to is health-checked at once; if
         it is dead, the request (nothing of it was sent) goes once more through the lifecycle, which
         starts the model again. A model that hangs (liveness) aborts the request with a 502."""
-        scope = request.scope
-        auth = b"Bearer " + ctl.spec.api_key.encode() if ctl.spec.api_key else None
         for attempt in (1, 2):
             try:
                 ctl = await ctl.acquire(request.is_disconnected)
@@ -160,46 +159,18 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
                 raise APIError(exc.status, exc.message, code=exc.code, headers={"Retry-After": str(exc.retry_after_s)}) from None
             except ClientGone:
                 return Response(status_code=499)
-            qs = upstream_query(scope.get("query_string", b""), ctl)
+            qs = upstream_query(request.scope.get("query_string", b""), ctl)
             target = path + "?" + qs if qs else path
-            task = asyncio.current_task()
-            aborted: list[str] = []
-
-            def abort(why: str, task: Any = task, aborted: list[str] = aborted) -> None:
-                aborted.append(why)
-                task.cancel()
-
-            ctl.aborts.add(abort)
             try:
-                upstream = await open_upstream(
-                    manager.h1, request.method, ctl.runtime.base_url, target,
-                    headers=raw_upstream_headers(scope["headers"], auth), content=body, model=ctl.id,
-                )
-            except UpstreamUnreachable:
-                ctl.aborts.discard(abort)
+                return await open_admitted(manager, request, ctl, target, body, request.method)
+            except ModelDied:
                 ctl.release(ok=False)
-                # nothing was sent: if it is dead, the lifecycle restarts it for this request (a remote
-                # model is not ours to restart: its requests get the 502 at once)
-                if await ctl.liveness.check_now() and attempt == 1 and ctl.runtime.kind != "remote":
-                    continue
-                raise
-            except asyncio.CancelledError:
-                ctl.release(ok=False)
-                if not aborted or task is None:
-                    raise
-                task.uncancel()
-                raise APIError(502, f"model {ctl.id!r} stopped answering: {aborted[0]}", code="upstream_unresponsive") from None
-            except APIError:
-                ctl.aborts.discard(abort)
-                ctl.release(ok=False)
-                asyncio.ensure_future(ctl.liveness.check_now())  # a 502 from a model thought ready: is it alive?
+                if attempt == 1:
+                    continue  # the lifecycle starts it again for this request
                 raise
             except BaseException:
                 ctl.release(ok=False)
                 raise
-            finally:
-                ctl.aborts.discard(abort)
-            return StreamedProxyResponse(upstream, ctl.release, ctl.id, ctl.aborts)
         raise AssertionError("unreachable")
 
     # -- the manager's own answers ------------------------------------------------------------

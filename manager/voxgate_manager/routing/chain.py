@@ -22,6 +22,7 @@ from voxgate_manager.controller import ModelController, Rejected
 from voxgate_manager.errors import APIError
 from voxgate_manager.lifecycle import State
 from voxgate_manager.providers.base import ProviderError
+from voxgate_manager.routing.admitted import ModelDied
 
 
 class NotReadyInTime(Exception):
@@ -62,11 +63,12 @@ def why_not_ready(ctl: ModelController) -> str:
     return "busy"  # ready, but its concurrency and queue are taken
 
 
-async def acquire_within(ctl: ModelController, is_disconnected: Callable[[], Awaitable[bool]], bound: float | None) -> None:
-    """ctl.acquire, given up after ``bound`` seconds (the start it triggered goes on)."""
+async def acquire_within(ctl: ModelController, is_disconnected: Callable[[], Awaitable[bool]],
+                         bound: float | None) -> ModelController:
+    """ctl.acquire, given up after ``bound`` seconds (the start it triggered goes on). Returns the
+    controller that admitted the request: after a reload it is the new entry's, not ``ctl``."""
     if bound is None:
-        await ctl.acquire(is_disconnected)
-        return
+        return await ctl.acquire(is_disconnected)
     task = asyncio.ensure_future(ctl.acquire(is_disconnected))
     try:
         done, _ = await asyncio.wait({task}, timeout=bound)
@@ -74,14 +76,12 @@ async def acquire_within(ctl: ModelController, is_disconnected: Callable[[], Awa
         task.cancel()
         raise
     if done:
-        task.result()
-        return
+        return task.result()
     task.cancel()
     try:
-        await task
+        return await task  # admitted in the instant it was given up: keep it
     except asyncio.CancelledError:
         raise NotReadyInTime() from None
-    # admitted in the instant it was given up: keep it
 
 
 def chain_of(primary: ModelController, resolve: Callable[[str], ModelController | None]) -> list[ModelController]:
@@ -143,42 +143,50 @@ async def route(primary: ModelController, resolve: Callable[[str], ModelControll
             bound = primary.spec.fallback_after_s
             if ctl.state in (State.PARKED, State.WAKING):
                 bound = max(bound, WAKE_PATIENCE_S)
-        reason = why_not_ready(ctl)
-        t0 = time.monotonic()
-        try:
-            await acquire_within(ctl, is_disconnected, bound)
-        except NotReadyInTime:
-            skip = Skip(ctl.id, reason, f"not ready within {bound:g}s ({ctl.state.value})", ctl.spec.retry_after_s,
-                        time.monotonic() - t0)
-            skipped.append(skip)
-            on_skip(skip)
-            continue
-        except Rejected as exc:
-            if single:
-                raise APIError(exc.status, exc.message, code=exc.code, headers={"Retry-After": str(exc.retry_after_s)}) from None
-            skip = Skip(ctl.id, exc.code if exc.code not in ("model_not_ready",) else reason, exc.message, exc.retry_after_s,
-                        time.monotonic() - t0)
-            skipped.append(skip)
-            on_skip(skip)
-            continue
-        try:
-            response = await open_(ctl)
-        except ProviderError as exc:
-            ctl.release(ok=False)
-            if single or not exc.fallback:  # nothing to fall back to, or the client's own mistake
-                headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else {}
-                raise APIError(exc.status, exc.message, code=exc.code, headers=headers) from None
-            skip = Skip(ctl.id, exc.code, exc.message, exc.retry_after_s)
-        except APIError as exc:  # the model's server could not be reached
-            ctl.release(ok=False)
-            if single:
+        skip = None
+        for attempt in (1, 2):
+            reason = why_not_ready(ctl)
+            t0 = time.monotonic()
+            try:
+                ctl = await acquire_within(ctl, is_disconnected, bound)
+            except NotReadyInTime:
+                skip = Skip(ctl.id, reason, f"not ready within {bound:g}s ({ctl.state.value})", ctl.spec.retry_after_s,
+                            time.monotonic() - t0)
+                break
+            except Rejected as exc:
+                if single:
+                    raise APIError(exc.status, exc.message, code=exc.code,
+                                   headers={"Retry-After": str(exc.retry_after_s)}) from None
+                skip = Skip(ctl.id, exc.code if exc.code not in ("model_not_ready",) else reason, exc.message,
+                            exc.retry_after_s, time.monotonic() - t0)
+                break
+            try:
+                response = await open_(ctl)
+            except ModelDied as exc:  # declared dead by its health check: once more through the lifecycle
+                ctl.release(ok=False)
+                if attempt == 1:
+                    continue
+                if single:
+                    raise
+                skip = Skip(ctl.id, exc.code or "error", exc.message)
+            except ProviderError as exc:
+                ctl.release(ok=False)
+                if single or not exc.fallback:  # nothing to fall back to, or the client's own mistake
+                    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else {}
+                    raise APIError(exc.status, exc.message, code=exc.code, headers=headers) from None
+                skip = Skip(ctl.id, exc.code, exc.message, exc.retry_after_s)
+            except APIError as exc:  # the model's server could not be reached
+                ctl.release(ok=False)
+                if single:
+                    raise
+                skip = Skip(ctl.id, exc.code or "error", exc.message)
+            except BaseException:
+                ctl.release(ok=False)
                 raise
-            skip = Skip(ctl.id, exc.code or "error", exc.message)
-        except BaseException:
-            ctl.release(ok=False)
-            raise
-        else:
-            return Routed(response, ctl, skipped)
+            else:
+                return Routed(response, ctl, skipped)
+            break
+        assert skip is not None
         skipped.append(skip)
         on_skip(skip)
     retry = min((s.retry_after_s for s in skipped if s.retry_after_s), default=primary.spec.retry_after_s)

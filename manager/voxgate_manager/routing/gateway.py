@@ -23,7 +23,7 @@ from voxgate_manager.controller import ModelController, lifecycle_event
 from voxgate_manager.errors import APIError
 from voxgate_manager.providers.base import ProviderError
 from voxgate_manager.providers.runtime import ProviderRuntime
-from voxgate_manager.proxy import StreamedProxyResponse, open_upstream, raw_upstream_headers
+from voxgate_manager.routing.admitted import open_admitted
 from voxgate_manager.routing.chain import Skip, route
 from voxgate_manager.routing.responses import CachedAnswer, ProviderResponse, TeeResponse
 from voxgate_manager.usage.limits import load_limits
@@ -193,12 +193,7 @@ class Gateway:
                 self.m_provider_errors.labels(ctl.id, exc.code).inc()
                 raise
             return ProviderResponse(answer, ctl.release, ctl.id)
-        scope = request.scope
-        auth = b"Bearer " + ctl.spec.api_key.encode() if ctl.spec.api_key else None
-        body = json.dumps(body_payload).encode()
-        upstream = await open_upstream(self.manager.h1, "POST", ctl.runtime.base_url, "/v1/audio/speech",
-                                       headers=raw_upstream_headers(scope["headers"], auth), content=body, model=ctl.id)
-        return StreamedProxyResponse(upstream, ctl.release, ctl.id)
+        return await open_admitted(self.manager, request, ctl, "/v1/audio/speech", json.dumps(body_payload).encode())
 
     def reload_limits(self) -> None:
         """Re-read VOXGATE_MANAGER_QUOTAS_FILE (raises ValueError naming the problem; the old limits stay)."""
