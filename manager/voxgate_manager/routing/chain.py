@@ -41,6 +41,7 @@ class Routed:
     response: Any
     ctl: ModelController
     skipped: list[Skip] = field(default_factory=list)
+    from_cache: bool = False  # ``response`` is a fallback's stored answer: that model was never started
 
     @property
     def fallback_reason(self) -> str | None:
@@ -97,8 +98,13 @@ Opener = Callable[[ModelController], Awaitable[Any]]
 
 async def route(primary: ModelController, resolve: Callable[[str], ModelController | None],
                 is_disconnected: Callable[[], Awaitable[bool]], open_: Opener,
-                on_skip: Callable[[Skip], None] = lambda s: None) -> Routed:
-    """Admit the request on the first model of the chain that can take it and open its answer."""
+                on_skip: Callable[[Skip], None] = lambda s: None,
+                cached: Callable[[ModelController], Any | None] = lambda c: None) -> Routed:
+    """Admit the request on the first model of the chain that can take it and open its answer.
+
+    ``cached`` looks a fallback's own stored answer up before that model is asked: a hit answers
+    without starting it or taking its lifecycle slot (the first model's cache was looked at before
+    the chain, by the caller)."""
     chain = chain_of(primary, resolve)
     single = len(chain) == 1
     skipped: list[Skip] = []
@@ -110,6 +116,10 @@ async def route(primary: ModelController, resolve: Callable[[str], ModelControll
             bound = primary.spec.hold_max_s
         else:
             bound = primary.spec.fallback_after_s
+        if i > 0:
+            hit = cached(ctl)
+            if hit is not None:
+                return Routed(hit, ctl, skipped, from_cache=True)
         reason = why_not_ready(ctl)
         t0 = time.monotonic()
         try:
