@@ -96,6 +96,11 @@ class Catalog:
                     except Exception as exc:  # a model that answers badly keeps its last report
                         log.debug("catalog refresh of %s failed: %s", ctl.id, exc)
 
+    def stale(self, model: str) -> None:
+        """A voice of ``model`` was just changed through the manager: read its list again on the
+        next tick (within ``POLL_S`` while it is ready) rather than at the next ``REFRESH_S``."""
+        self._seen_ready.pop(model, None)
+
     async def refresh(self, ctl: "ModelController") -> None:
         """Read the model's voices and capabilities from its server (only while it is ready)."""
         upstream = ctl.spec.upstream_model or ctl.id

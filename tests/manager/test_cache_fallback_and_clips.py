@@ -135,3 +135,31 @@ def test_clip_hash_from_the_real_server_is_in_the_key_and_a_replaced_clip_change
 
     asyncio.run(refresh())
     assert catalog.voice_hash(ctl, "clip") is None and purged[-1] == ("cloner", "clip")
+
+
+def test_a_voice_changed_through_the_manager_is_read_back_at_the_next_tick(mgr, tmp_path):
+    """The catalog (and the clip hashes the cache key takes from it) re-reads the model's list right
+    after a voice change it proxied, not at the next 60 s refresh."""
+    import json
+
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    model = piper_process_model("piper")
+    model["runtime"]["environment"]["VOXGATE_VOICES_DIR"] = str(voices)
+    catalog_file = tmp_path / "catalog.json"
+    m = mgr([model], VOXGATE_MANAGER_CATALOG_CACHE=str(catalog_file))
+    clip = speech(m.url, text=REF_TEXT, fmt="wav").content  # starts piper; the catalog reads it once
+    deadline = time.monotonic() + 10
+    while not catalog_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first_seen = json.loads(catalog_file.read_text())["piper"]["seen_at"]
+    time.sleep(1.0)
+    changed_at = time.time()
+    up = httpx.post(f"{m.url}/v1/audio/voices", files={"file": ("clip.wav", clip)}, data={"name": "clip"}, timeout=60)
+    assert up.status_code == 201, up.text
+    deadline = time.monotonic() + 5
+    seen = first_seen
+    while seen < changed_at and time.monotonic() < deadline:
+        time.sleep(0.2)
+        seen = json.loads(catalog_file.read_text())["piper"]["seen_at"]
+    assert seen >= changed_at, (first_seen, changed_at, seen)
