@@ -219,7 +219,9 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
                 body = await read_body(request, manager.settings.max_body_bytes, manager.settings.body_timeout_s)
             except ClientGone:
                 return Response(status_code=499)
-            return await proxy_work(request, ctl, body, path)
+            answer = await proxy_work(request, ctl, body, path)
+            manager.catalog.stale(ctl.id)  # the server has answered: its new list (clip hashes) is read next tick
+            return answer
         return await list_voices(request, ctl, path)
 
     async def list_voices(request: Request, ctl: ModelController, path: str) -> Response:

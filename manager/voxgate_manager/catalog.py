@@ -6,6 +6,11 @@ server to ``describe`` itself on every connection, and OpenAI clients look ``tts
 from here: what the model's server reported the last time it was ready (fetched right after each
 start, and every ``REFRESH_S`` while it stays ready, never counted as work), else what models.json
 declares. With ``VOXGATE_MANAGER_CATALOG_CACHE`` set, the reports survive a manager restart.
+
+A cloned voice's entry carries ``sha256``, its clip's content hash as the server computed it; the
+response cache puts it in the key (``voice_hash``), so a clip replaced on the server, even behind
+the manager's back, is a new key as soon as a refresh has seen the new list, and the answers under
+the old hash are purged then.
 """
 
 from __future__ import annotations
@@ -91,6 +96,11 @@ class Catalog:
                     except Exception as exc:  # a model that answers badly keeps its last report
                         log.debug("catalog refresh of %s failed: %s", ctl.id, exc)
 
+    def stale(self, model: str) -> None:
+        """A voice of ``model`` was just changed through the manager: read its list again on the
+        next tick (within ``POLL_S`` while it is ready) rather than at the next ``REFRESH_S``."""
+        self._seen_ready.pop(model, None)
+
     async def refresh(self, ctl: "ModelController") -> None:
         """Read the model's voices and capabilities from its server (only while it is ready)."""
         upstream = ctl.spec.upstream_model or ctl.id
@@ -109,8 +119,22 @@ class Catalog:
             if isinstance(caps, dict):
                 report["capabilities"] = caps
         report["seen_at"] = time.time()
+        old = self.reports.get(ctl.id, {}).get("voices") or []
         self.reports[ctl.id] = report
         self._save()
+        self._clips_changed(ctl.id, old, report.get("voices") or [])
+
+    def _clips_changed(self, model: str, old: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+        """Purge the cached answers of every voice whose clip hash changed or went away: their keys
+        can no longer be asked for, so they only take room."""
+        before = {v["id"]: v.get("sha256") for v in old if v.get("sha256")}
+        after = {v["id"]: v.get("sha256") for v in new}
+        gateway = getattr(self.manager, "gateway", None)
+        for vid, digest in before.items():
+            if after.get(vid) != digest and gateway is not None:
+                log.info("voice %s of %s: its clip changed on the server (%s -> %s)", vid, model, digest[:12],
+                         str(after.get(vid))[:12])
+                gateway.voices_changed(model, vid)
 
     # -- answers ------------------------------------------------------------------------------
 
@@ -132,7 +156,7 @@ class Catalog:
         out: list[dict[str, Any]] = []
         if reported:
             for v in reported:
-                entry = {k: v[k] for k in ("id", "name", "language", "description", "alias_of") if v.get(k) is not None}
+                entry = {k: v[k] for k in ("id", "name", "language", "description", "alias_of", "sha256") if v.get(k) is not None}
                 entry.setdefault("name", entry["id"])
                 out.append({**entry, "model": ctl.id})
         else:
@@ -153,6 +177,19 @@ class Catalog:
                 entry["description"] = preset.description
             out.append(entry)
         return out
+
+    def voice_hash(self, ctl: "ModelController", voice: Any) -> str | None:
+        """The content hash of the clip behind ``voice`` (a name, ``{"id"}``, or an alias of a cloned
+        voice) as the model's server last reported it; None for built-in voices and unknown ones."""
+        vid = voice.get("id") if isinstance(voice, dict) else voice
+        if not isinstance(vid, str):
+            return None
+        by_id = {v["id"]: v for v in self.reports.get(ctl.id, {}).get("voices") or []}
+        entry = by_id.get(vid)
+        if entry is not None and entry.get("alias_of"):
+            entry = by_id.get(entry["alias_of"])
+        digest = entry.get("sha256") if entry else None
+        return digest if isinstance(digest, str) else None
 
     def voice_ids(self, ctl: "ModelController") -> set[str] | None:
         """Every name a request may use as its voice, or None when nothing is known (then the model's

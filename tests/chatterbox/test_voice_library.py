@@ -159,3 +159,38 @@ def test_hand_placed_clips_are_listed(voices: Path, reference_wav: bytes) -> Non
     listed = VoiceLibrary(voices).list()
     assert [v.id for v in listed] == ["narrator"]
     assert listed[0].name == "narrator" and listed[0].duration_s and listed[0].duration_s > 5
+
+
+def test_each_clip_reports_its_content_hash_and_a_replaced_clip_a_new_one(voices: Path, base_url: str,
+                                                                          reference_speech: tuple[np.ndarray, int]) -> None:
+    """The manager's response cache keys a cloned voice by this hash: a clip replaced on the
+    server (here by hand, behind the API) must report the new file's hash, not a remembered one."""
+    import hashlib
+    import os
+
+    from voxgate_server.engines.chatterbox_turbo.engine import ChatterboxTurboEngine
+    from voxgate_server.settings import Settings
+
+    clip = encode(*reference_speech, "wav")
+    r = httpx.post(f"{base_url}/v1/audio/voices", files={"file": ("clip.wav", clip)}, data={"name": "Hashed"})
+    assert r.status_code == 201, r.text
+    assert r.json()["sha256"] == hashlib.sha256(clip).hexdigest()
+    assert httpx.get(f"{base_url}/v1/audio/voices/hashed").json()["sha256"] == hashlib.sha256(clip).hexdigest()
+    # a cloning engine lists the same hash with the voice (GET /v1/audio/voices), no model needed
+    engine = ChatterboxTurboEngine(Settings(voices_dir=voices, engines=[]))
+    listed = {v.id: v for v in engine.voices()}
+    assert listed["hashed"].sha256 == hashlib.sha256(clip).hexdigest() and not listed["hashed"].builtin
+
+    other = encode(reference_speech[0][::-1].copy(), reference_speech[1], "wav")  # same length, other audio
+    assert len(other) == len(clip) and other != clip
+    tmp = voices / ".hand-copy"
+    tmp.write_bytes(other)
+    os.replace(tmp, voices / "hashed.wav")
+    assert httpx.get(f"{base_url}/v1/audio/voices/hashed").json()["sha256"] == hashlib.sha256(other).hexdigest()
+    assert {v.id: v for v in engine.voices()}["hashed"].sha256 == hashlib.sha256(other).hexdigest()
+    # rewritten in place (same inode and size): the new mtime still gets it re-hashed
+    with (voices / "hashed.wav").open("r+b") as f:
+        f.write(clip)
+    st = (voices / "hashed.wav").stat()
+    os.utime(voices / "hashed.wav", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert httpx.get(f"{base_url}/v1/audio/voices/hashed").json()["sha256"] == hashlib.sha256(clip).hexdigest()

@@ -70,6 +70,7 @@ class StoredVoice:
     duration_s: float | None = None
     bytes: int = 0
     created_at: int = 0
+    sha256: str = ""  # the clip's content hash: a replaced clip is a new voice to caches downstream
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -113,6 +114,23 @@ class VoiceLibrary:
     def __init__(self, root: Path, settings: VoiceLibrarySettings | None = None) -> None:
         self.root = Path(root)
         self.settings = settings or VoiceLibrarySettings()
+        # path -> ((inode, size, mtime_ns), sha256): each clip is hashed once, again only when the
+        # file was replaced or rewritten (by an upload or by hand), so listing stays cheap
+        self._hashes: dict[Path, tuple[tuple[int, int, int], str]] = {}
+        self._hash_lock = threading.Lock()
+
+    def clip_sha256(self, path: Path, stat: os.stat_result | None = None) -> str:
+        """The clip's SHA-256, computed once per version of the file."""
+        stat = stat or path.stat()
+        sig = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        with self._hash_lock:
+            known = self._hashes.get(path)
+        if known is not None and known[0] == sig:
+            return known[1]
+        digest = file_sha256(path)
+        with self._hash_lock:
+            self._hashes[path] = (sig, digest)
+        return digest
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -150,6 +168,7 @@ class VoiceLibrary:
             duration_s=duration,
             bytes=stat.st_size,
             created_at=int(meta.get("created_at") or stat.st_mtime),
+            sha256=self.clip_sha256(path, stat),
         )
 
     def list(self) -> list[StoredVoice]:

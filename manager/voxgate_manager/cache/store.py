@@ -108,6 +108,13 @@ class ResponseCache:
         return Entry(key, row["model"], row["voice"], row["format"], row["content_type"], path, row["size"],
                      row["duration"], row["hits"] + 1)
 
+    def has(self, key: str) -> bool:
+        """Whether ``get`` would answer, without counting a hit or touching the entry's LRU place."""
+        row = self.conn.execute("SELECT path, expires FROM tts_cache WHERE key = ?", (key,)).fetchone()
+        if row is None or (row["expires"] is not None and row["expires"] <= time.time()):
+            return False
+        return (self.dir / row["path"]).is_file()
+
     def writer(self, key: str, model: str, voice: str, fmt: str, content_type: str) -> CacheWriter:
         return CacheWriter(self, key, model, voice, fmt, content_type)
 

@@ -43,6 +43,7 @@ class Routed:
     response: Any
     ctl: ModelController
     skipped: list[Skip] = field(default_factory=list)
+    from_cache: bool = False  # ``response`` is a fallback's stored answer: that model was never started
 
     @property
     def fallback_reason(self) -> str | None:
@@ -103,7 +104,7 @@ WAKE_PATIENCE_S = 7.0
 _warming: set[asyncio.Task[None]] = set()  # strong references: a bare task may be collected mid-start
 
 
-def warm_next(chain: list[ModelController]) -> None:
+def warm_next(chain: list[ModelController], has_cached: Callable[[ModelController], bool] = lambda c: False) -> None:
     """The first model cannot answer now: start (or wake) the next one at once, so that when the
     request moves on after ``fallback_after_s`` its fallback is not a cold start of its own. On a
     GPU host just started, the GPU model and Piper are both stopped: 3 s plus Piper's own cold start
@@ -111,8 +112,8 @@ def warm_next(chain: list[ModelController]) -> None:
     if len(chain) < 2 or chain[0].state is State.READY or chain[0].spec.fallback_policy != "fallback":
         return
     nxt = chain[1]
-    if nxt.state not in (State.STOPPED, State.PARKED):
-        return
+    if nxt.state not in (State.STOPPED, State.PARKED) or has_cached(nxt):
+        return  # running already, or its own cached answer will serve without a start
 
     async def load() -> None:
         try:
@@ -127,11 +128,18 @@ def warm_next(chain: list[ModelController]) -> None:
 
 async def route(primary: ModelController, resolve: Callable[[str], ModelController | None],
                 is_disconnected: Callable[[], Awaitable[bool]], open_: Opener,
-                on_skip: Callable[[Skip], None] = lambda s: None) -> Routed:
-    """Admit the request on the first model of the chain that can take it and open its answer."""
+                on_skip: Callable[[Skip], None] = lambda s: None,
+                cached: Callable[[ModelController], Any | None] = lambda c: None,
+                has_cached: Callable[[ModelController], bool] = lambda c: False) -> Routed:
+    """Admit the request on the first model of the chain that can take it and open its answer.
+
+    ``cached`` looks a fallback's own stored answer up before that model is asked: a hit answers
+    without starting it or taking its lifecycle slot (the first model's cache was looked at before
+    the chain, by the caller); ``has_cached`` says, without counting a hit, whether it would answer
+    (then the next model is not warmed up ahead)."""
     chain = chain_of(primary, resolve)
     single = len(chain) == 1
-    warm_next(chain)
+    warm_next(chain, has_cached)
     skipped: list[Skip] = []
     for i, ctl in enumerate(chain):
         last = i == len(chain) - 1
@@ -143,6 +151,10 @@ async def route(primary: ModelController, resolve: Callable[[str], ModelControll
             bound = primary.spec.fallback_after_s
             if ctl.state in (State.PARKED, State.WAKING):
                 bound = max(bound, WAKE_PATIENCE_S)
+        if i > 0:
+            hit = cached(ctl)
+            if hit is not None:
+                return Routed(hit, ctl, skipped, from_cache=True)
         skip = None
         for attempt in (1, 2):
             reason = why_not_ready(ctl)

@@ -119,20 +119,34 @@ class Gateway:
             grant.settle(ctl.id, False, None, 0.0, False, False)
             raise
 
+    def key_for(self, ctl: ModelController, payload: dict[str, Any]) -> str:
+        """The cache key of this request on this model, with the voice clip's content hash when
+        the model's server reported one (catalog), so a replaced clip is a new key."""
+        return cache_key(ctl.id, payload, self.manager.catalog.voice_hash(ctl, payload.get("voice")))
+
+    def _hit(self, ctl: ModelController, payload: dict[str, Any], grant: Any, headers: dict[str, str]) -> CachedAnswer | None:
+        """The model's stored answer to this request, ready to stream, or None."""
+        assert self.cache is not None
+        if not cacheable(ctl.spec, payload):
+            return None
+        entry = self.cache.get(self.key_for(ctl, payload))
+        if entry is None:
+            return None
+        self.m_cache.labels("hit").inc()
+        self.m_hit_bytes.inc(entry.size)
+        headers = {**headers, "x-voxgate-cost-estimate": f"0 {ctl.spec.price.currency if ctl.spec.price else 'USD'}"}
+
+        def hit_done(ok: bool) -> None:
+            grant.settle(ctl.id, ok, entry.duration, 0.0, True, False)
+
+        return CachedAnswer(entry, headers, hit_done)
+
     async def _speech(self, request: Request, payload: dict[str, Any], ctl: ModelController, grant: Any, chars: int) -> Any:
         use_cache = self.cache is not None and not cache_bypassed(request) and cacheable(ctl.spec, payload)
         if use_cache:
-            assert self.cache is not None
-            entry = self.cache.get(cache_key(ctl.id, payload))
-            if entry is not None:
-                self.m_cache.labels("hit").inc()
-                self.m_hit_bytes.inc(entry.size)
-                headers = {"x-voxgate-cost-estimate": f"0 {ctl.spec.price.currency if ctl.spec.price else 'USD'}"}
-
-                def hit_done(ok: bool) -> None:
-                    grant.settle(ctl.id, ok, entry.duration, 0.0, True, False)
-
-                return CachedAnswer(entry, headers, hit_done)
+            answer = self._hit(ctl, payload, grant, {})
+            if answer is not None:
+                return answer
         self.m_cache.labels("miss" if use_cache else "bypass").inc()
 
         def skipped(s: Skip) -> None:
@@ -141,8 +155,26 @@ class Gateway:
         async def open_(hop: ModelController) -> Any:
             return await self._open(request, payload, hop)
 
-        routed = await route(ctl, self.manager.resolve, request.is_disconnected, open_, skipped)
+        def fallback_hit(hop: ModelController) -> CachedAnswer | None:
+            """A fallback's own stored answer (its own key): served without starting it."""
+            if not use_cache:  # the same rule as for storing a fallback's answer below
+                return None
+            return self._hit(hop, payload, grant, {"x-voxgate-requested-model": ctl.id})
+
+        def fallback_cached(hop: ModelController) -> bool:
+            return (use_cache and self.cache is not None and cacheable(hop.spec, payload)
+                    and self.cache.has(self.key_for(hop, payload)))
+
+        routed = await route(ctl, self.manager.resolve, request.is_disconnected, open_, skipped, fallback_hit,
+                             fallback_cached)
         spoke = routed.ctl
+        if routed.from_cache:
+            reason = routed.fallback_reason or "unknown"
+            routed.response.extra["x-voxgate-fallback"] = reason
+            lifecycle_event("fallback", ctl.id, to=spoke.id, reason=reason, cached=True,
+                            passed=[{"model": s.model, "reason": s.reason, "waited_s": round(s.waited_s, 3)}
+                                    for s in routed.skipped])
+            return routed.response
         headers: dict[str, str] = {"x-voxgate-cache": "miss" if use_cache else "bypass"}
         if routed.fallback_reason:
             headers["x-voxgate-fallback"] = routed.fallback_reason
@@ -166,7 +198,7 @@ class Gateway:
             fmt = str(payload.get("response_format") or "mp3")
             if payload.get("stream_format") == "sse":
                 fmt = "sse"
-            writer = self.cache.writer(cache_key(spoke.id, payload), spoke.id, voice_name(payload.get("voice")), fmt, ctype)
+            writer = self.cache.writer(self.key_for(spoke, payload), spoke.id, voice_name(payload.get("voice")), fmt, ctype)
 
         async def complete(ok: bool, entry: Entry | None) -> None:
             if entry is not None:

@@ -45,6 +45,7 @@ class VoiceInfo:
     language: str = "en"
     description: str = ""
     builtin: bool = True
+    sha256: str | None = None  # a cloned voice's clip hash (voice library), so caches can tell a replaced clip
 
 
 @dataclass(frozen=True)

@@ -55,8 +55,11 @@ async def list_voices(request: Request, model: str | None = None) -> dict[str, A
     voices: list[dict[str, Any]] = []
     for slot in slots:
         for v in slot.engine.voices():
-            voices.append({"id": v.id, "name": v.name, "model": slot.id, "language": v.language,
-                           "description": v.description, "builtin": v.builtin})
+            entry = {"id": v.id, "name": v.name, "model": slot.id, "language": v.language,
+                     "description": v.description, "builtin": v.builtin}
+            if v.sha256:
+                entry["sha256"] = v.sha256  # a cloned voice's clip: its content hash
+            voices.append(entry)
         for alias, target in sorted(slot.voice_map.items()):
             voices.append({"id": alias, "name": alias, "model": slot.id, "alias_of": target})
     return {"object": "list", "voices": voices}

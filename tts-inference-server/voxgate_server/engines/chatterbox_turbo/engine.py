@@ -152,7 +152,7 @@ class ChatterboxTurboEngine(CudaCheckpointParking, Engine):
             if v.id == BUILTIN_VOICE:
                 continue
             out.append(VoiceInfo(id=v.id, name=v.name, language=v.language, description=v.description,
-                                 builtin=False))
+                                 builtin=False, sha256=v.sha256 or None))
         return out
 
     def default_voice(self) -> str:
