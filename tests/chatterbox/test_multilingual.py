@@ -165,3 +165,29 @@ def test_bad_multilingual_controls_are_400s(base_url: str) -> None:
         "model": "chatterbox-multilingual", "input": "Hallo.", "voice": "alloy", "language": "de",
         "cfg_weight": 9}, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["param"] == "cfg_weight", r.text
+
+
+def test_from_pretrained_reads_a_users_offline_hf_cache(mtl_ckpt: dict[str, Path], tmp_path: Path) -> None:
+    """No checkpoint folder set: the engine calls upstream's from_pretrained, which finds
+    ResembleAI/chatterbox in HF_HOME (a child process: huggingface_hub reads HF_HOME at import)."""
+    import os
+    import subprocess
+    import sys
+
+    from turbo_helpers import SERVER_SRC
+
+    script = (
+        "import torch; torch.set_num_threads(2)\n"
+        "from voxgate_server.engines.chatterbox_multilingual.engine import ChatterboxMultilingualEngine\n"
+        "from voxgate_server.engines.chatterbox_multilingual.settings import MultilingualSettings\n"
+        "from voxgate_server.settings import Settings\n"
+        f"e = ChatterboxMultilingualEngine(Settings(voices_dir={str(tmp_path / 'voices')!r}),"
+        " MultilingualSettings(device='cpu', warmup=False))\n"
+        "e.load(); print('LOADED', type(e.model).__name__, e.model.conds is not None)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_CHATTERBOX")}
+    env.update(HF_HOME=str(mtl_ckpt["hf_home"]), HF_HUB_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(SERVER_SRC), env.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LOADED ChatterboxMultilingualTTS True" in result.stdout
