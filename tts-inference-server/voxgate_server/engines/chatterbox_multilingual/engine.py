@@ -71,7 +71,10 @@ class ChatterboxMultilingualEngine(ChatterboxTurboEngine):
         engine_settings = engine_settings or MultilingualSettings()
         super().__init__(settings, engine_settings)
         self.settings: MultilingualSettings = engine_settings
-        languages.normalise(engine_settings.default_language)  # a bad setting fails at start-up
+        try:  # a bad setting fails at start-up, naming the variable
+            languages.normalise(engine_settings.default_language)
+        except InvalidRequest as exc:
+            raise EngineError(f"VOXGATE_CHATTERBOX_MTL_DEFAULT_LANGUAGE: {exc.message}") from None
 
     # -- the parts that differ from Turbo --------------------------------------------------------
 
