@@ -181,9 +181,9 @@ def write_builtin_voice(out_dir: Path, t3, s3gen, ve, seconds: float, seed: int)
     conds.save(out_dir / "conds.pt")
 
 
-def write_hf_cache(ckpt_dir: Path, hf_home: Path, revision: str | None) -> Path:
+def write_hf_cache(ckpt_dir: Path, hf_home: Path, revision: str | None, repo_id: str = HF_REPO_ID) -> Path:
     """Lay the checkpoint out as huggingface_hub's cache: blobs by hash, snapshot links, ref."""
-    repo_dir = hf_home / "hub" / ("models--" + HF_REPO_ID.replace("/", "--"))
+    repo_dir = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
     files = sorted(p for p in ckpt_dir.iterdir() if p.is_file())
     digest = hashlib.sha1()
     blobs: dict[str, str] = {}

@@ -75,3 +75,12 @@ def test_resolve_aliases_and_spec_hash():
     a = cfg.models[0]
     b = parse_models({"models": [proc(aliases=["tts-1"], idle_timeout_s=5)]}).models[0]
     assert a.spec_hash() != b.spec_hash() and a.runtime_hash() == b.runtime_hash()
+
+
+def test_shipped_multilingual_entry_is_a_second_gpu_container():
+    cfg = load_models(ROOT / "models.json")
+    mtl, turbo = cfg.resolve("chatterbox-multilingual"), cfg.resolve("chatterbox-turbo")
+    assert isinstance(mtl.runtime, DockerRuntime) and mtl.runtime.gpus is not None
+    assert mtl.runtime.image == turbo.runtime.image == "voxgate/tts-server:gpu"
+    assert mtl.runtime.port != turbo.runtime.port
+    assert mtl.runtime.environment["VOXGATE_ENGINES"] == "chatterbox-multilingual"

@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
-GENERATION_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "seed", "max_duration_s", "language")
+GENERATION_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "seed", "max_duration_s", "language",
+                     "min_p", "cfg_weight", "exaggeration")
 
 
 class VoiceObject(BaseModel):
@@ -37,6 +38,10 @@ class SpeechRequest(BaseModel):
     max_duration_s: float | None = None
     # The language to read ``input`` in, for multilingual engines (kokoro); default: the voice's.
     language: str | None = Field(default=None, min_length=1, max_length=16)
+    # chatterbox-multilingual's own controls (classifier-free guidance, emotion, min-p sampling)
+    min_p: float | None = None
+    cfg_weight: float | None = None
+    exaggeration: float | None = None
     # "word": the audio comes with word timings (JSON, or SSE timestamps events); see timing.py
     timestamps: Literal["none", "word"] = "none"
 

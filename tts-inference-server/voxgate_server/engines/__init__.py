@@ -22,6 +22,12 @@ def _chatterbox_turbo(settings: Settings) -> Engine:
     return FastChatterboxTurboEngine(settings)
 
 
+def _chatterbox_multilingual(settings: Settings) -> Engine:
+    from voxgate_server.engines.chatterbox_multilingual.engine import ChatterboxMultilingualEngine
+
+    return ChatterboxMultilingualEngine(settings)
+
+
 def _kokoro(settings: Settings) -> Engine:
     from voxgate_server.engines.kokoro.engine import KokoroEngine
 
@@ -32,6 +38,7 @@ FACTORIES: dict[str, Callable[[Settings], Engine]] = {
     "piper": _piper,
     "chatterbox-turbo": _chatterbox_turbo,
     "kokoro": _kokoro,
+    "chatterbox-multilingual": _chatterbox_multilingual,
 }
 
 

@@ -45,14 +45,15 @@ def choose_device(wanted: str) -> str:
     return wanted
 
 
-def load_model(settings: ChatterboxSettings, device: str) -> Any:
-    """Build ``ChatterboxTurboTTS`` with the library's own loaders; cast T3 to the dtype."""
+def load_model(settings: ChatterboxSettings, device: str, module: str = "tts_turbo",
+               class_name: str = "ChatterboxTurboTTS") -> Any:
+    """Build upstream's model class (Turbo by default) with its own loaders; cast T3 to the dtype."""
     import torch
 
     from voxgate_server.engines.chatterbox_turbo.compat import import_chatterbox
 
-    tts_turbo = import_chatterbox()
-    cls = tts_turbo.ChatterboxTurboTTS
+    tts_turbo = import_chatterbox(module)
+    cls = getattr(tts_turbo, class_name)
     if settings.checkpoint_dir is not None:
         if not settings.checkpoint_dir.is_dir():
             raise EngineError(f"checkpoint folder {settings.checkpoint_dir} does not exist")

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.resources
 import logging
 import sys
@@ -37,13 +38,11 @@ def ensure_pkg_resources() -> None:
     log.info("pkg_resources missing (setuptools>=81): using a resource_filename shim for perth")
 
 
-def import_chatterbox() -> types.ModuleType:
-    """Import ``chatterbox.tts_turbo`` with the watermarker working; return the module."""
+def import_chatterbox(module: str = "tts_turbo") -> types.ModuleType:
+    """Import ``chatterbox.<module>`` (Turbo's by default) with the watermarker working."""
     ensure_pkg_resources()
     import perth
 
     if perth.PerthImplicitWatermarker is None:  # pragma: no cover - depends on the install
         raise ImportError("resemble-perth could not load its watermarker (see compat.py)")
-    from chatterbox import tts_turbo
-
-    return tts_turbo
+    return importlib.import_module(f"chatterbox.{module}")

@@ -41,9 +41,14 @@ def normalise_loudness(wave: np.ndarray, sr: int, target_lufs: float = -27.0) ->
 
 
 def conditionals_from_wave(
-    wave: np.ndarray, sr: int, *, t3: Any, s3gen: Any, ve: Any, device: str, norm_loudness: bool = True
+    wave: np.ndarray, sr: int, *, t3: Any, s3gen: Any, ve: Any, device: str, norm_loudness: bool = True,
+    enc_cond_seconds: float = ENC_COND_SECONDS, exaggeration: float = 0.5,
 ) -> Any:
-    """``prepare_conditionals`` as a pure function of a 24 kHz clip; returns ``Conditionals``."""
+    """``prepare_conditionals`` as a pure function of a 24 kHz clip; returns ``Conditionals``.
+
+    Defaults are Turbo's; the multilingual model prompts T3 with the first 6 s
+    (``enc_cond_seconds``) and, unlike Turbo, reads ``exaggeration`` (its emotion input).
+    """
     import librosa
     import torch
     from chatterbox.models.s3gen import S3GEN_SR
@@ -65,7 +70,7 @@ def conditionals_from_wave(
     with torch.inference_mode():
         gen = s3gen.embed_ref(wave[: DEC_COND_SECONDS * S3GEN_SR], S3GEN_SR, device=device)
         prompt_tokens, _ = s3gen.tokenizer.forward(
-            [wave_16k[: ENC_COND_SECONDS * S3_SR]], max_len=t3.hp.speech_cond_prompt_len)
+            [wave_16k[: int(enc_cond_seconds * S3_SR)]], max_len=t3.hp.speech_cond_prompt_len)
         prompt_tokens = torch.atleast_2d(prompt_tokens).to(device)
         speaker = torch.from_numpy(ve.embeds_from_wavs([wave_16k], sample_rate=S3_SR))
         speaker = speaker.mean(dim=0, keepdim=True).to(device)
@@ -73,7 +78,7 @@ def conditionals_from_wave(
         t3_cond = T3Cond(
             speaker_emb=speaker,
             cond_prompt_speech_tokens=prompt_tokens,
-            emotion_adv=0.5 * torch.ones(1, 1, 1),  # stored by upstream; Turbo's T3 ignores it
+            emotion_adv=exaggeration * torch.ones(1, 1, 1),  # Turbo's T3 ignores it
         ).to(device=device, dtype=t3_dtype)
     return Conditionals(t3_cond, gen)
 

@@ -87,25 +87,36 @@ class ChatterboxTurboEngine(CudaCheckpointParking, Engine):
                 return
             try:
                 self.device = choose_device(self.settings.device)
-                model = load_model(self.settings, self.device)
+                model = self.load_checkpoint()
             except EngineError:
                 raise
             except ImportError as exc:
                 raise EngineError("chatterbox-tts is not installed: bash scripts/install-chatterbox.sh VENV") from exc
             self.model = model
-            self.token_generator = T3TokenGenerator(model.t3)
+            self.token_generator = self.make_token_generator(model)
             watermarker = model.watermarker if self.settings.watermark else None
-            self.vocoder = Vocoder(model.s3gen, watermarker, model.sr)
+            self.vocoder = self.make_vocoder(model, watermarker)
             default = self.settings.default_voice
             if default != BUILTIN_VOICE and self.library.get(default) is None:
                 raise EngineError(f"VOXGATE_CHATTERBOX_DEFAULT_VOICE={default!r} is not in the voice library")
             if default == BUILTIN_VOICE and model.conds is None:
                 raise EngineError("the checkpoint has no conds.pt (built-in voice); set "
                                   "VOXGATE_CHATTERBOX_DEFAULT_VOICE to a library voice")
-            log.info("chatterbox-turbo loaded on %s (T3 %s, watermark %s)", self.device,
+            log.info("%s loaded on %s (T3 %s, watermark %s)", self.id, self.device,
                      self.settings.dtype, "on" if watermarker is not None else "off")
             if self.settings.warmup:
                 self._warm_up()
+
+    # The three parts a sibling engine (chatterbox_multilingual) replaces.
+
+    def load_checkpoint(self) -> Any:
+        return load_model(self.settings, self.device)
+
+    def make_token_generator(self, model: Any) -> Any:
+        return T3TokenGenerator(model.t3)
+
+    def make_vocoder(self, model: Any, watermarker: Any | None) -> Vocoder:
+        return Vocoder(model.s3gen, watermarker, model.sr)
 
     def _warm_up(self) -> None:
         """One token through every stage, so /health turns 200 only when requests can be served
@@ -113,7 +124,7 @@ class ChatterboxTurboEngine(CudaCheckpointParking, Engine):
         request = SynthesisRequest(chunks=["Ready."], voice=self.settings.default_voice,
                                    options={"seed": 0, "max_duration_s": 1 / TOKENS_PER_SECOND})
         samples = sum(chunk.samples.size for chunk in self.synthesize(request))
-        log.info("chatterbox-turbo warm-up made %d samples", samples)
+        log.info("%s warm-up made %d samples", self.id, samples)
 
     def close(self) -> None:
         self.close_parking()

@@ -80,7 +80,12 @@ def watermark_output(watermarker: Any, signal: Any, sample_rate: int) -> np.ndar
 
 
 class Vocoder:
-    def __init__(self, s3gen: Any, watermarker: Any | None, sample_rate: int) -> None:
+    def __init__(self, s3gen: Any, watermarker: Any | None, sample_rate: int, *,
+                 cfm_timesteps: int | None = 2, silence_tokens: int = SILENCE_TOKENS) -> None:
+        # Turbo: meanflow decoder, 2 steps, three silence tokens appended (its generate()).
+        # Multilingual: the 10-step decoder (None = S3Gen's default) and no silence tokens.
+        self.cfm_timesteps = cfm_timesteps
+        self.silence_tokens = silence_tokens
         self.s3gen = s3gen
         self.watermarker = watermarker
         self.sample_rate = sample_rate
@@ -92,13 +97,14 @@ class Vocoder:
 
         device = self.s3gen.device
         tokens = tokens.to(device)
-        silence = torch.full((SILENCE_TOKENS,), S3GEN_SIL, dtype=torch.long, device=device)
+        silence = torch.full((self.silence_tokens,), S3GEN_SIL, dtype=torch.long, device=device)
         tokens = torch.cat([tokens, silence])
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
         devices = [device] if device.type == "cuda" else []
         with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(seed)
-            wav, _ = self.s3gen.inference(speech_tokens=tokens, ref_dict=gen_conds, n_cfm_timesteps=2)
+            wav, _ = self.s3gen.inference(speech_tokens=tokens, ref_dict=gen_conds,
+                                           n_cfm_timesteps=self.cfm_timesteps)
         samples = wav.squeeze(0).detach().float().cpu().numpy()
         if self.watermarker is not None:
             samples = apply_watermark(self.watermarker, samples, self.sample_rate)
