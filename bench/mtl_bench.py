@@ -79,9 +79,20 @@ def capped(inference: Any, cap: int) -> Any:
     @functools.wraps(inference)
     def run(*args: Any, **kwargs: Any) -> Any:
         kwargs["max_new_tokens"] = min(cap, kwargs.get("max_new_tokens") or cap)
-        return inference(*args, **kwargs)
+        out = inference(*args, **kwargs)
+        # A random-weight T3 also emits ids past the 6561 speech codes (e.g. 8119), which upstream's
+        # generate() hands to S3Gen unfiltered: a device-side index assert on CUDA (H200, 0.1.7).
+        # Dropped here, as voxgate's engine drops them; recorded in the JSON (upstream_token_filter).
+        if hasattr(out, "shape") and out.dim() == 2:
+            out = out[:, out[0] < SPEECH_CODES]
+        elif hasattr(out, "shape") and out.dim() == 1:
+            out = out[out < SPEECH_CODES]
+        return out
 
     return run
+
+
+SPEECH_CODES = 6561  # S3Gen's speech-token vocabulary; SOS/EOS and anything above are not speech
 
 
 def median_of(runs: list[dict[str, float]], key: str) -> float:
@@ -109,7 +120,7 @@ def bench_upstream(model: Any, text: str, language: str, args: argparse.Namespac
         model.t3.inference = orig
     timed = runs[1:] if args.warmup else runs  # the first is the warm-up
     return {"warmup": runs[0] if args.warmup else None, "runs": timed, "first_audio_s_median": median_of(timed, "first_audio_s"),
-            "rtf_median": median_of(timed, "rtf"), "streaming": False}
+            "rtf_median": median_of(timed, "rtf"), "streaming": False, "upstream_token_filter": f"ids >= {SPEECH_CODES} dropped"}
 
 
 def bench_voxgate(engine: Any, text: str, language: str, args: argparse.Namespace) -> dict[str, Any]:
