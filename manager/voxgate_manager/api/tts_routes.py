@@ -104,7 +104,7 @@ async def generate(request: Request, principal: Principal = Depends(require_user
     _limit(body.text, services.settings.generate_max_chars)
     ctl = controller(services.manager, body.model_id)
     payload = {"input": body.text, "voice": body.voice, "speed": body.speed, "response_format": body.format}
-    inner = await stream_speech(services.manager, ctl, payload, request.is_disconnected)
+    inner = await stream_speech(services.manager, ctl, payload, request, principal.user.id)
     if inner.status_code != 200:
         return inner
 
@@ -128,7 +128,7 @@ async def generate_segments(request: Request, principal: Principal = Depends(req
     segments, pcm_parts, fmt0, t = [], [], None, 0.0
     for i, piece in enumerate(pieces):
         data = await synthesize(services.manager, ctl, {"input": piece, "voice": body.voice, "speed": body.speed,
-                                                        "response_format": "wav"})
+                                                        "response_format": "wav"}, principal.user.id, request)
         fmt, pcm = split_wav(data)
         fmt0 = fmt0 or fmt
         duration = len(pcm) / fmt.bytes_per_second
