@@ -5,6 +5,8 @@ they do to /v1/audio/speech. A real manager with real Piper; a broken model's st
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import httpx
 
@@ -59,5 +61,18 @@ def test_generate_uses_cache_quotas_and_fallbacks(tmp_path):
         assert rows[(f"user:{uid}", "piper")]["chars"] == 21 + 38
         assert rows[(f"user:{uid}", "piper")]["requests"] == 3 and rows[(f"user:{uid}", "piper")]["cache_hits"] == 1
         assert m.metric("voxgate_manager_quota_rejections_total", key=f"user:{uid}") == 1
+        # the studio's usage route: admins only, the same rows named by username, the limits beside them
+        assert httpx.get(f"{m.url}/api/admin/usage", headers=auth(anna), timeout=10).status_code == 403
+        made = subprocess.run([sys.executable, "-m", "voxgate_manager.cli", "create-admin", "root", "--password-stdin"],
+                              input="admin password 1\n", text=True, capture_output=True, timeout=60,
+                              env={**m.env, "VOXGATE_MANAGER_DATA_DIR": str(tmp_path / "data")})
+        assert made.returncode == 0, made.stderr
+        root = httpx.post(f"{m.url}/api/auth/login", json={"username": "root", "password": "admin password 1"}, timeout=30).json()
+        mine = httpx.get(f"{m.url}/api/admin/usage", headers=auth(root), timeout=10).json()
+        row = next(r for r in mine["usage"] if r["key_id"] == f"user:{uid}" and r["model"] == "piper")
+        assert row["who"] == "anna" and row["kind"] == "user" and row["chars"] == 21 + 38 and row["audio_seconds"] > 1
+        assert mine["limits"] == {"file": True, "default": {"chars_per_day": 120}, "entries": {}}
+        bad = httpx.get(f"{m.url}/api/admin/usage", params={"since": "yesterday"}, headers=auth(root), timeout=10)
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "since"
     finally:
         m.stop()
