@@ -254,7 +254,8 @@ async def test_cors_origins_setting(tmp_path):
                                                              "Access-Control-Request-Headers": "authorization,content-type"})
         assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "http://app.lan:3000"
         # the speech fast path answers with the header too (here a 400 for a bad body)
-        r = await c.post("/v1/audio/speech", content=b"nope", headers={"Origin": "http://app.lan:3000"})
+        r = await c.post("/v1/audio/speech", content=b"nope", headers={"Origin": "http://app.lan:3000",
+                                                                       "Content-Type": "application/json"})
         assert r.status_code == 400 and r.headers["access-control-allow-origin"] == "http://app.lan:3000"
         other = await c.get("/api/auth/config", headers={"Origin": "http://evil.example"})
         assert "access-control-allow-origin" not in other.headers

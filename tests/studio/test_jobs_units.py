@@ -1,4 +1,5 @@
-"""The pure parts of jobs: cutting long text into chunks, and joining the chunks' WAVs."""
+"""The pure parts of jobs: cutting long text into chunks, joining the chunks' WAVs, and how a chunk
+answers a quota refusal (wait it out or fail at once)."""
 
 from __future__ import annotations
 
@@ -59,3 +60,45 @@ def test_split_and_join_wavs(tmp_path):
         join_wavs([tmp_path / "0.wav", tmp_path / "2.wav"], tmp_path / "bad.wav")
     with pytest.raises(WavError):
         split_wav(b"ID3 not a wav")
+
+
+def _runner_calling(monkeypatch, answers):
+    """A JobRunner whose chunks go to a stand-in for the gateway's synthesize: each call takes the
+    next answer (an APIError is raised), and sleeps are recorded rather than waited."""
+    import asyncio
+
+    from voxgate_manager.jobs import runner as runner_mod
+
+    calls, slept = [], []
+
+    async def fake_synthesize(manager, ctl, payload, user_id, request=None):
+        calls.append(user_id)
+        a = answers[len(calls) - 1]
+        if isinstance(a, Exception):
+            raise a
+        return a
+
+    async def no_sleep(s):
+        slept.append(s)
+
+    monkeypatch.setattr(runner_mod, "synthesize", fake_synthesize)
+    monkeypatch.setattr(runner_mod.asyncio, "sleep", no_sleep)
+    r = object.__new__(runner_mod.JobRunner)
+    r.manager, r.retry_budget_s = None, 300.0
+    job = {"id": "j1", "user_id": 7, "voice": "alloy", "speed": 1.0}
+    return (lambda: asyncio.run(r._synthesize_chunk(None, job, "Some text."))), calls, slept
+
+
+def test_a_job_waits_out_a_per_minute_quota_but_fails_at_once_on_a_daily_one(monkeypatch):
+    from voxgate_manager.errors import APIError
+
+    minute = APIError(429, "user 'user:7' reached its limit requests_per_minute=2", code="quota_exceeded",
+                      headers={"Retry-After": "20"})
+    run, calls, slept = _runner_calling(monkeypatch, [minute, b"RIFF..."])
+    assert run() == b"RIFF..." and calls == [7, 7] and slept == [2.0]  # backed off, then made; counted for user 7
+    daily = APIError(429, "user 'user:7' reached its limit chars_per_day=100", code="quota_exceeded",
+                     headers={"Retry-After": "40000"})
+    run, calls, slept = _runner_calling(monkeypatch, [daily, b"never"])
+    with pytest.raises(APIError) as exc:
+        run()
+    assert exc.value.code == "quota_exceeded" and calls == [7] and slept == []

@@ -221,7 +221,8 @@ def test_admin_pages_reload_keeps_the_session_and_sign_out_ends_it(page, mgr):
     import subprocess
     import sys
 
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'manager'}:{ROOT / 'tts-inference-server'}",
+    # the manager's own environment: its accounts database is where VOXGATE_MANAGER_APP_DIR says
+    env = {**mgr.env, "PYTHONPATH": f"{ROOT / 'manager'}:{ROOT / 'tts-inference-server'}",
            "VOXGATE_MANAGER_DATA_DIR": str(mgr.tmp / "data")}
     made = subprocess.run([sys.executable, "-m", "voxgate_manager.cli", "create-admin", "boss", "--password-stdin"],
                           input=PASSWORD + "\n", text=True, capture_output=True, env=env, timeout=60)
@@ -231,6 +232,22 @@ def test_admin_pages_reload_keeps_the_session_and_sign_out_ends_it(page, mgr):
     page.wait_for_selector("#users tr")
     names = page.eval_on_selector_all("#users tr td:first-child", "els => els.map(e => e.textContent)")
     assert {"boss", "walt", "kbd"} <= set(names)
+    # the usage page: a generation made just now shows as the user's row, with the limits beside it
+    import httpx
+
+    walt = httpx.post(f"{mgr.url}/api/auth/login", json={"username": "walt", "password": PASSWORD}, timeout=30).json()
+    walt_id = httpx.get(f"{mgr.url}/api/auth/me", headers={"Authorization": f"Bearer {walt['access_token']}"}).json()["id"]
+    said = "Usage page check, counted for walt."
+    gen = httpx.post(f"{mgr.url}/api/tts/generate", headers={"Authorization": f"Bearer {walt['access_token']}"}, timeout=120,
+                     json={"model_id": "piper", "text": said, "voice": "alloy", "format": "wav", "speed": 1.07})
+    assert gen.status_code == 200, gen.text
+    page.click("#usage-form button[type=submit]")
+    row = f"#usage tr[data-key='user:{walt_id}'][data-model='piper']"
+    page.wait_for_selector(row)
+    cells = page.eval_on_selector_all(row + " td", "els => els.map(e => e.textContent)")
+    assert cells[0] == "walt" and cells[1] == "piper" and int(cells[2]) >= 1 and int(cells[3].replace(",", "")) >= len(said)
+    assert float(cells[4]) > 0  # audio seconds were measured
+    assert "no limit" in page.text_content("#limits") and "No quotas file" in page.text_content("#limits-source")
     # a key made on the keys page shows up in the admin's list of everyone's keys
     page.click("#tab-keys")
     page.fill("#key-name", "studio-test")

@@ -56,12 +56,13 @@ class AppServices:
 
 
 def install_app_api(app: FastAPI, manager: Manager) -> AppServices:
-    from voxgate_manager.api import auth_routes, tts_routes
+    from voxgate_manager.api import auth_routes, tts_routes, usage_routes
     from voxgate_manager.studio import routes as studio_routes
 
     services = AppServices(manager)
     app.state.app_services = services
     app.include_router(auth_routes.router)
     app.include_router(tts_routes.router)
+    app.include_router(usage_routes.router)
     app.include_router(studio_routes.router)
     return services

@@ -1,23 +1,29 @@
-"""The manager's one request path for speech made on a user's behalf (studio, jobs, segments):
-resolve the model, take a ticket from its lifecycle (start it, hold, queue, limits), send the
-request with the proxy's own client, and give the slot back when the answer is read.
+"""The application API's door to the manager's one request path for speech (studio, jobs,
+segments): every request goes through ``Gateway.speech`` (routing/gateway.py), so the feature
+flag, quotas, the response cache, fallback chains, providers and the lifecycle's fault handling
+are the same as for ``/v1/audio/speech``, whichever door a request came in by.
 
-The same steps as ``/v1/audio/speech`` in app.py, so idle timers, metrics and errors are the same
-whichever door a request came in by."""
+Quotas count a signed-in user's requests under ``user:<id>`` (their account id), whether they
+came with a session token or one of their API keys. Voice uploads and deletes (``request_model``)
+are not speech: they are admitted by the model's lifecycle and proxied whole."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
+
+from starlette.requests import Request
+from starlette.types import Message
 
 from voxgate_manager import h1
 from voxgate_manager.controller import ModelController, Rejected
 from voxgate_manager.errors import APIError
 from voxgate_manager.manager import Manager
-from voxgate_manager.proxy import StreamedProxyResponse, open_upstream
+from voxgate_manager.proxy import UpstreamAborted, open_upstream
 
-_JSON = [(b"content-type", b"application/json")]
+_JSON = (b"content-type", b"application/json")
+# what the client may say about the cache; everything else of the browser's request stays here
+_PASSED = frozenset({b"cache-control", b"x-voxgate-cache", b"user-agent"})
 
 
 def controller(manager: Manager, model_id: str | None) -> ModelController:
@@ -27,59 +33,68 @@ def controller(manager: Manager, model_id: str | None) -> ModelController:
     return ctl
 
 
+def user_identity(user_id: int) -> str:
+    """The stable name a user's usage and limits go under (a rename does not change it)."""
+    return f"user:{user_id}"
+
+
 async def _never_gone() -> bool:
     return False
 
 
-async def open_speech(manager: Manager, ctl: ModelController, payload: dict[str, Any],
-                      is_disconnected: Callable[[], Awaitable[bool]] = _never_gone) -> h1.Response:
-    """An admitted, opened upstream answer; the caller must call ``ctl.release(ok)`` exactly once."""
+async def _disconnected_never() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def speech_request(request: Request | None) -> Request:
+    """The request the gateway sees: the client's connection (so a browser that leaves is noticed)
+    with only JSON's content type and the cache's headers; no cookies or tokens go to the model.
+    Without a client (a job's chunk): a request of the manager's own."""
+    if request is None:
+        scope = {"type": "http", "method": "POST", "path": "/api/tts/jobs", "headers": [_JSON], "query_string": b""}
+        return Request(scope, _disconnected_never)
+    headers = [_JSON, *((k, v) for k, v in request.scope["headers"] if k in _PASSED)]
+    return Request({**request.scope, "headers": headers}, request.receive)
+
+
+async def stream_speech(manager: Manager, ctl: ModelController, payload: dict[str, Any], request: Request,
+                        user_id: int) -> Any:
+    """The answer relayed to the client chunk by chunk (audio starts playing while it is made), with
+    the gateway's headers (x-voxgate-cache, -fallback, -model, -cost-estimate)."""
+    return await manager.gateway.speech(speech_request(request), payload, ctl, identity=user_identity(user_id))
+
+
+async def synthesize(manager: Manager, ctl: ModelController, payload: dict[str, Any], user_id: int,
+                     request: Request | None = None) -> bytes:
+    """The whole answer's body; a refusal (quota, busy, starting) or a model error becomes an
+    APIError with its status, message and Retry-After, which a job's retry loop reads."""
+    req = speech_request(request)
+    answer = await manager.gateway.speech(req, payload, ctl, identity=user_identity(user_id))
+    head: dict[str, Any] = {}
+    parts: list[bytes] = []
+
+    async def collect(msg: Message) -> None:
+        if msg["type"] == "http.response.start":
+            head.update(msg)
+        elif msg["type"] == "http.response.body":
+            parts.append(msg.get("body", b""))
+
     try:
-        await ctl.acquire(is_disconnected)
-    except Rejected as exc:
-        raise APIError(exc.status, exc.message, code=exc.code, headers={"Retry-After": str(exc.retry_after_s)}) from None
-    body = json.dumps({**payload, "model": ctl.spec.upstream_model or ctl.id}).encode()
-    headers = list(_JSON)
-    if ctl.spec.api_key:
-        headers.append((b"authorization", b"Bearer " + ctl.spec.api_key.encode()))
-    try:
-        return await open_upstream(manager.h1, "POST", ctl.runtime.base_url, "/v1/audio/speech",
-                                   headers=headers, content=body, model=ctl.id)
-    except BaseException:
-        ctl.release(ok=False)
-        raise
-
-
-async def stream_speech(manager: Manager, ctl: ModelController, payload: dict[str, Any],
-                        is_disconnected: Callable[[], Awaitable[bool]]) -> StreamedProxyResponse:
-    """The answer relayed to the client chunk by chunk (audio starts playing while it is made)."""
-    up = await open_speech(manager, ctl, payload, is_disconnected)
-    return StreamedProxyResponse(up, ctl.release, ctl.id)
-
-
-async def synthesize(manager: Manager, ctl: ModelController, payload: dict[str, Any]) -> bytes:
-    """The whole answer's body; a model error becomes an APIError with the model's message."""
-    up = await open_speech(manager, ctl, payload)
-    ok = False
-    try:
-        parts: list[bytes] = []
-        while (chunk := await up.next_chunk()) is not None:
-            parts.append(chunk)
-        data = b"".join(parts)
-        ok = up.status < 500
-    except h1.UpstreamError as exc:
-        raise APIError(502, f"model {ctl.id!r} stopped answering mid-response: {exc}", code="upstream_aborted") from None
-    finally:
-        up.release()
-        ctl.release(ok)
-    if up.status != 200:
+        await answer(req.scope, req.receive, collect)
+    except UpstreamAborted as exc:
+        raise APIError(502, str(exc), code="upstream_aborted") from None
+    data = b"".join(parts)
+    status = int(head.get("status", 502))
+    if status != 200:
+        retry = next((v.decode("latin-1") for k, v in head.get("headers", []) if k == b"retry-after"), None)
         try:
             err = json.loads(data)["error"]
             message, code, param = err.get("message", ""), err.get("code"), err.get("param")
         except (ValueError, KeyError, TypeError):
             message, code, param = data[:200].decode(errors="replace"), None, None
-        raise APIError(up.status if up.status < 500 else 502, message or f"model {ctl.id!r} answered {up.status}",
-                       code=code or "upstream_error", param=param)
+        raise APIError(status if status < 500 or status == 503 else 502,
+                       message or f"model {ctl.id!r} answered {status}", code=code or "upstream_error", param=param,
+                       headers={"Retry-After": retry} if retry else None)
     return data
 
 

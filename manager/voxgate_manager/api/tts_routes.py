@@ -62,7 +62,8 @@ def _limit(text: str, limit: int) -> None:
 
 
 class _TeeResponse(Response):
-    """Relays a streamed answer unchanged and keeps a copy; a complete 200 becomes a history clip."""
+    """Relays a streamed answer unchanged and keeps a copy; a complete 200 becomes a history clip,
+    saved before the last piece goes out, so the client's next look at its history finds it."""
 
     def __init__(self, inner: Response, on_complete: Any, limit: int = 64 * 1024 * 1024) -> None:  # noqa: D107
         self.inner, self.on_complete, self.limit = inner, on_complete, limit
@@ -71,10 +72,10 @@ class _TeeResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         parts: list[bytes] = []
-        size, complete, status = 0, False, 0
+        size, status = 0, 0
 
         async def tee(msg: dict[str, Any]) -> None:
-            nonlocal size, complete, status
+            nonlocal size, status
             if msg["type"] == "http.response.start":
                 status = msg["status"]
             elif msg["type"] == "http.response.body":
@@ -82,18 +83,19 @@ class _TeeResponse(Response):
                 size += len(body)
                 if size <= self.limit:
                     parts.append(body)
-                complete = not msg.get("more_body", False)
+                if not msg.get("more_body", False) and status == 200 and size <= self.limit:
+                    await self._keep(b"".join(parts))
             await send(msg)
 
         await self.inner(scope, receive, tee)
-        if complete and status == 200 and size <= self.limit:
-            data = b"".join(parts)
-            try:
-                await asyncio.to_thread(self.on_complete, data)
-            except Exception:  # noqa: BLE001 - history is a convenience; the client has its audio
-                import logging
 
-                logging.getLogger("voxgate.manager.app_api").exception("could not keep the clip")
+    async def _keep(self, data: bytes) -> None:
+        try:
+            await asyncio.to_thread(self.on_complete, data)
+        except Exception:  # noqa: BLE001 - history is a convenience; the client has its audio
+            import logging
+
+            logging.getLogger("voxgate.manager.app_api").exception("could not keep the clip")
 
 
 @router.post("/api/tts/generate", response_model=None)
@@ -104,7 +106,7 @@ async def generate(request: Request, principal: Principal = Depends(require_user
     _limit(body.text, services.settings.generate_max_chars)
     ctl = controller(services.manager, body.model_id)
     payload = {"input": body.text, "voice": body.voice, "speed": body.speed, "response_format": body.format}
-    inner = await stream_speech(services.manager, ctl, payload, request.is_disconnected)
+    inner = await stream_speech(services.manager, ctl, payload, request, principal.user.id)
     if inner.status_code != 200:
         return inner
 
@@ -128,7 +130,7 @@ async def generate_segments(request: Request, principal: Principal = Depends(req
     segments, pcm_parts, fmt0, t = [], [], None, 0.0
     for i, piece in enumerate(pieces):
         data = await synthesize(services.manager, ctl, {"input": piece, "voice": body.voice, "speed": body.speed,
-                                                        "response_format": "wav"})
+                                                        "response_format": "wav"}, principal.user.id, request)
         fmt, pcm = split_wav(data)
         fmt0 = fmt0 or fmt
         duration = len(pcm) / fmt.bytes_per_second

@@ -252,13 +252,15 @@ class JobRunner:
         attempt = 0
         while True:
             try:
-                return await synthesize(self.manager, ctl, payload)
+                return await synthesize(self.manager, ctl, payload, job["user_id"])
             except APIError as exc:
                 now = time.monotonic()
                 first_failure = first_failure or now
                 attempt += 1
                 if exc.status not in RETRYABLE or now - first_failure >= self.retry_budget_s:
                     raise
+                if exc.code == "quota_exceeded" and float(exc.headers.get("Retry-After", "0") or 0) > self.retry_budget_s:
+                    raise  # the user's limit resets long after the job would have given up: say so now
                 wait = min(float(exc.headers.get("Retry-After", "1") or 1), 2.0 ** min(attempt, 4))
                 log.info(json.dumps({"event": "job_chunk_retry", "job": job["id"], "attempt": attempt, "status": exc.status,
                                      "message": exc.message, "wait_s": wait}))

@@ -99,7 +99,11 @@ class Gateway:
 
     # -- the speech path ----------------------------------------------------------------------
 
-    async def speech(self, request: Request, payload: dict[str, Any], ctl: ModelController) -> Any:
+    async def speech(self, request: Request, payload: dict[str, Any], ctl: ModelController,
+                     identity: str | None = None) -> Any:
+        """The answer to a speech request, not yet sent (an ASGI response). ``identity`` is who the
+        quotas count it under when the manager signed the caller in itself (``user:<id>``, the
+        application API); without it the request's API key names it."""
         if not self.speech_enabled:
             raise APIError(503, "speech is turned off on this server by its operator; try again later",
                            code="speech_disabled", headers={"Retry-After": "60"})
@@ -108,10 +112,10 @@ class Gateway:
         speed = payload.get("speed", 1.0)
         speed = float(speed) if isinstance(speed, (int, float)) and not isinstance(speed, bool) else 1.0
         try:
-            grant = self.quota.admit(bearer(request), chars, speed)
+            grant = self.quota.admit(bearer(request), chars, speed, identity=identity)
         except APIError as exc:
             if exc.status == 429:
-                self.m_quota.labels(self.quota.limits.for_token(bearer(request))[0]).inc()
+                self.m_quota.labels(identity or self.quota.limits.for_token(bearer(request))[0]).inc()
             raise
         try:
             return await self._speech(request, payload, ctl, grant, chars)

@@ -6,7 +6,11 @@
 
 A key's own limits are laid over the default ones; a limit left out (or null) is no limit. Keys
 are named so usage reports show names, never keys; ``key_sha256`` keeps the key itself out of
-the file."""
+the file.
+
+A signed-in user of the application API (studio, jobs) counts under ``user:<id>`` (their account
+id, which never changes with a rename); an entry of that name without a key gives that user their
+own limits, else the default ones apply."""
 
 from __future__ import annotations
 
@@ -51,10 +55,12 @@ class KeyLimits:
     def __init__(self, data: QuotaFile | None = None) -> None:
         self.data = data or QuotaFile()
         self._by_hash: dict[str, tuple[str, Limits]] = {}
+        self._by_name: dict[str, Limits] = {}
         base = self.data.default.model_dump()
         for name, entry in self.data.keys.items():
             own = {k: v for k, v in entry.model_dump(exclude={"key", "key_sha256"}).items() if v is not None}
             limits = Limits(**{**base, **own})
+            self._by_name[name] = limits
             digest = entry.key_sha256 or (key_hash(entry.key) if entry.key else None)
             if digest:
                 self._by_hash[digest.lower()] = (name, limits)
@@ -67,6 +73,11 @@ class KeyLimits:
         if found is not None:
             return found
         return "key-" + digest[:12], self.data.default  # an unnamed key: its hash prefix, never the key
+
+
+    def for_identity(self, name: str) -> tuple[str, Limits]:
+        """Limits of an identity the manager vouches for itself (``user:<id>``), not a key."""
+        return name, self._by_name.get(name, self.data.default)
 
 
 def load_limits(path: str | None) -> KeyLimits:

@@ -71,10 +71,12 @@ class Quota:
         self.limits = limits
         self._minute: dict[str, deque[float]] = defaultdict(deque)
 
-    def admit(self, token: str | None, chars: int, speed: float, now: float | None = None) -> Grant:
-        """Reserve this request's share or raise 429 naming the limit and when it resets."""
+    def admit(self, token: str | None, chars: int, speed: float, now: float | None = None,
+              identity: str | None = None) -> Grant:
+        """Reserve this request's share or raise 429 naming the limit and when it resets.
+        ``identity`` (``user:<id>``) stands in for the key when the manager signed the caller in."""
         now = time.time() if now is None else now
-        key_id, lim = self.limits.for_token(token)
+        key_id, lim = self.limits.for_identity(identity) if identity else self.limits.for_token(token)
         seconds = estimate_seconds(chars, speed)
         self._check(key_id, lim, chars, seconds, now)
         pending = self.store.pending[key_id]
@@ -111,5 +113,6 @@ class Quota:
                 self._refuse(key_id, f"{name}={limit:g}", reset, now, f" (this request would bring it to {would_be:.0f})")
 
     def _refuse(self, key_id: str, what: str, reset: float, now: float, detail: str = "") -> None:
-        raise APIError(429, f"API key '{key_id}' reached its limit {what}{detail}; it resets at {_iso(reset)}",
+        who = f"user '{key_id}'" if key_id.startswith("user:") else f"API key '{key_id}'"
+        raise APIError(429, f"{who} reached its limit {what}{detail}; it resets at {_iso(reset)}",
                        code="quota_exceeded", headers={"Retry-After": str(max(1, int(reset - now + 0.999)))})

@@ -495,6 +495,41 @@ async function loadAdmin() {
   $("all-keys").replaceChildren(...(keys.data.length ? keys.data.map((k) => keyRow(k, `/api/admin/keys/${k.id}`)) : [li("No keys.")]));
 }
 
+const LIMIT_NAMES = { chars_per_day: "characters a day", chars_per_month: "characters a month", audio_seconds_per_day: "audio seconds a day",
+  audio_seconds_per_month: "audio seconds a month", requests_per_minute: "requests a minute", max_seconds: "seconds of audio per request" };
+
+function limitText(lim) {
+  const parts = Object.entries(lim).map(([k, v]) => `${Number(v).toLocaleString()} ${LIMIT_NAMES[k] || k}`);
+  return parts.length ? parts.join(", ") : "no limit";
+}
+
+async function loadUsage(ev) {
+  if (ev) ev.preventDefault();
+  const q = new URLSearchParams();
+  if ($("usage-since").value) q.set("since", $("usage-since").value);
+  if ($("usage-until").value) q.set("until", $("usage-until").value);
+  let data;
+  try { data = await getJSON("/api/admin/usage" + (q.toString() ? "?" + q : "")); $("usage-error").textContent = ""; }
+  catch (e) { $("usage-error").textContent = e.message; return; }
+  const td = (t) => { const c = document.createElement("td"); c.textContent = t; return c; };
+  const rows = data.usage.map((r) => {
+    const tr = document.createElement("tr");
+    tr.dataset.key = r.key_id; tr.dataset.model = r.model;
+    tr.append(td(r.who), td(r.model), td(String(r.requests)), td(Number(r.chars).toLocaleString()),
+      td(Number(r.audio_seconds || 0).toFixed(1)), td(Number(r.cost || 0).toFixed(4)), td(String(r.cache_hits || 0)));
+    return tr;
+  });
+  if (!rows.length) { const tr = document.createElement("tr"); const c = td("No usage recorded yet."); c.colSpan = 7; tr.append(c); rows.push(tr); }
+  $("usage").replaceChildren(...rows);
+  const lim = data.limits;
+  $("limits-source").textContent = lim.file ? "From VOXGATE_MANAGER_QUOTAS_FILE. Signed-in users count as user:<id>; an entry of that name gives a user their own limits."
+    : "No quotas file is configured (VOXGATE_MANAGER_QUOTAS_FILE): there are no limits.";
+  const limRows = [["Everyone (default)", lim.default], ...Object.entries(lim.entries)].map(([name, l]) => {
+    const tr = document.createElement("tr"); tr.append(td(name), td(limitText(l))); return tr;
+  });
+  $("limits").replaceChildren(...limRows);
+}
+
 async function patchUser(id, body) {
   try { await api(`/api/admin/users/${id}`, { method: "PATCH", json: body }); $("admin-error").textContent = ""; }
   catch (e) { $("admin-error").textContent = e.message; }
@@ -521,7 +556,7 @@ function selectTab(tab, focus = true) {
     $(t.getAttribute("aria-controls")).hidden = !on;
   }
   if (focus) tab.focus();
-  if (tab.id === "tab-admin") loadAdmin();
+  if (tab.id === "tab-admin") { loadAdmin(); loadUsage(); }
   if (tab.id === "tab-jobs") loadJobs();
 }
 
@@ -554,6 +589,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("chat-form").addEventListener("submit", sendChat);
   $("key-form").addEventListener("submit", createKey);
   $("user-form").addEventListener("submit", addUser);
+  $("usage-form").addEventListener("submit", loadUsage);
   $("show-shortcuts").addEventListener("click", () => $("shortcuts").showModal());
   for (const t of document.querySelectorAll("[role=tab]")) {
     t.addEventListener("click", () => selectTab(t));
