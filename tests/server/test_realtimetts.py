@@ -182,3 +182,14 @@ def test_switch_loads_the_engine_persists_it_and_tts1_follows(rtts, env, server_
     finally:
         again.stop()
     assert post(rtts, "/v1/engines/switch", json={"engine": "piper"}).status_code == 200
+
+
+def test_generate_takes_nul_and_nothing_to_speak_like_the_openai_route(rtts):
+    # the same cleaning as /v1/audio/speech (speech_job.prepare): NUL spoken as a space, and an input
+    # with nothing to speak a short silence, never a 500 or an empty file
+    spoken = post(rtts, "/v1/tts/generate", json={"text": "Hello\x00 there."})
+    assert spoken.status_code == 200, spoken.text
+    assert decode(spoken.content, "wav").duration > 0.3
+    quiet = post(rtts, "/v1/tts/generate", json={"text": "..."})
+    assert quiet.status_code == 200, quiet.text
+    assert 0 < decode(quiet.content, "wav").duration <= 1.0

@@ -22,10 +22,12 @@ from pydantic import ValidationError
 
 from voxgate_server.engines.base import EngineCapabilities, InvalidRequest, SynthesisRequest
 from voxgate_server.errors import APIError, validation_error
+from voxgate_server.parking import EnginePark
 from voxgate_server.pipeline import StreamStats, encoded_stream
 from voxgate_server.runtime import EngineSlot, Runtime
 from voxgate_server.scheduler import QueueFull
 from voxgate_server.schemas import SpeechRequest
+from voxgate_server.speakable import clean_input, has_speech
 from voxgate_server.text import chunk_text
 
 
@@ -96,7 +98,9 @@ def prepare(runtime: Runtime, body: SpeechRequest) -> SpeechJob:
     if len(body.input) > caps.max_input_chars:
         raise APIError(400, f"Model '{body.model}' accepts at most {caps.max_input_chars} characters.",
                        param="input", code="string_above_max_length")
-    chunks = chunk_text(body.input, caps.max_chunk_chars)
+    text = clean_input(body.input)
+    # Nothing to speak ("." or "—"): no engine call, the pipeline answers with a short silence.
+    chunks = chunk_text(text, caps.max_chunk_chars) if has_speech(text) else []
     synth = SynthesisRequest(chunks=chunks, voice=voice, speed=body.speed, instructions=body.instructions,
                              options=options)
     return SpeechJob(body=body, slot=slot, caps=caps, voice=voice, synth=synth)
@@ -118,10 +122,20 @@ async def awake(runtime: Runtime, slot: EngineSlot) -> AsyncIterator[None]:
     """Hold the job at the engine's park gate (waking a parked engine), as the plain speech route
     does, so a WebSocket, RealtimeTTS or timed request to a parked server is served after the wake
     instead of reaching an engine whose memory is gone."""
+    gate = await enter_gate(runtime, slot)
+    try:
+        yield
+    finally:
+        if gate is not None:
+            gate.leave()
+
+
+async def enter_gate(runtime: Runtime, slot: EngineSlot) -> EnginePark | None:
+    """Wait at the engine's park gate (a parked engine is woken); the caller leaves the gate it
+    gets back once its answer is done. A failed wake is a 503 with Retry-After."""
     gate = slot.park
     if gate is None:
-        yield
-        return
+        return None
     from voxgate_server.engines.base import EngineError
 
     try:
@@ -129,10 +143,7 @@ async def awake(runtime: Runtime, slot: EngineSlot) -> AsyncIterator[None]:
     except EngineError as exc:
         raise APIError(503, str(exc), type="server_error", code="wake_failed",
                        headers={"Retry-After": str(runtime.settings.retry_after_s)}) from None
-    try:
-        yield
-    finally:
-        gate.leave()
+    return gate
 
 
 async def pcm(runtime: Runtime, job: SpeechJob) -> AsyncIterator[bytes]:

@@ -21,8 +21,7 @@ from voxgate_server.pipeline import StreamStats, encoded_stream
 from voxgate_server.runtime import Runtime
 from voxgate_server.scheduler import QueueFull, ShuttingDown
 from voxgate_server.schemas import SpeechRequest
-from voxgate_server.speakable import clean_input, has_speech
-from voxgate_server.text import chunk_text
+from voxgate_server.speech_job import enter_gate, prepare
 
 router = APIRouter()
 
@@ -97,41 +96,15 @@ async def _first_or_disconnect(request: Request, stream: AsyncIterator[bytes]) -
 @router.post("/v1/audio/speech")
 async def create_speech(request: Request):  # noqa: ANN201 - StreamingResponse or error
     runtime: Runtime = request.app.state.runtime
-    metrics = runtime.metrics
     body = await parse_speech_request(request, runtime)
     if body.timestamps == "word":
         from voxgate_server.routes.timestamps import timed_speech
 
         return await timed_speech(request, body)
-    slot = runtime.resolve_model(body.model)
-    engine = slot.engine
-    caps = engine.capabilities()
-    if body.response_format not in caps.formats:
-        raise APIError(400, f"Model '{body.model}' cannot produce '{body.response_format}'.",
-                       param="response_format", code="unsupported_format")
-    voice = runtime.resolve_voice(slot, body.voice_id)
+    job = prepare(runtime, body)  # the same checks as every other door (speech_job)
+    gate = await enter_gate(runtime, job.slot)  # parked (or parking, waking): held here, served after the wake
     try:
-        options = engine.validate_options(body.generation_options())
-    except InvalidRequest as exc:
-        raise APIError(400, exc.message, param=exc.param, code=exc.code or "invalid_value") from None
-    if len(body.input) > caps.max_input_chars:
-        raise APIError(400, f"Model '{body.model}' accepts at most {caps.max_input_chars} characters.",
-                       param="input", code="string_above_max_length")
-    text = clean_input(body.input)
-    # Nothing to speak ("." or "—"): no engine call, the pipeline answers with a short silence.
-    chunks = chunk_text(text, caps.max_chunk_chars) if has_speech(text) else []
-    synth = SynthesisRequest(chunks=chunks, voice=voice, speed=body.speed, instructions=body.instructions, options=options)
-    worker = slot.worker
-    assert worker is not None
-    gate = slot.park
-    if gate is not None:  # parked (or parking, waking): held here and served after the wake
-        try:
-            await gate.enter()
-        except EngineError as exc:
-            raise APIError(503, str(exc), type="server_error", code="wake_failed",
-                           headers={"Retry-After": str(runtime.settings.retry_after_s)}) from None
-    try:
-        return await _speak(request, runtime, slot, body, caps, voice, synth)
+        return await _speak(request, runtime, job.slot, body, job.caps, job.voice, job.synth)
     except BaseException:
         if gate is not None:
             gate.leave()
