@@ -27,17 +27,8 @@ def broken(model_id: str, **overrides):
 
 
 @pytest.fixture
-def mgr(tmp_path):
-    started: list[ManagerProcess] = []
-
-    def make(models, **kw) -> ManagerProcess:
-        m = ManagerProcess(tmp_path, models, **kw)
-        started.append(m)
-        return m
-
-    yield make
-    for m in started:
-        m.stop()
+def mgr(mgr_factory):
+    return mgr_factory
 
 
 def passed_after(m: ManagerProcess, model: str) -> float:

@@ -7,24 +7,9 @@ import threading
 import time
 
 import httpx
-import pytest
 
 import park_checks
-from manager_harness import ManagerProcess, piper_process_model, port_open, speech
-
-
-@pytest.fixture
-def mgr_factory(tmp_path):
-    started: list[ManagerProcess] = []
-
-    def make(models, **kw) -> ManagerProcess:
-        m = ManagerProcess(tmp_path, models, **kw)
-        started.append(m)
-        return m
-
-    yield make
-    for m in started:
-        m.stop()
+from manager_harness import piper_process_model, port_open, speech
 
 
 def parking_model(**kw):

@@ -20,18 +20,6 @@ from ports import free_port
 LONG_TEXT = " ".join(f"This is sentence number {i} of a long passage read aloud by the speech server." for i in range(40))
 
 
-@pytest.fixture
-def mgr_factory(tmp_path):
-    started: list[ManagerProcess] = []
-
-    def make(models, **kw) -> ManagerProcess:
-        m = ManagerProcess(tmp_path, models, **kw)
-        started.append(m)
-        return m
-
-    yield make
-    for m in started:
-        m.stop()
 
 
 def test_first_request_starts_the_model_and_returns_speech(mgr_factory):

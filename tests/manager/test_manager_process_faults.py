@@ -7,32 +7,18 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import signal
-import sys
 import threading
 import time
 
 import httpx
-import pytest
 
 from audio_check import decode
-from manager_harness import ManagerProcess, piper_process_model, port_open, speech
+from manager_harness import piper_process_model, port_open, speech
 from ports import free_port
 
 LONG_TEXT = " ".join(f"This is sentence number {i} of a long passage read aloud by the speech server." for i in range(40))
 
 
-@pytest.fixture
-def mgr_factory(tmp_path):
-    started: list[ManagerProcess] = []
-
-    def make(models, **kw) -> ManagerProcess:
-        m = ManagerProcess(tmp_path, models, **kw)
-        started.append(m)
-        return m
-
-    yield make
-    for m in started:
-        m.stop()
 
 
 def _wait_port_closed(port: int, timeout: float) -> float | None:
