@@ -4,6 +4,7 @@ streamed pieces per text chunk, upstream's clip length, concurrent requests, can
 from __future__ import annotations
 
 import gc
+import re
 import threading
 from pathlib import Path
 
@@ -111,3 +112,20 @@ def test_factory_builds_the_fast_engine_which_stays_off_on_cpu_by_default() -> N
     eng = create_engine("chatterbox-turbo", Settings(engines=["chatterbox-turbo"]))
     assert isinstance(eng, FastChatterboxTurboEngine)
     assert FastSettings().fast == "auto" and eng.fast is None
+
+
+def test_the_fast_path_holds_a_sentence_and_gives_its_words(engine) -> None:  # noqa: ANN001
+    from voxgate_server.engines.base import SynthesisRequest
+
+    chunks = ["The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background."]
+    plain = list(engine.synthesize(SynthesisRequest(chunks=chunks, voice="default", options={"seed": 4})))
+    assert len(plain) > 2 and all(c.words is None for c in plain)  # streamed below the sentence
+    timed_chunks = list(engine.synthesize(SynthesisRequest(
+        chunks=chunks, voice="default", options={"seed": 4, "timestamps": "word"})))
+    assert len(timed_chunks) == 2 and all(c.segment_end for c in timed_chunks)  # one whole clip a sentence
+    assert [c.samples.size for c in timed_chunks] == [s.size for s in _spoken(plain)]  # the same clips
+    for chunk, text in zip(timed_chunks, chunks):
+        words = chunk.words
+        assert [w for w, _, _ in words] == re.findall(r"[A-Za-z']+", text)
+        assert all(s < e for _, s, e in words) and all(a[2] <= b[1] for a, b in zip(words, words[1:]))
+        assert abs(words[-1][2] - chunk.samples.size / 24000) <= 0.3

@@ -84,7 +84,7 @@ def timed_stream(
             at_segment_start = chunk.segment_end
             if samples.size:
                 emitted_any = True
-            words = timeline.place(list(getattr(chunk, "words", None) or []), timeline.engine_seconds + pause_s)
+            words = timeline.place(list(chunk.words or []), timeline.engine_seconds + pause_s)
             timeline.engine_seconds += samples.size / chunk.sample_rate
             samples = resampler.process(samples, chunk.sample_rate)
             if stretcher is not None:

@@ -137,6 +137,9 @@ class AudioChunk:
     samples: np.ndarray
     sample_rate: int
     segment_end: bool = True
+    # (word, start_s, end_s) from the chunk's first sample, when the request asked for word
+    # timings and the engine has them (``EngineCapabilities.word_timestamps``)
+    words: list[tuple[str, float, float]] | None = None
 
 
 class Engine(ABC):

@@ -144,7 +144,7 @@ class PiperEngine(Engine):
                     raise Cancelled()
                 chunk = self._chunk(piece, segment_end=True)
                 if matcher is not None and piece.phoneme_alignments:
-                    chunk.words = matcher.assign(piece.phoneme_alignments, piece.sample_rate)  # type: ignore[attr-defined]
+                    chunk.words = matcher.assign(piece.phoneme_alignments, piece.sample_rate)
                 yield chunk
 
     def _phonemize_word(self, word: str) -> str:

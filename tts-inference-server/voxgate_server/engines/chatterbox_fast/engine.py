@@ -186,14 +186,24 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
         seed = options.get("seed")
         base_seed = int(seed) if seed is not None else secrets.randbits(63)
         sampling = self.sampling_options(options)
+        # word timings need a sentence's whole clip: its pieces are held and leave as one chunk
+        timed = options.get("timestamps") == "word"
         for index, text, budget in self.budgeted_chunks(request):
             params = SamplingParams(**sampling, seed=(base_seed + index) % (2**63))
             samples_out = 0
+            held: list[np.ndarray] = []
             try:
                 for piece in self.fast.stream(text, conds, params, budget.next_cap, request.cancel):
                     samples_out += piece.size
-                    yield AudioChunk(samples=piece, sample_rate=SAMPLE_RATE, segment_end=False)
+                    if timed:
+                        held.append(piece)
+                    else:
+                        yield AudioChunk(samples=piece, sample_rate=SAMPLE_RATE, segment_end=False)
             except DecodeCancelled:
                 raise Cancelled() from None
             budget.spend(samples_out // (SAMPLE_RATE // TOKENS_PER_SECOND))
-            yield AudioChunk(samples=np.zeros(0, dtype=np.float32), sample_rate=SAMPLE_RATE, segment_end=True)
+            if timed:
+                clip = np.concatenate(held) if held else np.zeros(0, dtype=np.float32)
+                yield self.sentence_chunk(request, text, clip)
+            else:
+                yield AudioChunk(samples=np.zeros(0, dtype=np.float32), sample_rate=SAMPLE_RATE, segment_end=True)

@@ -201,6 +201,6 @@ class ChatterboxMultilingualEngine(ChatterboxTurboEngine):
                 yield AudioChunk(samples=np.zeros(SAMPLE_RATE // 25, dtype=np.float32), sample_rate=SAMPLE_RATE)
                 continue
             samples = self.waveform(pad_short(tokens), conds, generator)
-            yield AudioChunk(samples=samples, sample_rate=SAMPLE_RATE, segment_end=True)
+            yield self.sentence_chunk(request, text, samples)
 
 

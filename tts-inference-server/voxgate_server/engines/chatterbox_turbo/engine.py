@@ -34,6 +34,7 @@ from voxgate_server.engines.chatterbox_turbo.conditioning import (
 from voxgate_server.engines.chatterbox_turbo.settings import ChatterboxSettings
 from voxgate_server.engines.chatterbox_turbo.tokens import TOKENS_PER_SECOND, SamplingParams, T3TokenGenerator
 from voxgate_server.engines.chatterbox_turbo.waveform import Vocoder
+from voxgate_server.engines.chatterbox_turbo.word_timing import word_times
 from voxgate_server.engines.gpu.parking import CudaCheckpointParking
 from voxgate_server.settings import Settings
 from voxgate_server.voice_library import VoiceLibrary, file_sha256
@@ -152,6 +153,7 @@ class ChatterboxTurboEngine(CudaCheckpointParking, Engine):
             paralinguistic_tags=PARALINGUISTIC_TAGS,
             device=self.device,
             cost_hint="local GPU" if on_gpu else "local CPU: several seconds of compute per second of speech",
+            word_timestamps=True,  # laid over the speech-token timeline (word_timing.py)
         )
 
     def voices(self) -> list[VoiceInfo]:
@@ -296,4 +298,10 @@ class ChatterboxTurboEngine(CudaCheckpointParking, Engine):
             if request.cancel.is_set():
                 raise Cancelled()
             samples = self.waveform(tokens, conds, generator)
-            yield AudioChunk(samples=samples, sample_rate=SAMPLE_RATE, segment_end=True)
+            yield self.sentence_chunk(request, text, samples)
+
+    @staticmethod
+    def sentence_chunk(request: SynthesisRequest, text: str, samples: Any) -> AudioChunk:
+        """One text chunk's whole audio, with its words when the request asked for them."""
+        words = word_times(text, samples, SAMPLE_RATE) if request.options.get("timestamps") == "word" else None
+        return AudioChunk(samples=samples, sample_rate=SAMPLE_RATE, segment_end=True, words=words)

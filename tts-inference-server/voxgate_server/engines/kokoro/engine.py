@@ -261,7 +261,7 @@ class KokoroEngine(Engine):
                     if audio.samples.size == 0:
                         continue
                     chunk = AudioChunk(samples=audio.samples, sample_rate=SAMPLE_RATE, segment_end=i == len(pieces) - 1)
-                    chunk.words = audio.words  # type: ignore[attr-defined]  # read by voxgate_server.timing
+                    chunk.words = audio.words  # read by voxgate_server.timing
                     yield chunk
 
     def infer(self, piece: Piece, styles: np.ndarray, speed: float, run_options: Any = None) -> SentenceAudio:
