@@ -39,6 +39,7 @@ STAGES = (  # (name, text in a server log line that ends the stage)
     ("weights_loaded", "chatterbox-turbo loaded on"),
     ("fast_path_warm", "chatterbox fast path on"),
     ("engine_ready", "engine chatterbox-turbo ready"),
+    ("warm_burst_ended", "warm-up burst of"),  # after ready since 2026-12-03: done, or stopped by a request
 )
 
 

@@ -129,3 +129,22 @@ def test_the_fast_path_holds_a_sentence_and_gives_its_words(engine) -> None:  # 
         assert [w for w, _, _ in words] == re.findall(r"[A-Za-z']+", text)
         assert all(s < e for _, s, e in words) and all(a[2] <= b[1] for a, b in zip(words, words[1:]))
         assert abs(words[-1][2] - chunk.samples.size / 24000) <= 0.3
+
+
+def test_a_request_stops_the_warm_up_burst_instead_of_waiting_for_it(engine) -> None:  # noqa: ANN001
+    """The start-up burst runs after the engine is ready (on CUDA; started by hand here, where it
+    is off): the first request ends it at its next step and is served; a park or close waits it out."""
+    from voxgate_server.engines.base import SynthesisRequest
+
+    engine.warm_burst = engine.fast.background_burst(2, 400)  # minutes of decoding on this CPU
+    assert engine.warm_burst.running
+    chunks = list(engine.synthesize(SynthesisRequest(chunks=["Hello there."], voice="default",
+                                                     options={"seed": 1})))
+    assert sum(c.samples.size for c in chunks) == SAMPLES_PER_TEXT_CHUNK  # the request's own clip
+    engine.warm_burst.wait(30)
+    assert not engine.warm_burst.running
+    assert engine.warm_burst.stopped_early and engine.warm_burst.error is None
+    # a burst that a park or close meets is stopped and joined first
+    engine.warm_burst = engine.fast.background_burst(2, 400)
+    engine.end_warm_burst(wait=True)
+    assert not engine.warm_burst.running and engine.warm_burst.stopped_early

@@ -87,7 +87,10 @@ class FastSettings(BaseSettings):
     s3gen_attention: Literal["fp16", "bf16", "fp32"] = "fp16"
     # at start-up on CUDA, after the graphs: MAX_BATCH requests of this many tokens at once, so
     # the first real burst runs as fast as later ones (docs/gpu-performance.md); 0: no burst
+    # It runs after the engine is ready, and the first request stops it, so no request waits for it.
     warmup_burst_tokens: int = Field(250, ge=0, le=1000)
+    # the burst on CPU too (tests: it is off on CPU, where it would cost minutes)
+    warmup_burst_on_cpu: bool = False
     # threads that queue requests' small GPU work: prompts, watermarks (each thread that runs a
     # matmul keeps a cuBLAS handle and workspace, ~95 MiB on an H200; a new voice's conditionals
     # get one more thread); 0: each request's own thread
@@ -124,6 +127,7 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
         super().__init__(settings, engine_settings)
         self.fast_settings = fast or FastSettings()
         self.fast: Any = None
+        self.warm_burst: Any = None  # pipeline.WarmBurst while the start-up burst runs
 
     def _fast_wanted(self) -> bool:
         mode = self.fast_settings.fast
@@ -148,17 +152,31 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
         try:
             self.fast = FastTurbo(self.model, watermark=self.settings.watermark, **fs.turbo_kwargs()).start()
             cuda = self.device == "cuda"
-            seconds = self.fast.warmup(max_new_tokens=24 if cuda else 4,
-                                       burst=fs.max_batch if cuda and fs.warmup_burst_tokens else 0,
-                                       burst_tokens=fs.warmup_burst_tokens)
+            seconds = self.fast.warmup(max_new_tokens=24 if cuda else 4)
             if cuda and self.settings.warmup:
                 self.conditionals_for(self.settings.default_voice)  # what the skipped warm-up primed
         except Exception as exc:  # noqa: BLE001 - reported as a failed load
             raise EngineError(f"chatterbox fast path failed to start: {exc}") from exc
         log.info("chatterbox fast path on %s: batch %d, %d positions, warm-up %.1f s", self.device,
                  fs.max_batch, fs.max_len, seconds)
+        if fs.warmup_burst_tokens and fs.max_batch > 1 and (cuda or fs.warmup_burst_on_cpu):
+            # after ready, not before: the first request stops it rather than waiting for it
+            self.warm_burst = self.fast.background_burst(fs.max_batch, fs.warmup_burst_tokens)
+
+    def end_warm_burst(self, wait: bool = False) -> None:
+        """Stop the warm-up burst if it still runs (a request came, or the engine parks or closes)."""
+        burst = self.warm_burst
+        if burst is not None and burst.running:
+            burst.stop()
+            if wait:
+                burst.wait(30)
+
+    def park(self) -> None:
+        self.end_warm_burst(wait=True)  # its streams would run on memory being checkpointed
+        super().park()
 
     def close(self) -> None:
+        self.end_warm_burst(wait=True)
         if self.fast is not None:
             self.fast.close()
             self.fast = None
@@ -175,6 +193,7 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
         return self.fast.on_voice_thread(super().compute_conditionals, path)
 
     def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
+        self.end_warm_burst()
         if self.fast is None:
             yield from super().synthesize(request)
             return

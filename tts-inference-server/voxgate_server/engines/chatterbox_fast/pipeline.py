@@ -6,6 +6,7 @@ decoder, and the streaming vocoder (weights shared with the upstream modules).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,13 +15,14 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from voxgate_server.engines.chatterbox_fast.decoder import BatchedT3Decoder, TokenStream
+from voxgate_server.engines.chatterbox_fast.decoder import BatchedT3Decoder, DecodeCancelled, TokenStream
 from voxgate_server.engines.chatterbox_fast.sampling import SamplingParams
 from voxgate_server.engines.chatterbox_fast.vocoder import StreamingVocoder
 
 T = TypeVar("T")
 
 # what the start-up burst speaks (92 characters): real weights stop when it is spoken, random ones at the cap
+log = logging.getLogger("voxgate.engine.chatterbox.fast")
 WARM_BURST_TEXT = "Good evening. This is a short warm-up sentence, spoken by every stream of the batch at once."
 
 
@@ -191,15 +193,23 @@ class FastTurbo:
             self._warm_burst(burst, burst_tokens)
         return time.perf_counter() - t0
 
-    def _warm_burst(self, n: int, max_new_tokens: int) -> None:
+    def _warm_burst(self, n: int, max_new_tokens: int, cancel: threading.Event | None = None) -> None:
+        """``n`` warm-up requests at once; ``cancel`` ends them at their next step (a request
+        that is no warm-up has arrived), which is a normal end, not an error."""
         errors: list[BaseException] = []
         barrier = threading.Barrier(n)
 
         def one() -> None:
             try:
                 barrier.wait(60)
-                for _ in self.stream(WARM_BURST_TEXT, max_new_tokens=max_new_tokens):
-                    pass
+                for _ in self.stream(WARM_BURST_TEXT, max_new_tokens=max_new_tokens, cancel=cancel):
+                    if cancel is not None and cancel.is_set():
+                        break
+            except DecodeCancelled:
+                pass
+            except threading.BrokenBarrierError:
+                if cancel is None or not cancel.is_set():
+                    raise
             except BaseException as exc:  # noqa: BLE001 - re-raised below, on the caller's thread
                 errors.append(exc)
 
@@ -210,6 +220,10 @@ class FastTurbo:
             t.join()
         if errors:
             raise errors[0]
+
+    def background_burst(self, n: int, max_new_tokens: int) -> WarmBurst:
+        """The warm-up burst on a thread of its own, so the server is ready before it ends."""
+        return WarmBurst(self, n, max_new_tokens)
 
     def s3gen_stats(self) -> dict[str, float]:
         return {k: round(v, 4) for k, v in self.vocoder.stats.items()}
@@ -241,3 +255,43 @@ class FastTurbo:
             yield from self.vocoder.stream(ts, conds.gen)
         finally:
             ts.cancel()
+
+
+class WarmBurst:
+    """A running warm-up burst: ``stop`` cancels its streams at their next decode step (the first
+    real request does, so it never waits behind sixteen warm-up requests); ``wait`` joins it."""
+
+    def __init__(self, turbo: FastTurbo, n: int, max_new_tokens: int) -> None:
+        import time
+
+        self.cancel = threading.Event()
+        self.started = time.perf_counter()
+        self.seconds: float | None = None
+        self.error: BaseException | None = None
+        self.stopped_early = False
+        self._thread = threading.Thread(target=self._run, args=(turbo, n, max_new_tokens),
+                                        name="warm-burst", daemon=True)
+        self._thread.start()
+
+    def _run(self, turbo: FastTurbo, n: int, max_new_tokens: int) -> None:
+        import time
+
+        try:
+            turbo._warm_burst(n, max_new_tokens, self.cancel)
+        except BaseException as exc:  # noqa: BLE001 - logged by whoever waits; the server serves on
+            self.error = exc
+        self.seconds = time.perf_counter() - self.started
+        self.stopped_early = self.cancel.is_set()
+        log.info("warm-up burst of %d %s after %.1f s%s", n,
+                 "stopped by a request" if self.stopped_early else "done", self.seconds,
+                 f" (failed: {self.error})" if self.error else "")
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self.cancel.set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
