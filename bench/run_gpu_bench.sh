@@ -32,9 +32,14 @@ fi
 t2=$(date +%s)
 echo "{\"install_s\": $((t1 - t0)), \"checkpoint_build_s\": $((t2 - t1))}" > "$OUT/setup_times.json"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" || true
-# SKIP_TURBO=1: only the park phase; PARK_BENCH=0: no park phase (PARK_ARGS: its options)
+# SKIP_TURBO=1: only the park phase; PARK_BENCH=0: no park phase (PARK_ARGS: its options);
+# LAUNCH_BENCH=1: the launch phase (bench/launch_bench.py) before it
 if [ "${SKIP_TURBO:-0}" != 1 ]; then
   python3 bench/gpu_turbo_bench.py all --ckpt "$CKPT" --out "$OUT" "$@"
+fi
+if [ "${LAUNCH_BENCH:-0}" = 1 ]; then
+  # launch -> first byte with an empty and a warm compile cache, next to upstream's load + first clip
+  python3 bench/launch_bench.py --ckpt "$CKPT" --out "$OUT/launch"
 fi
 if [ "${PARK_BENCH:-1}" = 1 ]; then
   # launch -> first byte by stage, park/wake cycles, 16 through the manager vs direct
