@@ -130,7 +130,9 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
     install_error_handlers(app)
     from voxgate_manager import ws_proxy
 
-    ws_proxy.install(app, manager)  # GET /v1/audio/speech/ws, relayed to the model's server
+    # GET /v1/audio/speech/ws, relayed to the model's server; per-user keys as on the HTTP routes
+    # (``services`` is bound below, before any socket can open)
+    ws_proxy.install(app, manager, lambda token: services.verify_openai_token(token))
     keys = manager.settings.api_keys
     from voxgate_manager.api.app_api import install_app_api
 

@@ -15,6 +15,7 @@ import contextlib
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
@@ -33,18 +34,25 @@ def _error(message: str, code: str, status: int, param: str | None = None) -> st
                                  "param": param, "code": code}})
 
 
-def _authorized(ws: WebSocket, keys: list[str]) -> bool:
-    if not keys:
+async def _authorized(ws: WebSocket, keys: list[str], verify: Callable[[str], bool] | None, required: bool) -> bool:
+    """The HTTP routes' rule (app.check_key): a configured key, or a per-user API key that
+    ``verify`` accepts; open only when no key is configured and none is required."""
+    if not keys and not required:
         return True
     header = ws.headers.get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ws.query_params.get("api_key", "")
-    return any(hmac.compare_digest(token.encode(), k.encode()) for k in keys if k)
+    if token and any(hmac.compare_digest(token.encode(), k.encode()) for k in keys if k):
+        return True
+    # the accounts store is SQLite: off the event loop
+    return bool(token) and verify is not None and await asyncio.to_thread(verify, token)
 
 
-def install(app: FastAPI, manager: Manager) -> None:
+def install(app: FastAPI, manager: Manager, verify: Callable[[str], bool] | None = None) -> None:
+    """``verify``: accepts per-user API keys (api/app_api.py), as on the HTTP routes."""
+
     @app.websocket(PATH)
     async def speech_ws(ws: WebSocket) -> None:
-        if not _authorized(ws, manager.settings.api_keys):
+        if not await _authorized(ws, manager.settings.api_keys, verify, manager.settings.require_key):
             await ws.close(code=1008, reason="invalid API key")
             return
         await ws.accept()

@@ -81,3 +81,28 @@ def test_keys_and_unknown_models(manager):
 
     asyncio.run(main())
     assert manager.status("piper")["state"] == "stopped"  # neither opened the model
+
+
+def test_a_users_own_api_key_opens_the_socket_as_it_opens_the_http_routes(manager):
+    import httpx
+
+    with httpx.Client(base_url=manager.url, timeout=30) as c:
+        r = c.post("/api/auth/register", json={"username": "kim", "password": "correct horse battery"})
+        assert r.status_code == 201, r.text
+        made = c.post("/api/keys", headers={"Authorization": f"Bearer {r.json()['access_token']}"},
+                      json={"name": "satellite"})
+        assert made.status_code == 201, made.text
+        key, key_id, token = made.json()["key"], made.json()["id"], r.json()["access_token"]
+
+    async def opens(api_key: str) -> bool:
+        try:
+            async with connect(url(manager, f"model=nope&api_key={api_key}")) as ws:
+                return json.loads(await ws.recv())["error"]["code"] == "model_not_found"
+        except InvalidStatus:
+            return False
+
+    assert asyncio.run(opens(key))
+    assert not asyncio.run(opens(key[:-1] + ("x" if key[-1] != "x" else "y")))
+    with httpx.Client(base_url=manager.url, timeout=30) as c:  # revoked: refused at once
+        assert c.delete(f"/api/keys/{key_id}", headers={"Authorization": f"Bearer {token}"}).status_code in (200, 204)
+    assert not asyncio.run(opens(key))
