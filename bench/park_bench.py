@@ -39,7 +39,9 @@ STAGES = (  # (name, text in a server log line that ends the stage)
     ("weights_loaded", "chatterbox-turbo loaded on"),
     ("fast_path_warm", "chatterbox fast path on"),
     ("engine_ready", "engine chatterbox-turbo ready"),
-    ("warm_burst_ended", "warm-up burst of"),  # after ready since 2026-12-03: done, or stopped by a request
+    # after ready since 2026-12-03 (chatterbox_fast.pipeline.BackgroundWarmup)
+    ("s3gen_graphs_captured", "S3Gen graphs captured in the background"),
+    ("warm_burst_ended", "warm-up burst of"),  # done, or stopped by a request
 )
 
 

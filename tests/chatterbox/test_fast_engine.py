@@ -132,19 +132,24 @@ def test_the_fast_path_holds_a_sentence_and_gives_its_words(engine) -> None:  # 
 
 
 def test_a_request_stops_the_warm_up_burst_instead_of_waiting_for_it(engine) -> None:  # noqa: ANN001
-    """The start-up burst runs after the engine is ready (on CUDA; started by hand here, where it
-    is off): the first request ends it at its next step and is served; a park or close waits it out."""
+    """After load() the rest of the warm-up runs in the background (S3Gen's graphs, which CPU
+    has none of, then on CUDA the burst; started by hand here, where the burst is off): the first
+    request ends the burst at its next step and is served; a park or close waits it out."""
     from voxgate_server.engines.base import SynthesisRequest
 
-    engine.warm_burst = engine.fast.background_burst(2, 400)  # minutes of decoding on this CPU
-    assert engine.warm_burst.running
+    loaded = engine.background_warmup  # the one load() started: graphs only on CPU, done at once
+    assert loaded is not None
+    loaded.wait(30)
+    assert not loaded.running and loaded.error is None and loaded.graphs_s is not None
+    engine.background_warmup = engine.fast.background_warmup(False, 2, 400)  # minutes on this CPU
+    assert engine.background_warmup.running
     chunks = list(engine.synthesize(SynthesisRequest(chunks=["Hello there."], voice="default",
                                                      options={"seed": 1})))
     assert sum(c.samples.size for c in chunks) == SAMPLES_PER_TEXT_CHUNK  # the request's own clip
-    engine.warm_burst.wait(30)
-    assert not engine.warm_burst.running
-    assert engine.warm_burst.stopped_early and engine.warm_burst.error is None
+    engine.background_warmup.wait(30)
+    assert not engine.background_warmup.running
+    assert engine.background_warmup.stopped_early and engine.background_warmup.error is None
     # a burst that a park or close meets is stopped and joined first
-    engine.warm_burst = engine.fast.background_burst(2, 400)
+    engine.background_warmup = engine.fast.background_warmup(False, 2, 400)
     engine.end_warm_burst(wait=True)
-    assert not engine.warm_burst.running and engine.warm_burst.stopped_early
+    assert not engine.background_warmup.running and engine.background_warmup.stopped_early

@@ -91,6 +91,9 @@ class FastSettings(BaseSettings):
     warmup_burst_tokens: int = Field(250, ge=0, le=1000)
     # the burst on CPU too (tests: it is off on CPU, where it would cost minutes)
     warmup_burst_on_cpu: bool = False
+    # S3Gen's graphs (every piece shape; H200: 12.7 s) captured after the server is ready, between
+    # requests' calls ("background", the default), or before it reports ready ("startup")
+    s3gen_capture: Literal["background", "startup"] = "background"
     # threads that queue requests' small GPU work: prompts, watermarks (each thread that runs a
     # matmul keeps a cuBLAS handle and workspace, ~95 MiB on an H200; a new voice's conditionals
     # get one more thread); 0: each request's own thread
@@ -127,7 +130,7 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
         super().__init__(settings, engine_settings)
         self.fast_settings = fast or FastSettings()
         self.fast: Any = None
-        self.warm_burst: Any = None  # pipeline.WarmBurst while the start-up burst runs
+        self.background_warmup: Any = None  # pipeline.BackgroundWarmup, started at the end of load()
 
     def _fast_wanted(self) -> bool:
         mode = self.fast_settings.fast
@@ -152,24 +155,27 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
         try:
             self.fast = FastTurbo(self.model, watermark=self.settings.watermark, **fs.turbo_kwargs()).start()
             cuda = self.device == "cuda"
-            seconds = self.fast.warmup(max_new_tokens=24 if cuda else 4)
+            background = fs.s3gen_capture == "background"
+            seconds = self.fast.warmup(max_new_tokens=24 if cuda else 4, s3gen_graphs=not background)
             if cuda and self.settings.warmup:
                 self.conditionals_for(self.settings.default_voice)  # what the skipped warm-up primed
         except Exception as exc:  # noqa: BLE001 - reported as a failed load
             raise EngineError(f"chatterbox fast path failed to start: {exc}") from exc
         log.info("chatterbox fast path on %s: batch %d, %d positions, warm-up %.1f s", self.device,
                  fs.max_batch, fs.max_len, seconds)
-        if fs.warmup_burst_tokens and fs.max_batch > 1 and (cuda or fs.warmup_burst_on_cpu):
-            # after ready, not before: the first request stops it rather than waiting for it
-            self.warm_burst = self.fast.background_burst(fs.max_batch, fs.warmup_burst_tokens)
+        burst = fs.max_batch if fs.warmup_burst_tokens and (cuda or fs.warmup_burst_on_cpu) else 0
+        if background or burst > 1:
+            # after ready, not before: requests are served meanwhile, and the first one stops the burst
+            self.background_warmup = self.fast.background_warmup(background, burst, fs.warmup_burst_tokens)
 
     def end_warm_burst(self, wait: bool = False) -> None:
-        """Stop the warm-up burst if it still runs (a request came, or the engine parks or closes)."""
-        burst = self.warm_burst
-        if burst is not None and burst.running:
-            burst.stop()
+        """Stop the warm-up burst if it still runs (a request came); ``wait``: and let the
+        background warm-up finish its graph captures (the engine parks or closes)."""
+        warmup = self.background_warmup
+        if warmup is not None and warmup.running:
+            warmup.stop()
             if wait:
-                burst.wait(30)
+                warmup.wait(120)
 
     def park(self) -> None:
         self.end_warm_burst(wait=True)  # its streams would run on memory being checkpointed

@@ -177,18 +177,21 @@ class FastTurbo:
         return self
 
     def warmup(self, text: str = "Warm up the decoder and the vocoder.", max_new_tokens: int = 60,
-               burst: int = 0, burst_tokens: int = 250) -> float:
-        """Capture the decoder's and the vocoder's graphs and run one short request through every
-        stage; then, with ``burst`` > 1, that many requests of ``burst_tokens`` at once, so the
-        first real burst does not pay for what only a full batch meets (its prefill and chunk
-        sizes, the allocator growing to its working set, CUDA state in many threads)."""
+               burst: int = 0, burst_tokens: int = 250, s3gen_graphs: bool = True) -> float:
+        """Capture the decoder's graphs and run one short request through every stage; then
+        (``s3gen_graphs``) capture the vocoder's graphs for every piece shape; then, with ``burst``
+        > 1, that many requests of ``burst_tokens`` at once, so the first real burst does not pay
+        for what only a full batch meets (its prefill and chunk sizes, the allocator growing to
+        its working set, CUDA state in many threads). A server runs the last two after it is
+        ready instead (``background_warmup``)."""
         import time
 
         t0 = time.perf_counter()
         self.decoder.warmup()
         for _ in self.stream(text, max_new_tokens=max_new_tokens):
             pass
-        self.vocoder.warm_graphs(self.model.conds.gen)
+        if s3gen_graphs:
+            self.vocoder.warm_graphs(self.model.conds.gen)
         if burst > 1:
             self._warm_burst(burst, burst_tokens)
         return time.perf_counter() - t0
@@ -221,9 +224,9 @@ class FastTurbo:
         if errors:
             raise errors[0]
 
-    def background_burst(self, n: int, max_new_tokens: int) -> WarmBurst:
-        """The warm-up burst on a thread of its own, so the server is ready before it ends."""
-        return WarmBurst(self, n, max_new_tokens)
+    def background_warmup(self, s3gen_graphs: bool, burst: int, burst_tokens: int) -> BackgroundWarmup:
+        """The rest of the warm-up on a thread of its own, so the server is ready before it ends."""
+        return BackgroundWarmup(self, s3gen_graphs, burst, burst_tokens)
 
     def s3gen_stats(self) -> dict[str, float]:
         return {k: round(v, 4) for k, v in self.vocoder.stats.items()}
@@ -257,34 +260,47 @@ class FastTurbo:
             ts.cancel()
 
 
-class WarmBurst:
-    """A running warm-up burst: ``stop`` cancels its streams at their next decode step (the first
-    real request does, so it never waits behind sixteen warm-up requests); ``wait`` joins it."""
+class BackgroundWarmup:
+    """The warm-up a server runs after it is ready: S3Gen's graphs for every piece shape (the
+    S3Gen worker captures them between real requests' calls, which capture any shape they need
+    first themselves), then the warm-up burst. ``stop`` cancels the burst's streams at their next
+    decode step (the first real request does, so it never waits behind sixteen warm-up
+    requests); the captures go on. ``wait`` joins it (park and close do)."""
 
-    def __init__(self, turbo: FastTurbo, n: int, max_new_tokens: int) -> None:
+    def __init__(self, turbo: FastTurbo, s3gen_graphs: bool, burst: int, burst_tokens: int) -> None:
         import time
 
         self.cancel = threading.Event()
         self.started = time.perf_counter()
-        self.seconds: float | None = None
+        self.graphs_s: float | None = None
+        self.burst_s: float | None = None
         self.error: BaseException | None = None
         self.stopped_early = False
-        self._thread = threading.Thread(target=self._run, args=(turbo, n, max_new_tokens),
-                                        name="warm-burst", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(turbo, s3gen_graphs, burst, burst_tokens),
+                                        name="background-warmup", daemon=True)
         self._thread.start()
 
-    def _run(self, turbo: FastTurbo, n: int, max_new_tokens: int) -> None:
+    def _run(self, turbo: FastTurbo, s3gen_graphs: bool, burst: int, burst_tokens: int) -> None:
         import time
 
         try:
-            turbo._warm_burst(n, max_new_tokens, self.cancel)
-        except BaseException as exc:  # noqa: BLE001 - logged by whoever waits; the server serves on
+            if s3gen_graphs:
+                turbo.vocoder.warm_graphs(turbo.model.conds.gen)
+                self.graphs_s = time.perf_counter() - self.started
+                log.info("S3Gen graphs captured in the background in %.1f s", self.graphs_s)
+            if burst > 1 and not self.cancel.is_set():
+                t0 = time.perf_counter()
+                turbo._warm_burst(burst, burst_tokens, self.cancel)
+                self.burst_s = time.perf_counter() - t0
+                self.stopped_early = self.cancel.is_set()
+                log.info("warm-up burst of %d %s after %.1f s", burst,
+                         "stopped by a request" if self.stopped_early else "done", self.burst_s)
+            elif burst > 1:
+                self.stopped_early = True
+                log.info("warm-up burst of %d stopped by a request before it began", burst)
+        except BaseException as exc:  # noqa: BLE001 - the server serves on; requests capture what they need
             self.error = exc
-        self.seconds = time.perf_counter() - self.started
-        self.stopped_early = self.cancel.is_set()
-        log.info("warm-up burst of %d %s after %.1f s%s", n,
-                 "stopped by a request" if self.stopped_early else "done", self.seconds,
-                 f" (failed: {self.error})" if self.error else "")
+            log.warning("background warm-up failed: %r", exc)
 
     @property
     def running(self) -> bool:
