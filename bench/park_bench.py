@@ -309,11 +309,14 @@ def markdown(res: dict[str, Any]) -> str:
     for k, v in res["launch"].items():
         lines.append(f"| {k} | {v} |")
     lines += ["", "## Park/wake cycles", "",
-              "| cycle | park (client) s | park (engine) s | server MiB parked | GPU MiB parked | parked -> first byte s | wake (engine) s |",
-              "|---|---|---|---|---|---|---|"]
+              "| cycle | park (client) s | park (engine) s | released MiB | server MiB parked | GPU MiB parked | "
+              "parked -> first byte s | wake (engine) s | re-map s |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for i, c in enumerate(res["cycles"]):
-        lines.append(f"| {i + 1} | {c['park_client_s']} | {c['park_engine_s']} | {c['server_mib_parked']} | "
-                     f"{c['gpu_mib_parked']} | {c['parked_first_byte_s']} | {c.get('wake_engine_s')} |")
+        released = (c.get("park_detail") or {}).get("released_mib")
+        remap = (c.get("wake_detail") or {}).get("remap_s")
+        lines.append(f"| {i + 1} | {c['park_client_s']} | {c['park_engine_s']} | {released} | {c['server_mib_parked']} | "
+                     f"{c['gpu_mib_parked']} | {c['parked_first_byte_s']} | {c.get('wake_engine_s')} | {remap} |")
     s = res["summary"]
     lines += ["", f"Median: park {s['park_client_s_median']} s, parked -> first byte {s['parked_first_byte_s_median']} s "
               f"(warm first byte {s['warm_first_byte_s_median']} s), server while parked {s['server_mib_parked_max']} MiB "

@@ -3,7 +3,7 @@ file is what the docs say (the GPU model backs tts-1 and tts-1-hd, Piper is the 
 systemd unit parses, and, with the CPU image standing in for the GPU one, ``compose up`` serves
 speech through the manager and ``compose down`` leaves no container (the manager removes the model's
 container on exit: VOXGATE_MANAGER_REMOVE_ON_EXIT=1 in compose.yaml) and no network; of volumes only
-the named ones meant to persist (voxgate-state, voxgate-hf, voxgate-voices).
+the named ones meant to persist (voxgate-state, voxgate-hf, voxgate-voices, voxgate-compile-cache).
 
 With ``VOXGATE_TEST_DOCKER=1`` (CI) a missing engine, compose or image is a failure, not a skip.
 """
@@ -76,6 +76,8 @@ def test_models_gpu_json_puts_the_gpu_model_behind_tts_1() -> None:
     assert gpu is not None and gpu is models.resolve("tts-1-hd") and gpu is models.resolve(None)
     assert isinstance(gpu.runtime, DockerRuntime) and gpu.runtime.gpus is not None
     assert any(v.source == "voxgate-hf" and v.target == "/data/hf" for v in gpu.runtime.volumes)
+    # the image's compile caches (TRITON_CACHE_DIR etc. under /data/compile-cache) outlive the container
+    assert any(v.source == "voxgate-compile-cache" and v.target == "/data/compile-cache" for v in gpu.runtime.volumes)
     piper = models.resolve("piper")
     assert piper is not None and isinstance(piper.runtime, ProcessRuntime) and piper.runtime.environment["VOXGATE_ENGINES"] == "piper"
 
@@ -159,4 +161,5 @@ def test_compose_up_serves_speech_through_the_manager_and_down_leaves_nothing(tm
     assert not networks, networks  # host networking: compose makes no network of its own
     # what this `up` made and `down` kept, by design: the state, and compose's named volumes (made by
     # `up` when missing even though only the prefetch service and the model's entry mount them)
-    assert kept == sorted({f"{project[1]}_voxgate-state", "voxgate-hf", "voxgate-voices"} - volumes_before), kept
+    assert kept == sorted({f"{project[1]}_voxgate-state", "voxgate-hf", "voxgate-voices",
+                           "voxgate-compile-cache"} - volumes_before), kept

@@ -191,6 +191,9 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
     def max_concurrency(self) -> int | None:
         return self.fast_settings.max_batch if self.fast is not None else super().max_concurrency()
 
+    def releasable_buffers(self) -> list[Any]:
+        return self.fast.releasable_buffers() if self.fast is not None else []
+
     def compute_conditionals(self, path: Path) -> Any:
         """On the fast path's voice thread, off the request's thread like the rest of its GPU
         work (the voice encoders' matmuls would give that thread a cuBLAS handle of its own)."""
@@ -203,6 +206,7 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
         if self.fast is None:
             yield from super().synthesize(request)
             return
+        self.check_released_memory()
         from voxgate_server.engines.chatterbox_fast.decoder import DecodeCancelled
         from voxgate_server.engines.chatterbox_fast.sampling import SamplingParams
 

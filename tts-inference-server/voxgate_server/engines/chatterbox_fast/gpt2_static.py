@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from voxgate_server.engines.gpu.remappable import remappable_zeros
+
 # Prefill attention without cuDNN: cuDNN builds an execution plan the first time it meets a
 # shape (hundreds of ms), and prefill shapes (prompt length x requests admitted together) vary
 # with every burst; flash (bf16) and memory-efficient (float32) attention need no plan.
@@ -89,7 +91,10 @@ class StaticGPT2:
         self.head_b = w(t3.speech_head.bias) if t3.speech_head.bias is not None else None
         # keys and values side by side, so one indexed write stores both each step
         shape = (self.n_layer, max_batch, 2, self.n_head, max_len, self.head_dim)
-        self.kv_cache = torch.zeros(shape, device=device, dtype=dtype)
+        # on CUDA in memory that parking gives back without copying it (its content is worthless
+        # between requests) and re-makes at the same address (engines/gpu/remappable.py);
+        # ``kv_buffer`` is None where it is a plain tensor (CPU, no driver support)
+        self.kv_cache, self.kv_buffer = remappable_zeros(shape, dtype, device)
         self.fused_gelu = dtype != torch.float32 and device.type == "cuda" and self._fused_gelu_ok()
         # a compiled layer when ``compile_layers`` ran; not ``self._decode_layer`` by default: a
         # bound method kept on ``self`` is a reference cycle, and the weights and the KV cache

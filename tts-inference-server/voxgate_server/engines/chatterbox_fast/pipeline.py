@@ -228,6 +228,12 @@ class FastTurbo:
         """The rest of the warm-up on a thread of its own, so the server is ready before it ends."""
         return BackgroundWarmup(self, s3gen_graphs, burst, burst_tokens)
 
+    def releasable_buffers(self) -> list[Any]:
+        """Device memory whose content need not survive a park (``RemappableBuffer``s): the
+        decoder's KV cache, rewritten by every request before it is read."""
+        buf = self.decoder.model.kv_buffer
+        return [buf] if buf is not None else []
+
     def s3gen_stats(self) -> dict[str, float]:
         return {k: round(v, 4) for k, v in self.vocoder.stats.items()}
 

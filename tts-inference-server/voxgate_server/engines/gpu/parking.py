@@ -9,7 +9,7 @@ import os
 import time
 from typing import Any
 
-from voxgate_server.engines.base import ParkSupport
+from voxgate_server.engines.base import EngineError, ParkSupport
 
 log = logging.getLogger("voxgate.engine.gpu.parking")
 
@@ -19,7 +19,9 @@ class CudaCheckpointParking:
 
     ``VOXGATE_PARK_EMPTY_CACHE`` (default 1): before the checkpoint, PyTorch's cached but unused
     blocks are returned to the driver, so fewer bytes are copied each way (CUDA-graph pools and
-    live tensors stay)."""
+    live tensors stay). Buffers the engine names in ``releasable_buffers`` (the KV cache) are
+    not copied at all: their physical memory is given back before the checkpoint and re-made at
+    the same address after the restore (``remappable``)."""
 
     device: str
     _checkpoint_helper: Any = None
@@ -34,6 +36,30 @@ class CudaCheckpointParking:
         ok, why = probe()
         return ParkSupport(ok, mechanism="cuda-checkpoint" if ok else None, reason=None if ok else why)
 
+    def releasable_buffers(self) -> list[Any]:
+        """Device memory (``remappable.RemappableBuffer``) whose content is worthless once no
+        request runs: released before the checkpoint instead of copied, re-made at the same
+        address (zeroed) after the restore. None by default; the fast Turbo engine gives its KV
+        cache."""
+        return []
+
+    def check_released_memory(self) -> None:
+        """Raise ``EngineError`` while a releasable buffer is not mapped (a re-map that failed):
+        a request would otherwise read unmapped memory."""
+        lost = [b for b in self.releasable_buffers() if not b.mapped]
+        if lost:
+            raise EngineError(f"engine {getattr(self, 'id', '?')}: {len(lost)} GPU buffer(s) given back at park "
+                              "could not be re-made; wake it again or restart the server")
+
+    def _remap_buffers(self) -> float:
+        t0 = time.perf_counter()
+        for buf in self.releasable_buffers():
+            try:
+                buf.remap()
+            except Exception as exc:  # noqa: BLE001 - reported as a failed wake
+                raise EngineError(f"re-mapping the KV cache at {buf.ptr:#x} failed: {exc}") from exc
+        return time.perf_counter() - t0
+
     def park(self) -> None:
         import torch
 
@@ -43,18 +69,33 @@ class CudaCheckpointParking:
         torch.cuda.synchronize()
         if os.environ.get("VOXGATE_PARK_EMPTY_CACHE", "1") not in ("0", "false", "no"):
             torch.cuda.empty_cache()
+        try:
+            released = sum(buf.release() for buf in self.releasable_buffers())
+        except Exception:
+            self._remap_buffers()
+            raise
         t1 = time.perf_counter()
         if self._checkpoint_helper is None:
             self._checkpoint_helper = CheckpointHelper()
-        answer = self._checkpoint_helper.park()
+        try:
+            answer = self._checkpoint_helper.park()
+        except Exception:
+            self._remap_buffers()  # not parked: the engine serves on, so its buffers come back now
+            raise
         self.last_park = {"prepare_s": t1 - t0, **{k: v for k, v in answer.items() if k.endswith("_s")},
-                          "total_s": time.perf_counter() - t0}
+                          "total_s": time.perf_counter() - t0, "released_bytes": released,
+                          "released_mib": released // 2**20}
         log.info("parked (cuda-checkpoint): %s", self.last_park)
 
     def wake(self) -> None:
+        """Restore (the helper), then re-make the released buffers at their addresses. A failed
+        re-map raises: the engine stays parked and says why, it never serves on unmapped
+        memory; the next wake tries again (the restore is then a no-op)."""
         t0 = time.perf_counter()
         answer = self._checkpoint_helper.wake() if self._checkpoint_helper is not None else {}
-        self.last_wake = {**{k: v for k, v in answer.items() if k.endswith("_s")}, "total_s": time.perf_counter() - t0}
+        remap_s = self._remap_buffers()
+        self.last_wake = {**{k: v for k, v in answer.items() if k.endswith("_s")}, "remap_s": remap_s,
+                          "total_s": time.perf_counter() - t0}
         log.info("woken (cuda-checkpoint): %s", self.last_wake)
 
     def close_parking(self) -> None:
