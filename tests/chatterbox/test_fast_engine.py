@@ -153,3 +153,23 @@ def test_a_request_stops_the_warm_up_burst_instead_of_waiting_for_it(engine) -> 
     engine.background_warmup = engine.fast.background_warmup(False, 2, 400)
     engine.end_warm_burst(wait=True)
     assert not engine.background_warmup.running and engine.background_warmup.stopped_early
+
+
+def test_work_handed_to_the_s3gen_worker_runs_on_its_thread_alone(engine) -> None:  # noqa: ANN001
+    """What the background warm-up's graph captures go through: one exact call on the worker's
+    thread, not pieces that real requests' pieces could join."""
+    import threading
+
+    worker = engine.fast.vocoder.worker
+    assert worker.call(lambda: threading.current_thread().name).result(10) == "s3gen-worker-0"
+
+    def fails() -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        worker.call(fails).result(10)
+    # the worker serves on: a request after it
+    from voxgate_server.engines.base import SynthesisRequest
+
+    chunks = list(engine.synthesize(SynthesisRequest(chunks=["Hi."], voice="default", options={"seed": 2})))
+    assert sum(c.samples.size for c in chunks) == SAMPLES_PER_TEXT_CHUNK

@@ -47,6 +47,13 @@ class _HiftJob:
     future: cf.Future = field(default_factory=cf.Future)
 
 
+@dataclass
+class _CallJob:
+    """Work that must run on the worker's thread by itself: a graph capture of one exact shape."""
+    fn: Callable[[], Any]
+    future: cf.Future = field(default_factory=cf.Future)
+
+
 def split_batches(jobs: list[Any], width: Callable[[Any], int], max_batch: int, max_frames: int | None,
                   frames: Callable[[int, int], int] = lambda n, w: n * w) -> list[list[Any]]:
     """``jobs`` cut into calls of at most ``max_batch`` pieces and ``max_frames`` mel frames, where
@@ -141,6 +148,12 @@ class S3GenWorker:
         self._q.put(job)
         return job.future
 
+    def call(self, fn: Callable[[], Any]) -> cf.Future:
+        """Future of ``fn()`` run on the worker's thread, between (never inside) its batched calls."""
+        job = _CallJob(fn)
+        self._q.put(job)
+        return job.future
+
     # -- worker ------------------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -179,6 +192,11 @@ class S3GenWorker:
                 hift_frames = self.hift_runner().call_frames
                 for batch in split_batches(hifts, _hift_frames, self.max_batch, self.hift_max_frames, hift_frames):
                     self._guard(self._hift_batch, batch)
+                for call in (j for j in jobs if isinstance(j, _CallJob)):
+                    try:
+                        call.future.set_result(call.fn())
+                    except Exception as exc:  # noqa: BLE001 - handed to the caller
+                        call.future.set_exception(exc)
 
     def _guard(self, fn: Any, jobs: list[Any]) -> None:
         try:
@@ -236,14 +254,17 @@ class S3GenWorker:
             return
         n_prompt = int(ref["prompt_token"].shape[-1])
         flows, hifts = self.graph_shapes(ref, longest, widest)
+        # each shape as one call of exactly ``rows`` pieces, run on the worker's thread on its own:
+        # queued as pieces, real requests' pieces (the warm-up can run while requests are served)
+        # would join the batch and the shape captured would be another
         for rows, width in flows:
             piece = [0] * max(1, min(width - n_prompt, longest))
-            for future in [self.flow(piece, ref) for _ in range(rows)]:  # one call of ``rows`` pieces
-                future.result()
+            jobs = [_FlowJob(list(piece), ref) for _ in range(rows)]
+            self.call(lambda jobs=jobs: self._flow_batch(jobs)).result()
         for rows, frames in hifts:
             mel = torch.zeros(80, min(frames, widest), device=self.s3gen.device)
-            for future in [self.hift(mel, None) for _ in range(rows)]:
-                future.result()
+            jobs = [_HiftJob(mel, None) for _ in range(rows)]
+            self.call(lambda jobs=jobs: self._hift_batch(jobs)).result()
         # the captures' eager warm-up runs left their activations cached outside the graphs' pool
         torch.cuda.empty_cache()
 
