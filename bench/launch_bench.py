@@ -72,8 +72,11 @@ def voxgate(args: argparse.Namespace, cache: Path, label: str) -> dict[str, Any]
         ready = server.wait_ready(600)
         with httpx.Client() as c:
             first = speak(c, server.url, 6.0)
-        # the background warm-up burst's end (stopped by that request, or done), if it was logged
-        time.sleep(1.0)
+        # the background warm-up's end (graphs captured; the burst stopped by that request, or done)
+        deadline = time.perf_counter() + 60
+        while time.perf_counter() < deadline and server.stage_times().get("s3gen_graphs_captured") is None:
+            time.sleep(0.5)
+        time.sleep(0.5)
         return {**server.stage_times(), "health_200": round(ready, 3),
                 "first_byte": round(first["t0"] + first["first_byte_s"] - server.t0, 3)}
     finally:
@@ -90,6 +93,8 @@ def markdown(res: dict[str, Any]) -> str:
             f"| /health 200 | | {cold.get('health_200')} | {warm.get('health_200')} |",
             f"| first audio byte / first clip | {up.get('first_clip')} (whole clip, {up.get('clip_audio_s')} s) "
             f"| {cold.get('first_byte')} | {warm.get('first_byte')} |",
+            f"| S3Gen graphs captured (background) | | {cold.get('s3gen_graphs_captured')} | "
+            f"{warm.get('s3gen_graphs_captured')} |",
             f"| warm-up burst ended (background) | | {cold.get('warm_burst_ended')} | {warm.get('warm_burst_ended')} |"]
     target = res.get("target_met_warm")
     return ("# Launch bench (" + res.get("gpu", "") + ")\n\n" + "\n".join(rows) +
