@@ -15,7 +15,6 @@ importable here (it puts tts-inference-server/ on PYTHONPATH).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import socket
@@ -27,6 +26,8 @@ from pathlib import Path
 
 import docker
 import httpx
+
+from report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = "The birch canoe slid on the smooth planks."
@@ -129,11 +130,7 @@ def main() -> None:
         "container": {"summary": summary(container), "runs": container},
         "process_baseline": {"summary": summary(process), "runs": process},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    write_report(result, args.out)
 
 
 if __name__ == "__main__":

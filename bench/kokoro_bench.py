@@ -15,7 +15,6 @@ both engines, one request at a time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from voxgate_server.engines.base import Engine, SynthesisRequest  # noqa: E402
 from voxgate_server.settings import Settings  # noqa: E402
 from voxgate_server.text import chunk_text  # noqa: E402
+from report import write_report  # noqa: E402
 
 TEXTS = {
     "short": "The birch canoe slid on the smooth planks.",
@@ -132,11 +132,7 @@ def main() -> None:
     if args.http:
         result["http"] = bench_http(args.repeats)
     result["load_avg_at_end"] = os.getloadavg()
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    write_report(result, args.out)
 
 
 if __name__ == "__main__":

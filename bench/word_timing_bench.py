@@ -20,9 +20,7 @@ Writes JSON (and prints it):
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import statistics
 import sys
 from pathlib import Path
 
@@ -34,6 +32,7 @@ sys.path.insert(0, str(ROOT / "tts-inference-server"))
 from voxgate_server.engines.base import Engine, SynthesisRequest  # noqa: E402
 from voxgate_server.engines.chatterbox_turbo.word_timing import spoken_words, word_times  # noqa: E402
 from voxgate_server.settings import Settings  # noqa: E402
+from report import write_report  # noqa: E402
 
 # Harvard sentences (IEEE 1969), some as pairs so that a clip holds a pause between sentences
 SENTENCES = [
@@ -127,11 +126,7 @@ def main() -> None:
     settings = Settings(piper_noise_scale=0.0, piper_noise_w_scale=0.0)
     report = {"machine": platform.machine(), "python": platform.python_version(),
               "piper": bench_engine(PiperEngine(settings)), "kokoro": bench_engine(KokoroEngine(Settings()))}
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    write_report(report, args.out, indent=1)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,7 @@ from voxgate_server.engines.gpu import cuda_checkpoint
 from voxgate_server.engines.gpu.parking import CudaCheckpointParking
 
 
-def _has_libcuda() -> bool:
-    try:
-        cuda_checkpoint.load_libcuda()
-        return True
-    except cuda_checkpoint.CheckpointError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(_has_libcuda(), reason="this host has a CUDA driver: the GPU bench covers it")
+pytestmark = pytest.mark.skipif(cuda_checkpoint.has_libcuda(), reason="this host has a CUDA driver: the GPU bench covers it")
 
 
 def test_probe_says_why_it_cannot_park():

@@ -32,15 +32,7 @@ def test_a_cpu_tensor_stays_plain():
     assert torch.equal(t, torch.zeros(2, 3, 4, dtype=torch.bfloat16))
 
 
-def _has_libcuda() -> bool:
-    try:
-        cuda_checkpoint.load_libcuda()
-        return True
-    except cuda_checkpoint.CheckpointError:
-        return False
-
-
-@pytest.mark.skipif(_has_libcuda(), reason="this host has a CUDA driver: the GPU bench covers it")
+@pytest.mark.skipif(cuda_checkpoint.has_libcuda(), reason="this host has a CUDA driver: the GPU bench covers it")
 def test_without_a_driver_the_buffer_refuses_with_a_reason(monkeypatch):
     monkeypatch.setattr(remappable, "_driver", None)
     with pytest.raises(cuda_checkpoint.CheckpointError, match="libcuda"):

@@ -58,6 +58,15 @@ def load_libcuda() -> ctypes.CDLL:
     raise CheckpointError(f"libcuda not found: {last}")
 
 
+def has_libcuda() -> bool:
+    """Whether this host has a CUDA driver library at all (tests pick their side by it)."""
+    try:
+        load_libcuda()
+        return True
+    except CheckpointError:
+        return False
+
+
 def probe() -> tuple[bool, str]:
     """(supported, why): whether this host's driver has the checkpoint API. Loads libcuda and
     asks its version only (no cuInit, no context)."""
