@@ -72,10 +72,12 @@ async function enterApp() {
   $("signin").hidden = true; $("app").hidden = false; $("account").hidden = false;
   $("whoami").textContent = `${state.user.username} (${state.user.role})`;
   $("tab-admin").hidden = state.user.role !== "admin";
-  await loadModels();
-  await Promise.all([loadVoices(), loadHistory(), loadJobs(), loadKeys()]);
+  // the sign-in form that had the focus is gone: the text box takes it at once, not after the lists load
   selectTab($("tab-speak"), false);
   $("text").focus();
+  await loadModels();
+  await Promise.all([loadVoices(), loadHistory(), loadJobs(), loadKeys()]);
+  if (document.activeElement === document.body) $("text").focus();
 }
 
 // -- models and voices ------------------------------------------------------------------------------
