@@ -89,8 +89,6 @@ class FastSettings(BaseSettings):
     # the first real burst runs as fast as later ones (docs/gpu-performance.md); 0: no burst
     # It runs after the engine is ready, and the first request stops it, so no request waits for it.
     warmup_burst_tokens: int = Field(250, ge=0, le=1000)
-    # the burst on CPU too (tests: it is off on CPU, where it would cost minutes)
-    warmup_burst_on_cpu: bool = False
     # S3Gen's graphs (every piece shape; H200: 12.7 s) captured after the server is ready, between
     # requests' calls ("background", the default), or before it reports ready ("startup")
     s3gen_capture: Literal["background", "startup"] = "background"
@@ -163,7 +161,7 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
             raise EngineError(f"chatterbox fast path failed to start: {exc}") from exc
         log.info("chatterbox fast path on %s: batch %d, %d positions, warm-up %.1f s", self.device,
                  fs.max_batch, fs.max_len, seconds)
-        burst = fs.max_batch if fs.warmup_burst_tokens and (cuda or fs.warmup_burst_on_cpu) else 0
+        burst = fs.max_batch if fs.warmup_burst_tokens and cuda else 0  # on CPU it would cost minutes
         if background or burst > 1:
             # after ready, not before: requests are served meanwhile, and the first one stops the burst
             self.background_warmup = self.fast.background_warmup(background, burst, fs.warmup_burst_tokens)
