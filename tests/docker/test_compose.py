@@ -22,18 +22,11 @@ import pytest
 import yaml
 
 from audio_check import decode
+from image_harness import CPU_IMAGE, docker_client, unavailable
 from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-REQUIRED = os.environ.get("VOXGATE_TEST_DOCKER") == "1"
-CPU_IMAGE = os.environ.get("VOXGATE_CPU_IMAGE", "voxgate/tts-server:cpu")
 MANAGER_IMAGE = os.environ.get("VOXGATE_MANAGER_IMAGE", "voxgate/manager:test")
-
-
-def _unavailable(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"{reason} (VOXGATE_TEST_DOCKER=1: the Docker tests must run)")
-    pytest.skip(reason)
 
 
 def compose_cmd() -> list[str]:
@@ -42,7 +35,7 @@ def compose_cmd() -> list[str]:
         return ["docker", "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
-    _unavailable("neither `docker compose` nor `docker-compose` is installed (scripts/ci/docker-up.sh installs it)")
+    unavailable("neither `docker compose` nor `docker-compose` is installed (scripts/ci/docker-up.sh installs it)")
     raise AssertionError
 
 
@@ -91,18 +84,13 @@ def test_systemd_unit_parses() -> None:
     assert not problems, problems
 
 
-def test_compose_up_serves_speech_through_the_manager_and_down_leaves_nothing(tmp_path: Path) -> None:
-    try:
-        import docker
-        cli = docker.from_env(timeout=60)
-        cli.ping()
-    except Exception as exc:
-        _unavailable(f"no Docker engine: {exc}")
-    for image in (CPU_IMAGE, MANAGER_IMAGE):
-        try:
-            cli.images.get(image)
-        except docker.errors.ImageNotFound:
-            _unavailable(f"image {image} is missing (scripts/ci/docker-up.sh builds both)")
+@pytest.fixture
+def cli():
+    with docker_client(CPU_IMAGE, MANAGER_IMAGE) as client:
+        yield client
+
+
+def test_compose_up_serves_speech_through_the_manager_and_down_leaves_nothing(tmp_path: Path, cli) -> None:
     cmd = compose_cmd()
     instance = f"compose-test-{tmp_path.name}"
     port, admin, model_port = free_port(), free_port(), free_port()

@@ -8,88 +8,29 @@ the two volumes. With ``VOXGATE_TEST_DOCKER=1`` (CI) a missing engine or image i
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import numpy as np
 import pytest
 
 from audio_check import decode, transcribe, wer
+from image_harness import CPU_IMAGE as IMAGE
+from image_harness import Running, docker_client, start
 
-IMAGE = os.environ.get("VOXGATE_CPU_IMAGE", "voxgate/tts-server:cpu")
-REQUIRED = os.environ.get("VOXGATE_TEST_DOCKER") == "1"
 LABEL = {"voxgate.test": "tests/docker/test_cpu_image.py"}
 TEXT = "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background."
 
 
-def _unavailable(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"{reason} (VOXGATE_TEST_DOCKER=1: the Docker tests must run)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def client():
-    try:
-        import docker
-        from docker.errors import DockerException, ImageNotFound
-    except ImportError:
-        _unavailable("the docker SDK is not installed")
-    try:
-        cli = docker.from_env(timeout=120)
-        cli.ping()
-    except DockerException as exc:
-        _unavailable(f"no Docker engine: {exc}")
-    try:
-        cli.images.get(IMAGE)
-    except ImageNotFound:
-        _unavailable(f"image {IMAGE} is missing: run scripts/ci/docker-up.sh or "
-                     f"./build-tts-server.sh --target cpu --tag {IMAGE}")
-    yield cli
-    cli.close()
+    with docker_client(IMAGE) as cli:
+        yield cli
 
 
-@dataclass
-class Running:
-    container: object
-    url: str
-    seconds_to_http_ok: float
-
-
-def _start(client, port: int = 8000, env: dict[str, str] | None = None,
-           timeout: float = 180.0) -> Running:
-    """Start the image with the container port on a free loopback port; return once /health is 200."""
-    started = time.monotonic()
-    container = client.containers.run(
-        IMAGE, detach=True, labels=LABEL, environment=env or {},
-        ports={f"{port}/tcp": ("127.0.0.1", None)},  # the engine picks a free host port
-    )
-    try:
-        container.reload()
-        host_port = int(container.ports[f"{port}/tcp"][0]["HostPort"])
-        url = f"http://127.0.0.1:{host_port}"
-        deadline = started + timeout
-        while time.monotonic() < deadline:
-            container.reload()
-            if container.status == "exited":
-                raise AssertionError(f"container exited:\n{_logs(container)}")
-            try:
-                if httpx.get(f"{url}/health", timeout=3).status_code == 200:
-                    return Running(container, url, time.monotonic() - started)
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise AssertionError(f"/health not 200 within {timeout} s:\n{_logs(container)}")
-    except BaseException:
-        container.remove(force=True)
-        raise
-
-
-def _logs(container) -> str:
-    return container.logs(tail=60).decode(errors="replace")
+def _start(client, port: int = 8000, env: dict[str, str] | None = None, timeout: float = 180.0) -> Running:
+    return start(client, IMAGE, LABEL, port=port, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
