@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 
 from gpu_common import launch_timeline, log, run_at_once, smi_process_mib
+from local_http import free_port, stream_speech
 from turbo_clip import SR, TEXT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,12 +89,6 @@ def _uvicorn_impl(env: dict[str, str], traced: bool) -> dict[str, str]:
             "http": ("httptools" if importable("httptools") else "h11") if http == "auto" else http}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class VramSampler(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -124,7 +118,7 @@ class VramSampler(threading.Thread):
 
 
 def phase_http(args: Any) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env.update({
         "VOXGATE_ENGINES": "chatterbox-turbo",
@@ -175,18 +169,8 @@ def phase_http(args: Any) -> dict[str, Any]:
                 "max_duration_s": (args.tokens + 1) / 25.0}
 
         def one_abs(client: httpx.Client) -> dict[str, float]:
-            t0 = time.perf_counter()
-            first = None
-            n = 0
-            with client.stream("POST", base + "/v1/audio/speech", json=body, timeout=120) as r:
-                if r.status_code != 200:
-                    raise RuntimeError(f"HTTP {r.status_code}: {r.read()[:300]!r}")
-                for data in r.iter_bytes():
-                    if data and first is None:
-                        first = time.perf_counter()
-                    n += len(data)
-            end = time.perf_counter()
-            return {"t0_abs": t0, "first_abs": first or end, "end_abs": end, "audio_s": n / 2 / SR}
+            t0, first, end, n = stream_speech(client, base, body, 120)
+            return {"t0_abs": t0, "first_abs": first, "end_abs": end, "audio_s": n / 2 / SR}
 
         def one(client: httpx.Client) -> dict[str, float]:
             m = one_abs(client)

@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "manager")]
 PYTHONPATH = os.pathsep.join([str(ROOT / "manager"), str(ROOT / "tts-inference-server"), os.environ.get("PYTHONPATH", "")])
 
-from bench.manager_bench import cpu_seconds, free_port, pct, wait_http  # noqa: E402
+from bench.local_http import free_port, wait_http  # noqa: E402
+from bench.manager_bench import cpu_seconds, pct  # noqa: E402
+from bench.report import write_report  # noqa: E402
 from fake_providers import FakeProviders  # noqa: E402
 
 KEY = "sk-bench-provider-key"
@@ -159,10 +161,7 @@ def main() -> int:
         "targets": {"hit_first_byte_p50_ms<=5": hit_p50 <= 5.0, "provider_proxy_added_p50_ms<=2": added <= 2.0,
                     "fallback_answer_p50_s<=3": statistics.median(fb_total) <= 3.0},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    write_report(result, Path(args.out) if args.out else None)
     return 0
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+from local_http import free_port, stream_speech, wait_http  # noqa: E402
 from turbo_clip import SR, TEXT  # noqa: E402 - the clip every GPU bench speaks
 STAGES = (  # (name, text in a server log line that ends the stage)
     ("weights_loaded", "chatterbox-turbo loaded on"),
@@ -43,12 +43,6 @@ STAGES = (  # (name, text in a server log line that ends the stage)
     ("s3gen_graphs_captured", "S3Gen graphs captured in the background"),
     ("warm_burst_ended", "warm-up burst of"),  # done, or stopped by a request
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def smi_process_mib(pid: int) -> int:
@@ -124,18 +118,8 @@ class Server:
 def speak(client: httpx.Client, url: str, max_s: float) -> dict[str, float]:
     body = {"model": "chatterbox-turbo", "input": TEXT, "voice": "alloy", "response_format": "pcm",
             "max_duration_s": max_s}
-    t0 = time.perf_counter()
-    first = None
-    n = 0
-    with client.stream("POST", url + "/v1/audio/speech", json=body, timeout=300) as r:
-        if r.status_code != 200:
-            raise RuntimeError(f"HTTP {r.status_code}: {r.read()[:300]!r}")
-        for data in r.iter_bytes():
-            if data and first is None:
-                first = time.perf_counter()
-            n += len(data)
-    end = time.perf_counter()
-    return {"first_byte_s": round((first or end) - t0, 4), "total_s": round(end - t0, 4),
+    t0, first, end, n = stream_speech(client, url, body, 300)
+    return {"first_byte_s": round(first - t0, 4), "total_s": round(end - t0, 4),
             "audio_s": round(n / 2 / SR, 3), "t0": t0, "end": end}
 
 
@@ -180,14 +164,7 @@ def manager_phase(server: Server, args: argparse.Namespace, res: dict[str, Any])
     proc = subprocess.Popen([sys.executable, "-m", "voxgate_manager.cli"], env=env, stdout=log, stderr=subprocess.STDOUT)
     murl = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.perf_counter() + 60
-        while time.perf_counter() < deadline:
-            try:
-                if httpx.get(murl + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        wait_http(murl + "/health", 60)
         with httpx.Client() as c:
             speak(c, murl, 1.0)  # routes the model (remote: health check) and warms the hop
         status = httpx.get(f"http://127.0.0.1:{admin}/admin/models/chatterbox-turbo", timeout=5).json()
@@ -258,16 +235,8 @@ def manager_park_phase(args: argparse.Namespace, res: dict[str, Any]) -> None:
         return total
 
     try:
-        deadline = time.perf_counter() + 60
-        while time.perf_counter() < deadline:
-            try:
-                if httpx.get(murl + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        wait_http(murl + "/health", 60)
         with httpx.Client() as c:
-            t0 = time.perf_counter()
             cold = speak(c, murl, 2.0)
         st = status()
         out.update(cold_start_first_byte_s=cold["first_byte_s"], last_start_s=st.get("last_start_s"),

@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,27 +29,12 @@ import httpx
 from wyoming.client import AsyncTcpClient
 from wyoming.tts import Synthesize, SynthesizeVoice
 
+from local_http import free_port, wait_http
+from report import write_report
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHONPATH = os.pathsep.join([str(ROOT / "manager"), str(ROOT / "tts-inference-server"), os.environ.get("PYTHONPATH", "")])
 SENTENCE = "The kitchen lights are now on, and the front door is locked."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not up in {timeout}s")
 
 
 async def http_first(client: httpx.AsyncClient, url: str) -> float:
@@ -162,10 +146,7 @@ def main() -> int:
         "met": (w - h) <= allowed,
         "samples_ms": {k: [ms(v) for v in vs] for k, vs in samples.items()},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    write_report(result, Path(args.out) if args.out else None)
     return 0
 
 
