@@ -11,17 +11,16 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
 
 from voxgate_server.audio.encode import CONTENT_TYPES
 from voxgate_server.engines.base import Cancelled, EngineError, InvalidRequest, SynthesisRequest
-from voxgate_server.errors import APIError, validation_error
+from voxgate_server.errors import APIError
 from voxgate_server.json_body import parse_json_object
 from voxgate_server.pipeline import StreamStats, encoded_stream
 from voxgate_server.runtime import Runtime
 from voxgate_server.scheduler import QueueFull, ShuttingDown
 from voxgate_server.schemas import SpeechRequest
-from voxgate_server.speech_job import enter_gate, prepare
+from voxgate_server.speech_job import enter_gate, prepare, validate_body
 
 router = APIRouter()
 
@@ -44,18 +43,7 @@ async def parse_speech_request(request: Request, runtime: Runtime) -> SpeechRequ
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise APIError(415, f"Unsupported content type '{content_type or 'none'}': send application/json.",
                        code="unsupported_media_type")
-    data = parse_json_object(await read_body(request, runtime.settings.max_body_bytes))
-    try:
-        body = SpeechRequest.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-    if not body.input.strip():
-        raise APIError(400, "'input' must be a non-empty string.", param="input", code="invalid_value")
-    limit = runtime.settings.max_input_chars
-    if len(body.input) > limit:
-        raise APIError(400, f"'input' is {len(body.input)} characters long; the maximum is {limit}.",
-                       param="input", code="string_above_max_length")
-    return body
+    return validate_body(runtime, parse_json_object(await read_body(request, runtime.settings.max_body_bytes)))
 
 
 def _shutting_down(runtime: Runtime) -> APIError:
