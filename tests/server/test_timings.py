@@ -124,3 +124,22 @@ def test_a_bad_timestamps_value_is_a_400(timed_server):
     r = httpx.post(f"{timed_server.url}/v1/audio/speech",
                    json={"model": "piper", "voice": "alloy", "input": "Hi.", "timestamps": "syllable"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "timestamps"
+
+
+def test_timed_answers_share_the_plain_routes_stream(timed_server):
+    """The same encoder path as the plain route: nothing to speak is the short silence, not an
+    empty file, and a one-sentence WAV carries its true sizes."""
+    import io
+    import wave
+
+    r = httpx.post(f"{timed_server.url}/v1/audio/speech", timeout=60,
+                   json={"model": "piper", "voice": "alloy", "input": "...", "response_format": "wav",
+                         "timestamps": "word"})
+    assert r.status_code == 200, r.text
+    assert r.json()["words"] == [] and r.json()["duration_s"] == 0.25
+    r = httpx.post(f"{timed_server.url}/v1/audio/speech", timeout=60,
+                   json={"model": "piper", "voice": "alloy", "input": "Hello there.", "response_format": "wav",
+                         "timestamps": "word"})
+    data = base64.b64decode(r.json()["audio"])
+    with wave.open(io.BytesIO(data)) as w:
+        assert abs(w.getnframes() / w.getframerate() - r.json()["duration_s"]) < 0.01

@@ -7,14 +7,15 @@ Keeping resampling and encoding in the worker thread leaves the event loop free 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from voxgate_server.audio.dsp import OUTPUT_RATE, StreamResampler, TimeStretcher, fade_edges
 from voxgate_server.audio.encode import StreamEncoder
-from voxgate_server.engines.base import Cancelled, Engine, SynthesisRequest
+from voxgate_server.engines.base import AudioChunk, Cancelled, Engine, SynthesisRequest
 
 # What an input with nothing to speak ("." or "—") is answered with: a valid file, never 0 bytes.
 SILENCE_MS = 250
@@ -49,6 +50,26 @@ def encoded_stream(
     stats: StreamStats,
 ) -> Iterator[bytes]:
     """Yield encoded audio as the engine makes it: resample to 24 kHz, fade, pause, stretch, encode."""
+    for _, data in encoded_chunks(engine, request, fmt, stretch=stretch, pause_ms=pause_ms, fade_ms=fade_ms,
+                                  stats=stats):
+        yield data
+
+
+def encoded_chunks(
+    engine: Engine,
+    request: SynthesisRequest,
+    fmt: str,
+    *,
+    stretch: bool,
+    pause_ms: int,
+    fade_ms: float,
+    stats: StreamStats,
+    beside: Callable[[AudioChunk, float], list[Any]] | None = None,
+) -> Iterator[tuple[list[Any], bytes]]:
+    """``encoded_stream`` with, beside each engine chunk's bytes, what ``beside(chunk, start)``
+    says of it (``start``: where the chunk's audio begins, pause included, in engine seconds
+    from the first sample): the word timings of ``voxgate_server.timing``. A pair goes out when
+    it has bytes or something beside them, so a chunk's words can precede its audio."""
     # One text chunk (one sentence): a WAV answer is held until it is whole, so its header carries
     # the true sizes. Piper's first audio comes at the sentence's end anyway; an engine streaming
     # below the sentence (Chatterbox's fast path) sends a one-sentence WAV at its end (README).
@@ -57,6 +78,7 @@ def encoded_stream(
     stretcher = TimeStretcher(request.speed) if stretch and abs(request.speed - 1.0) > 1e-3 else None
     at_segment_start = True
     emitted_any = False
+    engine_seconds = 0.0
     try:
         for chunk in engine.synthesize(request) if request.chunks else ():
             if request.cancel.is_set():
@@ -64,21 +86,25 @@ def encoded_stream(
             # Fade and pause in the engine's own rate, before resampling, so the resampler's
             # delayed tail is already faded and joins stay smooth.
             samples = fade_edges(chunk.samples, chunk.sample_rate, fade_ms, fade_in=at_segment_start, fade_out=chunk.segment_end)
+            pause_s = 0.0
             if at_segment_start and emitted_any and pause_ms > 0:
                 pause = np.zeros(int(chunk.sample_rate * pause_ms / 1000), dtype=np.float32)
+                pause_s = pause.size / chunk.sample_rate
                 samples = np.concatenate([pause, samples])
             at_segment_start = chunk.segment_end
             if samples.size:
                 emitted_any = True
+            extra = beside(chunk, engine_seconds + pause_s) if beside is not None else []
+            engine_seconds += samples.size / chunk.sample_rate
             samples = resampler.process(samples, chunk.sample_rate)
             if stretcher is not None:
                 samples = stretcher.process(samples)
             data = encoder.encode(samples)
             stats.audio_samples += samples.size
-            if data:
-                if stats.first_audio_at is None:
-                    stats.first_audio_at = time.perf_counter()
-                yield data
+            if data and stats.first_audio_at is None:
+                stats.first_audio_at = time.perf_counter()
+            if data or extra:
+                yield extra, data
         tail = resampler.flush()
         if stretcher is not None:
             tail = stretcher.process(tail) if tail.size else tail
@@ -90,7 +116,7 @@ def encoded_stream(
         if data:
             if stats.first_audio_at is None:
                 stats.first_audio_at = time.perf_counter()
-            yield data
+            yield [], data
     finally:
         encoder.close()
         stats.finished_at = time.perf_counter()
