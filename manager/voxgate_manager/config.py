@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from voxgate_manager.providers.config import ElevenLabsProvider, OpenAICompatibleProvider, OpenAIProvider, Price
+from voxgate_manager.providers.config import BaseUrl, ElevenLabsProvider, OpenAICompatibleProvider, OpenAIProvider, Price
 from voxgate_manager.voices import DeclaredVoice, VoicePreset
 
 
@@ -72,15 +72,8 @@ class ProcessRuntime(_Strict):
 
 class RemoteRuntime(_Strict):
     type: Literal["remote"]
-    base_url: str
+    base_url: BaseUrl
     health_interval_s: float = Field(default=5.0, gt=0)
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return v.rstrip("/")
 
 
 Runtime = Annotated[DockerRuntime | ProcessRuntime | RemoteRuntime | OpenAIProvider | OpenAICompatibleProvider

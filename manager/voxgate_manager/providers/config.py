@@ -6,15 +6,25 @@ variable, and ``<that name>_FILE`` (or ``api_key_file``) a file holding the key 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _http_base_url(v: str) -> str:
+    if not v.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return v.rstrip("/")
+
+
+# an http(s) URL without its trailing slash: a provider's, or a remote runtime's (config.py)
+BaseUrl = Annotated[str, AfterValidator(_http_base_url)]
 
 
 class _ProviderBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    base_url: str
+    base_url: BaseUrl
     api_key_env: str | None = None
     api_key_file: str | None = None
     timeout_s: float = Field(default=30.0, gt=0)  # connect + first byte, and the gap between chunks
@@ -22,17 +32,10 @@ class _ProviderBase(BaseModel):
     backoff_s: float = Field(default=0.5, ge=0)  # first retry's delay; doubles, with jitter
     backoff_max_s: float = Field(default=8.0, ge=0)
 
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return v.rstrip("/")
-
 
 class OpenAIProvider(_ProviderBase):
     type: Literal["openai"]
-    base_url: str = "https://api.openai.com/v1"
+    base_url: BaseUrl = "https://api.openai.com/v1"
     api_key_env: str | None = "OPENAI_API_KEY"
 
 
@@ -44,7 +47,7 @@ class OpenAICompatibleProvider(_ProviderBase):
 
 class ElevenLabsProvider(_ProviderBase):
     type: Literal["elevenlabs"]
-    base_url: str = "https://api.elevenlabs.io"
+    base_url: BaseUrl = "https://api.elevenlabs.io"
     api_key_env: str | None = "ELEVENLABS_API_KEY"
     model_id: str = "eleven_multilingual_v2"  # the body's ``model`` when it names no ElevenLabs model
     default_voice: str | None = None  # a voice name or id used when the request's voice is unknown
