@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import gc
-import json
 import re
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from sse_client import sse_events
 from turbo_helpers import ServerProcess, decode
 
 TEXT = "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background."
@@ -84,14 +84,9 @@ def test_words_are_in_order_cover_the_audio_and_scale_with_speed(server: ServerP
 
 
 def test_sse_sends_each_sentences_words_before_its_audio(server: ServerProcess) -> None:
-    events = []
-    with httpx.stream("POST", f"{server.url}/v1/audio/speech", timeout=300,
-                      json={"model": "chatterbox-turbo", "voice": "alloy", "input": TEXT, "response_format": "pcm",
-                            "stream_format": "sse", "timestamps": "word", "seed": 3}) as r:
-        assert r.status_code == 200
-        for line in r.iter_lines():
-            if line.startswith("data: "):
-                events.append(json.loads(line[6:]))
+    events = sse_events(f"{server.url}/v1/audio/speech", timeout=300,
+                        body={"model": "chatterbox-turbo", "voice": "alloy", "input": TEXT, "response_format": "pcm",
+                              "stream_format": "sse", "timestamps": "word", "seed": 3})
     kinds = [e["type"] for e in events]
     assert kinds[0] == "speech.audio.timestamps" and kinds[-1] == "speech.audio.done"
     assert kinds.count("speech.audio.timestamps") == 2  # one per sentence

@@ -12,6 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from audio_check import decode
+from ws_client import collect
 from manager_harness import ManagerProcess, piper_process_model
 
 
@@ -24,18 +25,6 @@ def manager(tmp_path):
 
 def url(m, query="model=piper-alias&api_key=k1"):
     return m.url.replace("http://", "ws://") + "/v1/audio/speech/ws?" + query
-
-
-async def collect(ws):
-    audio, messages = bytearray(), []
-    while True:
-        msg = await asyncio.wait_for(ws.recv(), 120)
-        if isinstance(msg, bytes):
-            audio += msg
-            continue
-        messages.append(json.loads(msg))
-        if messages[-1]["type"] in ("done", "error"):
-            return bytes(audio), messages
 
 
 def test_socket_starts_the_model_relays_and_releases_it(manager):

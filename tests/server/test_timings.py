@@ -4,7 +4,6 @@ words come back in order, cover the audio, scale with speed, and sit on speech, 
 from __future__ import annotations
 
 import base64
-import json
 import re
 import time
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from audio_check import decode
+from sse_client import sse_events
 
 TEXT = "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background."
 
@@ -100,14 +100,9 @@ def test_word_spans_hold_speech_and_the_gap_between_sentences_does_not(timed_ser
 
 @pytest.mark.parametrize("model", ["piper", "kokoro"])
 def test_sse_sends_each_chunks_words_before_its_audio(timed_server, model):
-    events = []
-    with httpx.stream("POST", f"{timed_server.url}/v1/audio/speech", timeout=180,
-                      json={"model": model, "voice": "alloy", "input": TEXT, "response_format": "mp3",
-                            "stream_format": "sse", "timestamps": "word"}) as r:
-        assert r.status_code == 200
-        for line in r.iter_lines():
-            if line.startswith("data: "):
-                events.append(json.loads(line[6:]))
+    events = sse_events(f"{timed_server.url}/v1/audio/speech", timeout=180,
+                        body={"model": model, "voice": "alloy", "input": TEXT, "response_format": "mp3",
+                              "stream_format": "sse", "timestamps": "word"})
     kinds = [e["type"] for e in events]
     assert kinds[0] == "speech.audio.timestamps" and kinds[-1] == "speech.audio.done"
     assert kinds.count("speech.audio.timestamps") == 2  # one per sentence

@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from audio_check import decode
+from ws_client import collect
 
 LONG = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
         "It is easy to tell the depth of a well. These days a chicken leg is a rare dish. "
@@ -42,19 +43,6 @@ def wait_all_ready(server, timeout=180):
 
 def ws_url(server, path="/v1/audio/speech/ws"):
     return server.url.replace("http://", "ws://") + path
-
-
-async def collect(ws, until=("done", "error")):
-    """Audio bytes and JSON messages until one of type ``until``."""
-    audio, messages = bytearray(), []
-    while True:
-        msg = await asyncio.wait_for(ws.recv(), 120)
-        if isinstance(msg, bytes):
-            audio += msg
-            continue
-        messages.append(json.loads(msg))
-        if messages[-1]["type"] in until:
-            return bytes(audio), messages
 
 
 def engine_active(server, engine):
