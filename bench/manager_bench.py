@@ -119,7 +119,8 @@ def main() -> int:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="voxgate-bench-"))
-    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "VOXGATE_LOG_LEVEL": "warning"}
+    # the accounts store in the run's own folder, not ./data wherever the bench was started
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "VOXGATE_LOG_LEVEL": "warning", "VOXGATE_MANAGER_APP_DIR": str(tmp / "app")}
     procs: list[subprocess.Popen[bytes]] = []
     instance = f"bench-{uuid.uuid4().hex[:8]}"
     try:

@@ -111,7 +111,9 @@ def main() -> int:
                                           "environment": {"VOXGATE_LOG_LEVEL": "warning", "VOXGATE_ENGINES": "piper"}},
                "readiness": {"json_field": "status", "json_value": "ok"}}]
     (tmp / "models.json").write_text(json.dumps({"models": models}))
-    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "VOXGATE_WYOMING_PORT": str(wport)}
+    # the accounts store in the run's own folder, not ./data wherever the bench was started
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "VOXGATE_WYOMING_PORT": str(wport),
+           "VOXGATE_MANAGER_APP_DIR": str(tmp / "app")}
     proc = subprocess.Popen([sys.executable, "-m", "voxgate_manager.cli", "--config", str(tmp / "models.json"), "--port", str(mport),
                              "--admin-port", str(aport), "--log-level", "warning"],
                             env=env, stdout=open(tmp / "manager.log", "wb"), stderr=subprocess.STDOUT)
