@@ -57,10 +57,10 @@ def _spoken_length(word: str) -> float:
     Other scripts' letters count one each."""
     lower = word.lower()
     digits = sum(c.isdigit() for c in lower)
-    vowel_groups = len(_VOWEL_GROUP.findall(lower))
+    groups = _VOWEL_GROUP.findall(lower)
     consonants = len(_CONSONANT.findall(lower))
-    other = sum(c.isalpha() for c in lower) - consonants - sum(len(g) for g in _VOWEL_GROUP.findall(lower))
-    return max(1.0, consonants + 1.5 * vowel_groups + other + _DIGIT_WEIGHT * digits + 0.5)
+    other = sum(c.isalpha() for c in lower) - consonants - sum(len(g) for g in groups)
+    return max(1.0, consonants + 1.5 * len(groups) + other + _DIGIT_WEIGHT * digits + 0.5)
 
 
 def spoken_words(text: str) -> list[tuple[str, float, bool]]:
