@@ -8,6 +8,7 @@ import os
 
 import uvicorn
 
+from voxgate_server.engines import preimport
 from voxgate_server.http_protocol import make_protocol
 from voxgate_server.serve import VoxgateServer
 from voxgate_server.settings import Settings
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     host = args.host or settings.host
     port = args.port or (settings.port if "VOXGATE_PORT" in os.environ else int(os.environ.get("PORT", settings.port)))
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    preimport.start(settings.engines)  # torch and chatterbox load while the web stack does
     from voxgate_server.app import create_app
 
     if (settings.ssl_certfile is None) != (settings.ssl_keyfile is None):
