@@ -126,6 +126,7 @@ class FlowRunner:
         self.graph_batch = graph_batch if on_cuda else 0
         self.bf16 = bf16 and on_cuda
         self.graphs = GraphCache(self.device, graph_pool)
+        self.last_replayed = False  # whether the last run replayed a graph
 
     def _autocast(self) -> Any:
         # cache_enabled=False: autocast's weight-cast cache must not outlive a graph capture
@@ -149,16 +150,18 @@ class FlowRunner:
         rows, width = self.graph_shape(pieces, longest) if self.replays(pieces) else (pieces, longest)
         return rows * MEL_PER_TOKEN * width
 
-    def run(self, pieces: Sequence[Sequence[int]], ref: dict) -> list[torch.Tensor]:
+    def run(self, pieces: Sequence[Sequence[int]], ref: dict, capture: bool = True) -> list[torch.Tensor]:
         """Mel [80, 2 * len(piece)] (float32, on the device, the caller's to keep) of each piece
-        after the voice's prompt (``ref``: S3Gen's ref dict of one voice)."""
+        after the voice's prompt (``ref``: S3Gen's ref dict of one voice). ``capture=False``: a
+        shape not captured yet runs eagerly (one call instead of a capture's three)."""
         prompt = ref["prompt_token"].to(self.device).reshape(-1)
         longest = int(prompt.shape[0]) + max(len(p) for p in pieces)
         entry = None
         if self.replays(len(pieces)):
             key = self.graph_shape(len(pieces), longest)
             entry = self.graphs.get_or_capture(key, lambda: _FlowInputs.empty(*key, self.device), self._mel,
-                                               self._autocast)
+                                               self._autocast, capture=capture)
+        self.last_replayed = entry is not None
         if entry is not None:
             self._fill(entry.inputs, pieces, ref, prompt)
             entry.graph.replay()

@@ -52,6 +52,16 @@ def shapes_within(step: int, batch_step: int, low: int, high: int, max_rows: int
     return sorted(shapes, key=lambda s: (s[0] * s[1], s[0]), reverse=True)
 
 
+def first_needed(shapes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``shapes`` in the order a capture running beside live traffic should take them: one-piece
+    shapes first, narrowest first (a stream's first chunk is its narrowest piece, and a lone
+    request runs one piece at a time), then the batched ones largest first (``shapes_within``'s
+    pool-friendly order)."""
+    singles = sorted((s for s in shapes if s[0] == 1), key=lambda s: s[1])
+    batched = [s for s in shapes if s[0] != 1]
+    return singles + batched
+
+
 @dataclass
 class Captured:
     graph: Any  # torch.cuda.CUDAGraph
@@ -78,11 +88,13 @@ class GraphCache:
         return self._graphs.get(key)
 
     def get_or_capture(self, key: Hashable, make_inputs: Callable[[], Any], fn: Callable[[Any], Any],
-                       context: Callable[[], AbstractContextManager] = nullcontext) -> Captured | None:
-        """The graph for ``key``, captured now if need be; None once a capture has failed (a
-        driver or an op that cannot be captured fails every time: the caller runs eagerly)."""
+                       context: Callable[[], AbstractContextManager] = nullcontext,
+                       capture: bool = True) -> Captured | None:
+        """The graph for ``key``, captured now if need be (``capture``; else None when it is not
+        captured yet); None once a capture has failed (a driver or an op that cannot be captured
+        fails every time: the caller runs eagerly)."""
         entry = self.get(key)
-        if entry is None and self.broken is None:
+        if entry is None and capture and self.broken is None:
             try:
                 entry = self.capture(key, make_inputs(), fn, context)
             except Exception as exc:  # noqa: BLE001 - logged once, then eager for good

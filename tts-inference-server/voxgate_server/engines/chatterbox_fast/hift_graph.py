@@ -201,6 +201,7 @@ class HiftRunner:
         self.device = next(hift.parameters()).device
         self.graph_batch = graph_batch if self.device.type == "cuda" else 0
         self.graphs = GraphCache(self.device, graph_pool)
+        self.last_replayed = False  # whether the last run replayed a graph
         # Snake and the row mask in one kernel (``snake_kernel.py``); the class attribute lets
         # the GPU bench compare against PyTorch's ops
         self.snake = fused_snake_for(hift, self.device) if self.fused_snake else None
@@ -234,14 +235,18 @@ class HiftRunner:
         rows, width = self.graph_shape(pieces, widest) if self.replays(pieces) else (pieces, widest)
         return rows * width
 
-    def run(self, mels: list[torch.Tensor], caches: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, mels: list[torch.Tensor], caches: list[torch.Tensor | None],
+            capture: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(wave, excitation), each [B, 480 F] on the device for the widest F: row ``i`` is valid for
-        ``480 * mels[i].shape[-1]`` samples (the caller's to copy before the next call)."""
+        ``480 * mels[i].shape[-1]`` samples (the caller's to copy before the next call).
+        ``capture=False``: a shape not captured yet runs eagerly."""
         widest = max(m.shape[-1] for m in mels)
+        self.last_replayed = False
         if self.replays(len(mels)):
             key = self.graph_shape(len(mels), widest)
-            entry = self.graphs.get_or_capture(key, lambda: self._empty(*key), self._wave)
+            entry = self.graphs.get_or_capture(key, lambda: self._empty(*key), self._wave, capture=capture)
             if entry is not None:
+                self.last_replayed = True
                 self._fill(entry.inputs, mels, caches)
                 entry.graph.replay()
                 return entry.out

@@ -27,7 +27,7 @@ import torch
 
 from voxgate_server.engines.chatterbox_fast import flow_attention, s3gen_syncfree
 from voxgate_server.engines.chatterbox_fast.flow_graph import MEL_PER_TOKEN, FlowRunner
-from voxgate_server.engines.chatterbox_fast.graph_cache import pow2, shapes_within
+from voxgate_server.engines.chatterbox_fast.graph_cache import first_needed, pow2, shapes_within
 from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
 
 SAMPLES_PER_MEL = 480
@@ -116,6 +116,8 @@ class S3GenWorker:
         self.window_s = window_ms / 1000.0
         self._q: queue.Queue[Any] = queue.Queue()
         self._local = threading.local()
+        # True while warm_graphs runs (after ready): real pieces then never capture, see there
+        self.warming = False
         self.stats: dict[str, float] = {"flow_calls": 0, "flow_items": 0, "flow_s": 0.0,
                                         "hift_calls": 0, "hift_items": 0, "hift_s": 0.0,
                                         "flow_graphs": 0, "hift_graphs": 0}
@@ -257,14 +259,21 @@ class S3GenWorker:
         # each shape as one call of exactly ``rows`` pieces, run on the worker's thread on its own:
         # queued as pieces, real requests' pieces (the warm-up can run while requests are served)
         # would join the batch and the shape captured would be another
-        for rows, width in flows:
-            piece = [0] * max(1, min(width - n_prompt, longest))
-            jobs = [_FlowJob(list(piece), ref) for _ in range(rows)]
-            self.call(lambda jobs=jobs: self._flow_batch(jobs)).result()
-        for rows, frames in hifts:
-            mel = torch.zeros(80, min(frames, widest), device=self.s3gen.device)
-            jobs = [_HiftJob(mel, None) for _ in range(rows)]
-            self.call(lambda jobs=jobs: self._hift_batch(jobs)).result()
+        # Meanwhile real requests' pieces whose shape is not captured yet run eagerly (one call;
+        # capturing it on the spot costs three, and made the first request after ready wait
+        # 0.7 s for its first byte, bench/results/launch-2026-12-03/run5).
+        self.warming = True
+        try:
+            for rows, width in first_needed(flows):
+                piece = [0] * max(1, min(width - n_prompt, longest))
+                jobs = [_FlowJob(list(piece), ref) for _ in range(rows)]
+                self.call(lambda jobs=jobs: self._flow_batch(jobs, capture=True)).result()
+            for rows, frames in first_needed(hifts):
+                mel = torch.zeros(80, min(frames, widest), device=self.s3gen.device)
+                jobs = [_HiftJob(mel, None) for _ in range(rows)]
+                self.call(lambda jobs=jobs: self._hift_batch(jobs, capture=True)).result()
+        finally:
+            self.warming = False
         # the captures' eager warm-up runs left their activations cached outside the graphs' pool
         torch.cuda.empty_cache()
 
@@ -281,29 +290,28 @@ class S3GenWorker:
                               self.hift_max_frames)
         return flows, hifts
 
-    def _flow_batch(self, jobs: list[_FlowJob]) -> None:
+    def _flow_batch(self, jobs: list[_FlowJob], capture: bool | None = None) -> None:
         t0 = time.perf_counter()
         runner = self.flow_runner()
         before = len(runner.graphs)
-        mels = runner.run([j.tokens for j in jobs], jobs[0].ref)
+        mels = runner.run([j.tokens for j in jobs], jobs[0].ref, capture=not self.warming if capture is None else capture)
         self._sync()
         for j, mel in zip(jobs, mels):
             j.future.set_result(mel)
-        self._count("flow", len(jobs), t0, len(runner.graphs), len(runner.graphs) - before,
-                    runner.replays(len(jobs)))
+        self._count("flow", len(jobs), t0, len(runner.graphs), len(runner.graphs) - before, runner.last_replayed)
 
-    def _hift_batch(self, jobs: list[_HiftJob]) -> None:
+    def _hift_batch(self, jobs: list[_HiftJob], capture: bool | None = None) -> None:
         t0 = time.perf_counter()
         runner = self.hift_runner()
         before = len(runner.graphs)
-        wav, src = runner.run([j.mel for j in jobs], [j.cache for j in jobs])
+        wav, src = runner.run([j.mel for j in jobs], [j.cache for j in jobs],
+                              capture=not self.warming if capture is None else capture)
         lens = [j.mel.shape[-1] * SAMPLES_PER_MEL for j in jobs]
         srcs = [src[i, :n].clone() for i, n in enumerate(lens)]  # the replay's output is reused
         out = wav.float().cpu().numpy()
         for i, j in enumerate(jobs):
             j.future.set_result((np.ascontiguousarray(out[i, :lens[i]]), srcs[i]))
-        self._count("hift", len(jobs), t0, len(runner.graphs), len(runner.graphs) - before,
-                    runner.replays(len(jobs)))
+        self._count("hift", len(jobs), t0, len(runner.graphs), len(runner.graphs) - before, runner.last_replayed)
 
 
 class _Null:
