@@ -87,8 +87,13 @@ def markdown(res: dict[str, Any]) -> str:
     up, cold, warm = res["upstream"], res["voxgate_cold"], res["voxgate_warm"]
     rows = ["| from process launch (s) | upstream | voxgate, empty compile cache | voxgate, warm compile cache |",
             "|---|---|---|---|",
-            f"| imports done | {up.get('imported')} | | |",
-            f"| weights loaded | {up.get('loaded')} | {cold.get('weights_loaded')} | {warm.get('weights_loaded')} |",
+            f"| web server started (uvicorn) | | {cold.get('server_started')} | {warm.get('server_started')} |",
+            f"| imports done (voxgate: torch + chatterbox on the pre-import thread) | {up.get('imported')} | "
+            f"{cold.get('libraries_imported')} | {warm.get('libraries_imported')} |",
+            f"| upstream's from_local returned | {up.get('loaded')} | {cold.get('checkpoint_read')} | "
+            f"{warm.get('checkpoint_read')} |",
+            f"| weights loaded (voxgate: the engine's T3 and vocoder set up) | {up.get('loaded')} | "
+            f"{cold.get('weights_loaded')} | {warm.get('weights_loaded')} |",
             f"| fast path warm (graphs, one request) | | {cold.get('fast_path_warm')} | {warm.get('fast_path_warm')} |",
             f"| /health 200 | | {cold.get('health_200')} | {warm.get('health_200')} |",
             f"| first audio byte / first clip | {up.get('first_clip')} (whole clip, {up.get('clip_audio_s')} s) "

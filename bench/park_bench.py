@@ -36,6 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 from local_http import free_port, stream_speech, wait_http  # noqa: E402
 from turbo_clip import SR, TEXT  # noqa: E402 - the clip every GPU bench speaks
 STAGES = (  # (name, text in a server log line that ends the stage)
+    ("server_started", "Started server process"),  # uvicorn's: the web stack is imported
+    ("libraries_imported", "engine libraries imported ahead"),  # engines/preimport.py's thread
+    ("chatterbox_imported", "chatterbox imported in"),  # the engine's load has them
+    ("checkpoint_read", "checkpoint read in"),  # upstream's from_local returned
     ("weights_loaded", "chatterbox-turbo loaded on"),
     ("fast_path_warm", "chatterbox fast path on"),
     ("engine_ready", "engine chatterbox-turbo ready"),
@@ -43,6 +47,16 @@ STAGES = (  # (name, text in a server log line that ends the stage)
     ("s3gen_graphs_captured", "S3Gen graphs captured in the background"),
     ("warm_burst_ended", "warm-up burst of"),  # done, or stopped by a request
 )
+
+
+def wait_stage(server: "Server", stage: str, timeout_s: float) -> float | None:
+    """Seconds waited for ``stage``'s log line (None: it did not come in ``timeout_s``)."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        if server.stage_times().get(stage) is not None:
+            return round(time.perf_counter() - t0, 3)
+        time.sleep(0.25)
+    return None
 
 
 def smi_process_mib(pid: int) -> int:
@@ -123,21 +137,45 @@ def speak(client: httpx.Client, url: str, max_s: float) -> dict[str, float]:
             "audio_s": round(n / 2 / SR, 3), "t0": t0, "end": end}
 
 
-def burst(url: str, n: int, max_s: float) -> dict[str, Any]:
+def burst(url: str, n: int, max_s: float, pid: int | None = None) -> dict[str, Any]:
+    """``n`` streamed requests at once; with ``pid``, nvidia-smi's reading of that process is
+    sampled meanwhile and its peak reported (the VRAM target is at 16 concurrent)."""
     barrier = threading.Barrier(n)
+    peak: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            try:
+                peak.append(smi_process_mib(pid))
+            except Exception:  # noqa: BLE001 - a missed sample
+                pass
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True) if pid is not None else None
+    if sampler is not None:
+        sampler.start()
 
     def one(_: int) -> dict[str, float]:
         with httpx.Client() as c:
             barrier.wait()
             return speak(c, url, max_s)
 
-    with ThreadPoolExecutor(n) as pool:
-        rows = list(pool.map(one, range(n)))
+    try:
+        with ThreadPoolExecutor(n) as pool:
+            rows = list(pool.map(one, range(n)))
+    finally:
+        done.set()
     wall = max(r["end"] for r in rows) - min(r["t0"] for r in rows)
     audio = sum(r["audio_s"] for r in rows)
-    return {"n": n, "wall_s": round(wall, 3), "audio_s": round(audio, 2), "audio_s_per_s": round(audio / wall, 1),
-            "first_byte_median_s": round(statistics.median(r["first_byte_s"] for r in rows), 4),
-            "first_byte_max_s": round(max(r["first_byte_s"] for r in rows), 4)}
+    out = {"n": n, "wall_s": round(wall, 3), "audio_s": round(audio, 2), "audio_s_per_s": round(audio / wall, 1),
+           "first_byte_median_s": round(statistics.median(r["first_byte_s"] for r in rows), 4),
+           "first_byte_max_s": round(max(r["first_byte_s"] for r in rows), 4)}
+    if sampler is not None:
+        sampler.join(2)
+        out["server_mib_peak"] = max(peak) if peak else None
+        out["smi_samples"] = len(peak)
+    return out
 
 
 def park_detail(url: str) -> dict[str, Any]:
@@ -293,8 +331,12 @@ def markdown(res: dict[str, Any]) -> str:
     if "race" in res:
         lines += ["", f"Request sent while parking: {res['race']}"]
     if "burst_after_wake" in res:
-        lines += ["", f"First burst of {res['burst_after_wake']['n']} after a wake: "
-                  f"{res['burst_after_wake']['audio_s_per_s']} audio s/s (warm burst: {res['burst_warm']['audio_s_per_s']})."]
+        lines += ["", f"Burst of {res['burst_to_parked']['n']} sent to the parked model (the wake in it): "
+                  f"{res['burst_to_parked']['audio_s_per_s']} audio s/s, first byte median "
+                  f"{res['burst_to_parked'].get('first_byte_median_s')} s. First burst after an explicit wake "
+                  f"({res['explicit_wake']}): {res['burst_after_wake']['audio_s_per_s']} audio s/s. Warm burst (after "
+                  f"the background capture): {res['burst_warm']['audio_s_per_s']} audio s/s, server peak "
+                  f"{res['burst_warm'].get('server_mib_peak')} MiB in nvidia-smi during it."]
     m = res.get("manager")
     if m and "ratio" in m:
         lines += ["", f"{res['burst_warm']['n']} concurrent through the manager (concurrency {m['concurrency_used']}): "
@@ -323,7 +365,7 @@ def main() -> int:
     p.add_argument("--cycles", type=int, default=5)
     p.add_argument("--burst", type=int, default=16)
     p.add_argument("--burst-audio-s", type=float, default=10.0)
-    p.add_argument("--manager-bursts", type=int, default=3)
+    p.add_argument("--manager-bursts", type=int, default=3, help="0: no through-the-manager comparison")
     p.add_argument("--manager-concurrency", type=int, default=0, help="0: the manager reads it from the server")
     p.add_argument("--settle-s", type=float, default=2.0, help="wait after a park before nvidia-smi")
     p.add_argument("--manager-park-cycles", type=int, default=3, help="-1: no manager park phase")
@@ -348,7 +390,10 @@ def main() -> int:
         res["warm_first_byte_s"] = [w["first_byte_s"] for w in warm]
         res["park_support"] = httpx.get(server.url + "/v1/models/chatterbox-turbo", timeout=10).json()[
             "capabilities"].get("park")
-        res["burst_warm"] = burst(server.url, args.burst, args.burst_audio_s)
+        # the steady state: after the background capture (a burst during it measures the capture)
+        res["s3gen_graphs_captured_wait_s"] = wait_stage(server, "s3gen_graphs_captured", 90)
+        res["warm_burst_ended_wait_s"] = wait_stage(server, "warm_burst_ended", 60)  # it runs when idle
+        res["burst_warm"] = burst(server.url, args.burst, args.burst_audio_s, pid=server.proc.pid)
         res["server_mib_after_burst"] = smi_process_mib(server.proc.pid)
         cycles = []
         for _ in range(args.cycles):
@@ -380,8 +425,16 @@ def main() -> int:
             res["race"] = {"park_status": park_f.result().status_code, "request_first_byte_s": m["first_byte_s"],
                            "request_audio_s": m["audio_s"], "served": m["audio_s"] > 0,
                            "state_after": park_detail(server.url).get("state")}
+        # a burst that finds the model parked (the wake is in its figure), then one after an
+        # explicit wake (what the model serves once awake)
         r = httpx.post(server.url + "/admin/park", timeout=300)
         time.sleep(args.settle_s)
+        res["burst_to_parked"] = burst(server.url, args.burst, args.burst_audio_s)
+        httpx.post(server.url + "/admin/park", timeout=300)
+        time.sleep(args.settle_s)
+        t_wake = time.perf_counter()
+        w = httpx.post(server.url + "/admin/wake", timeout=300)
+        res["explicit_wake"] = {"status": w.status_code, "client_s": round(time.perf_counter() - t_wake, 3)}
         res["burst_after_wake"] = burst(server.url, args.burst, args.burst_audio_s)
         med = statistics.median
         res["summary"] = {
@@ -393,7 +446,8 @@ def main() -> int:
                         "parked_le_512_mib": max(c["server_mib_parked"] for c in cycles) <= 512,
                         "park_le_3_s": med(c["park_client_s"] for c in cycles) <= 3.0},
         }
-        manager_phase(server, args, res)
+        if args.manager_bursts > 0:
+            manager_phase(server, args, res)
     except Exception as exc:  # noqa: BLE001 - whatever was measured is still written
         res["error"] = f"{type(exc).__name__}: {exc}"
         print("park bench failed:", res["error"], file=sys.stderr)
@@ -404,7 +458,7 @@ def main() -> int:
     (Path(args.out) / "park_bench.json").write_text(json.dumps(res, indent=1))
     if "summary" in res:
         (Path(args.out) / "park_bench.md").write_text(markdown(res))
-    print(json.dumps({k: res.get(k) for k in ("launch", "summary", "race", "burst_warm", "burst_after_wake",
+    print(json.dumps({k: res.get(k) for k in ("launch", "summary", "race", "burst_warm", "burst_to_parked", "burst_after_wake",
                                                 "manager", "manager_park", "error")}, indent=1))
     return 1 if "error" in res else 0
 

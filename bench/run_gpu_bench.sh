@@ -33,13 +33,28 @@ t2=$(date +%s)
 echo "{\"install_s\": $((t1 - t0)), \"checkpoint_build_s\": $((t2 - t1))}" > "$OUT/setup_times.json"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" || true
 # SKIP_TURBO=1: only the park phase; PARK_BENCH=0: no park phase (PARK_ARGS: its options);
-# LAUNCH_BENCH=1: the launch phase (bench/launch_bench.py) before it
+# LAUNCH_BENCH=1: the launch phase (bench/launch_bench.py) before it; PROFILE_BENCH="small
+# balanced lean:VOXGATE_CHATTERBOX_MAX_LEN=1024": VRAM per configuration (bench/profile_table.py)
 if [ "${SKIP_TURBO:-0}" != 1 ]; then
   python3 bench/gpu_turbo_bench.py all --ckpt "$CKPT" --out "$OUT" "$@"
 fi
 if [ "${LAUNCH_BENCH:-0}" = 1 ]; then
   # launch -> first byte with an empty and a warm compile cache, next to upstream's load + first clip
   python3 bench/launch_bench.py --ckpt "$CKPT" --out "$OUT/launch"
+fi
+if [ -n "${PROFILE_BENCH:-}" ]; then
+  # VRAM and throughput per configuration: "name:VAR=value,VAR=value ..." (name alone: defaults);
+  # one park_bench each, a burst of the configuration's batch, no manager phases
+  for spec in $PROFILE_BENCH; do
+    name=${spec%%:*}; vars=""; [ "$spec" != "$name" ] && vars=${spec#*:}
+    dir="$OUT/profile-$name"; mkdir -p "$dir"
+    echo "{\"name\": \"$name\", \"env\": \"$vars\"}" > "$dir/profile.json"
+    batch=$(env ${vars//,/ } python3 -c 'from voxgate_server.engines.chatterbox_fast.engine import FastSettings; print(FastSettings().max_batch)')
+    env ${vars//,/ } python3 bench/park_bench.py --ckpt "$CKPT" --out "$dir" --cycles 1 --burst "$batch" \
+      --manager-bursts 0 --manager-park-cycles -1 || echo "profile $name failed"
+  done
+  python3 bench/profile_table.py "$OUT"/profile-* --json "$OUT/profiles.json" > "$OUT/profiles.md"
+  cat "$OUT/profiles.md"
 fi
 if [ "${PARK_BENCH:-1}" = 1 ]; then
   # launch -> first byte by stage, park/wake cycles, 16 through the manager vs direct
