@@ -173,3 +173,35 @@ def test_work_handed_to_the_s3gen_worker_runs_on_its_thread_alone(engine) -> Non
 
     chunks = list(engine.synthesize(SynthesisRequest(chunks=["Hi."], voice="default", options={"seed": 2})))
     assert sum(c.samples.size for c in chunks) == SAMPLES_PER_TEXT_CHUNK
+
+
+def test_a_warm_up_burst_that_requests_came_before_waits_for_an_idle_moment(engine) -> None:  # noqa: ANN001
+    """On CUDA the first full batch pays for what it first touches at batch size, so a burst that
+    requests came before is run at the first idle moment instead of being dropped; a request
+    that starts during it ends it, and a park gives up a burst still waiting."""
+    import threading
+    import time
+
+    busy = threading.Event()
+    busy.set()
+    warmup = engine.fast.background_warmup(False, 2, 400, idle=lambda: not busy.is_set())
+    warmup.stop()  # a request came before the burst began
+    time.sleep(0.6)
+    assert warmup.running and warmup.burst_s is None  # still waiting for an idle moment
+    busy.clear()
+    deadline = time.perf_counter() + 10
+    while time.perf_counter() < deadline and warmup.cancel.is_set():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    warmup.stop()  # the burst is under way (400 tokens would take minutes here): a request ends it
+    warmup.wait(60)
+    assert not warmup.running and warmup.error is None
+    assert warmup.burst_s is not None and warmup.stopped_early
+    # a park while the burst still waits: given up, not run
+    busy.set()
+    waiting = engine.fast.background_warmup(False, 2, 400, idle=lambda: not busy.is_set())
+    engine.background_warmup = waiting
+    time.sleep(0.3)
+    engine.end_warm_burst(wait=True)
+    assert not waiting.running and waiting.burst_s is None and waiting.stopped_early
+    assert engine._in_flight == 0

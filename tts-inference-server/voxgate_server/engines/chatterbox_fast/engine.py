@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -129,6 +130,8 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
         self.fast_settings = fast or FastSettings()
         self.fast: Any = None
         self.background_warmup: Any = None  # pipeline.BackgroundWarmup, started at the end of load()
+        self._in_flight = 0  # requests in synthesize(): the warm-up burst waits for none
+        self._in_flight_lock = threading.Lock()
 
     def _fast_wanted(self) -> bool:
         mode = self.fast_settings.fast
@@ -164,16 +167,19 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
         burst = fs.max_batch if fs.warmup_burst_tokens and cuda else 0  # on CPU it would cost minutes
         if background or burst > 1:
             # after ready, not before: requests are served meanwhile, and the first one stops the burst
-            self.background_warmup = self.fast.background_warmup(background, burst, fs.warmup_burst_tokens)
+            self.background_warmup = self.fast.background_warmup(background, burst, fs.warmup_burst_tokens,
+                                                                 idle=lambda: self._in_flight == 0)
 
     def end_warm_burst(self, wait: bool = False) -> None:
         """Stop the warm-up burst if it still runs (a request came); ``wait``: and let the
         background warm-up finish its graph captures (the engine parks or closes)."""
         warmup = self.background_warmup
         if warmup is not None and warmup.running:
-            warmup.stop()
             if wait:
+                warmup.abort()
                 warmup.wait(120)
+            else:
+                warmup.stop()
 
     def park(self) -> None:
         self.end_warm_burst(wait=True)  # its streams would run on memory being checkpointed
@@ -200,7 +206,16 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
         return self.fast.on_voice_thread(super().compute_conditionals, path)
 
     def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
-        self.end_warm_burst()
+        with self._in_flight_lock:
+            self._in_flight += 1  # before the stop below: the warm-up checks it after clearing its stop
+        try:
+            self.end_warm_burst()
+            yield from self._synthesize(request)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+
+    def _synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
         if self.fast is None:
             yield from super().synthesize(request)
             return

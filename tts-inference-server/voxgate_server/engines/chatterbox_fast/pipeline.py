@@ -224,9 +224,10 @@ class FastTurbo:
         if errors:
             raise errors[0]
 
-    def background_warmup(self, s3gen_graphs: bool, burst: int, burst_tokens: int) -> BackgroundWarmup:
+    def background_warmup(self, s3gen_graphs: bool, burst: int, burst_tokens: int,
+                          idle: Callable[[], bool] | None = None) -> BackgroundWarmup:
         """The rest of the warm-up on a thread of its own, so the server is ready before it ends."""
-        return BackgroundWarmup(self, s3gen_graphs, burst, burst_tokens)
+        return BackgroundWarmup(self, s3gen_graphs, burst, burst_tokens, idle)
 
     def releasable_buffers(self) -> list[Any]:
         """Device memory whose content need not survive a park (``RemappableBuffer``s): the
@@ -268,20 +269,31 @@ class FastTurbo:
 
 class BackgroundWarmup:
     """The warm-up a server runs after it is ready: S3Gen's graphs for every piece shape (the
-    S3Gen worker captures them between real requests' calls, which capture any shape they need
-    first themselves), then the warm-up burst. ``stop`` cancels the burst's streams at their next
-    decode step (the first real request does, so it never waits behind sixteen warm-up
-    requests); the captures go on. ``wait`` joins it (park and close do)."""
+    S3Gen worker captures them between real requests' calls; a real piece whose shape is not
+    captured yet runs eagerly meanwhile), then the warm-up burst. ``stop`` cancels the burst's
+    streams at their next decode step (the first real request does, so it never waits behind
+    sixteen warm-up requests); the captures go on. ``abort`` (park, close) also gives up a burst
+    not begun. ``wait`` joins it.
 
-    def __init__(self, turbo: FastTurbo, s3gen_graphs: bool, burst: int, burst_tokens: int) -> None:
+    With ``idle`` (the engine's "no request in flight"), a burst that requests came before waits
+    for the first idle moment (up to ``idle_wait_s``) instead of being dropped: the first full
+    batch pays for what it first touches at batch size (allocations, the eager parts' kernels),
+    119 audio s/s against 205-213 after it (bench/results/park-2026-12-03c). Without ``idle``
+    a request that came first drops it."""
+
+    def __init__(self, turbo: FastTurbo, s3gen_graphs: bool, burst: int, burst_tokens: int,
+                 idle: Callable[[], bool] | None = None, idle_wait_s: float = 120.0) -> None:
         import time
 
         self.cancel = threading.Event()
+        self.aborted = threading.Event()
         self.started = time.perf_counter()
         self.graphs_s: float | None = None
         self.burst_s: float | None = None
         self.error: BaseException | None = None
         self.stopped_early = False
+        self._idle = idle
+        self._idle_wait_s = idle_wait_s
         self._thread = threading.Thread(target=self._run, args=(turbo, s3gen_graphs, burst, burst_tokens),
                                         name="background-warmup", daemon=True)
         self._thread.start()
@@ -294,7 +306,7 @@ class BackgroundWarmup:
                 turbo.vocoder.warm_graphs(turbo.model.conds.gen)
                 self.graphs_s = time.perf_counter() - self.started
                 log.info("S3Gen graphs captured in the background in %.1f s", self.graphs_s)
-            if burst > 1 and not self.cancel.is_set():
+            if burst > 1 and self._begin_burst():
                 t0 = time.perf_counter()
                 turbo._warm_burst(burst, burst_tokens, self.cancel)
                 self.burst_s = time.perf_counter() - t0
@@ -308,11 +320,30 @@ class BackgroundWarmup:
             self.error = exc
             log.warning("background warm-up failed: %r", exc)
 
+    def _begin_burst(self) -> bool:
+        """Whether to run the burst now: not stopped (no ``idle``), or idle before ``idle_wait_s``."""
+        import time
+
+        if self._idle is None:
+            return not self.cancel.is_set()
+        deadline = time.perf_counter() + self._idle_wait_s
+        while not self.aborted.is_set() and time.perf_counter() < deadline:
+            # cleared before the check: a request that starts after it sets it again and ends the burst
+            self.cancel.clear()
+            if self._idle():
+                return True
+            self.aborted.wait(0.25)
+        return False
+
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
 
     def stop(self) -> None:
+        self.cancel.set()
+
+    def abort(self) -> None:
+        self.aborted.set()
         self.cancel.set()
 
     def wait(self, timeout: float | None = None) -> None:
