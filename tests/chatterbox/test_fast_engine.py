@@ -205,3 +205,17 @@ def test_a_warm_up_burst_that_requests_came_before_waits_for_an_idle_moment(engi
     engine.end_warm_burst(wait=True)
     assert not waiting.running and waiting.burst_s is None and waiting.stopped_early
     assert engine._in_flight == 0
+
+
+def test_the_fast_path_cuts_text_chunks_to_fit_its_kv_length(engine) -> None:  # noqa: ANN001
+    """/v1/models and the chunker get the smaller of the engine's chunk length and what fits
+    ``MAX_LEN`` (640 positions here: 101 characters), so no sentence is cut short by the cache."""
+    from voxgate_server.engines.chatterbox_fast.engine import chunk_chars_within
+    from voxgate_server.text import chunk_text
+
+    caps = engine.capabilities()
+    assert caps.max_chunk_chars == chunk_chars_within(640) == 101
+    text = "This sentence runs on for quite a while, with clause after clause, so that it is longer than " \
+           "one hundred and one characters, and then it goes on a little more."
+    assert len(text) > 101
+    assert all(len(c) <= 101 for c in chunk_text(text, caps.max_chunk_chars))

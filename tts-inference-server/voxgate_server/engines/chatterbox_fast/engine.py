@@ -6,7 +6,8 @@ T3 decode loop (so the server may run ``max_batch`` of them at once) and audio l
 of a few dozen speech tokens while the rest is still being generated.
 
 Settings (``VOXGATE_CHATTERBOX_*``): ``FAST`` (auto: on with CUDA, off on CPU; on; off),
-``MAX_BATCH`` (16), ``MAX_LEN`` (1536 positions: prompt + generated tokens a request may use),
+``MAX_BATCH`` (16), ``MAX_LEN`` (1024 in the default profile: prompt + generated tokens a request may use;
+text chunks are cut short enough to fit, ``chunk_chars_within``),
 ``S3GEN_BATCH`` (16 vocoder pieces at once), ``S3GEN_TF32`` (true: TF32 matmuls, process-wide),
 ``S3GEN_ATTENTION`` (fp16: the flow estimator's attention on tensor cores), ``FIRST_CHUNK_TOKENS``
 (12), ``MAX_CHUNK_TOKENS`` (256), ``WATERMARK_FIRST_CHUNK`` (false); the rest in
@@ -15,6 +16,7 @@ docs/gpu-performance.md.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
@@ -37,11 +39,25 @@ log = logging.getLogger("voxgate.engine.chatterbox.fast")
 # VOXGATE_CHATTERBOX_PROFILE: batch, KV length, S3Gen batch and graph shapes sized together; a
 # setting given on its own (e.g. VOXGATE_CHATTERBOX_MAX_LEN) wins over its profile's value.
 # Measured per profile in docs/gpu-performance.md ("Profiles").
+# balanced (the default): the KV cache for 1024 positions (1536 MiB, not 2304) and S3Gen calls of
+# at most 3000 mel frames (a smaller graph pool): 5290 MiB peak at 16 concurrent against 6872
+# with 1536/6000, 167.6 against 191.5 audio s/s in that burst (H200, bench/results/profiles-2026-12-03).
+# throughput keeps the longer KV and wider S3Gen calls, with batches of 32.
 PROFILES: dict[str, dict[str, int]] = {
     "small": {"max_batch": 1, "max_len": 768, "s3gen_batch": 1, "s3gen_graph_batch": 1, "warmup_burst_tokens": 0},
-    "balanced": {},  # the defaults below
+    "balanced": {"max_len": 1024, "s3gen_max_frames": 3000},
     "throughput": {"max_batch": 32, "s3gen_batch": 32},
 }
+
+PROMPT_POSITIONS = 375  # Turbo's voice prompt (speech_cond_prompt_len) ahead of the text in T3
+
+
+def chunk_chars_within(max_len: int) -> int:
+    """The longest text chunk whose speech fits ``max_len`` positions, so the KV cache never cuts
+    a sentence short: after the 375-position voice prompt, a character costs about 1/3 of a text
+    token plus 2.27 speech tokens at a slow 11 characters a second (25 tokens a second):
+    2.61 positions. 1536 -> 445, 1024 -> 249, 768 -> 150 characters."""
+    return max(50, int((max_len - PROMPT_POSITIONS) / (1 / 3 + 25 / 11)))
 
 
 class FastSettings(BaseSettings):
@@ -194,6 +210,13 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
 
     def max_concurrency(self) -> int | None:
         return self.fast_settings.max_batch if self.fast is not None else super().max_concurrency()
+
+    def capabilities(self) -> Any:
+        caps = super().capabilities()
+        if self.fast is None:
+            return caps
+        return dataclasses.replace(caps, max_chunk_chars=min(caps.max_chunk_chars,
+                                                             chunk_chars_within(self.fast_settings.max_len)))
 
     def releasable_buffers(self) -> list[Any]:
         return self.fast.releasable_buffers() if self.fast is not None else []
