@@ -49,8 +49,8 @@ def section_clips(model: Any, torch: Any, args: argparse.Namespace, rows: list) 
     variants = [json.loads(v) for v in args.variants]
     for v in variants:
         si = v.pop("switch_interval_ms", None)
-        from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner
-        from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner, fused_snake_for
+        from voxgate_server.engines.chatterbox_fast.s3gen.flow_graph import FlowRunner
+        from voxgate_server.engines.chatterbox_fast.s3gen.hift_graph import HiftRunner, fused_snake_for
 
         # padding steps of batched S3Gen graphs (class attributes, not FastTurbo arguments)
         FlowRunner.batch_width_step = v.pop("flow_batch_width_step", FlowRunner.batch_width_step)

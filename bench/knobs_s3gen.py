@@ -15,7 +15,7 @@ from knobs_common import emit
 def section_s3mem(model: Any, torch: Any, rows: list) -> None:
     """Peak memory and wall of S3Gen's batched calls: 16 pieces at once against 2 x 8 (what a
     frame budget does), for the shapes of the last chunk at 16 concurrent."""
-    from voxgate_server.engines.chatterbox_fast.s3gen_worker import (S3GenWorker, _FlowJob, _HiftJob, _flow_tokens,
+    from voxgate_server.engines.chatterbox_fast.s3gen.s3gen_worker import (S3GenWorker, _FlowJob, _HiftJob, _flow_tokens,
                                                                      _hift_frames)
 
     g = torch.Generator().manual_seed(0)
@@ -68,7 +68,7 @@ def section_s3mem(model: Any, torch: Any, rows: list) -> None:
 
 
 def section_flow(model: Any, torch: Any, rows: list) -> None:
-    from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker, _FlowJob
+    from voxgate_server.engines.chatterbox_fast.s3gen.s3gen_worker import S3GenWorker, _FlowJob
 
     g = torch.Generator().manual_seed(0)
     ref = model.conds.gen
@@ -121,10 +121,10 @@ def section_flowgraph(model: Any, torch: Any, rows: list) -> None:
     """S3Gen flow calls as they were (upstream's ``flow_inference``, sync-free masks), restated and
     eager (``flow_graph.flow_mel``), and replayed as CUDA graphs: wall per call, the graphs' capture
     time and memory, and the replayed mel against upstream's with the same noise."""
-    from voxgate_server.engines.chatterbox_fast import s3gen_syncfree
-    from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner
-    from voxgate_server.engines.chatterbox_fast.graph_cache import bucket, pow2
-    from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
+    from voxgate_server.engines.chatterbox_fast.s3gen import s3gen_syncfree
+    from voxgate_server.engines.chatterbox_fast.s3gen.flow_graph import FlowRunner
+    from voxgate_server.engines.chatterbox_fast.s3gen.graph_cache import bucket, pow2
+    from voxgate_server.engines.chatterbox_fast.s3gen.hift_graph import HiftRunner
 
     s3gen_syncfree.install(model.s3gen)
     flow = model.s3gen.flow

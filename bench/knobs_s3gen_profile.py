@@ -20,8 +20,8 @@ def section_flowprof(model: Any, torch: Any, rows: list) -> None:
 
     from torch.profiler import ProfilerActivity, profile
 
-    from voxgate_server.engines.chatterbox_fast import flow_attention
-    from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner, _FlowInputs
+    from voxgate_server.engines.chatterbox_fast.s3gen import flow_attention
+    from voxgate_server.engines.chatterbox_fast.s3gen.flow_graph import FlowRunner, _FlowInputs
 
     flow = model.s3gen.flow
     est = flow.decoder.estimator
@@ -85,8 +85,8 @@ def section_hiftprof(model: Any, torch: Any, rows: list) -> None:
     (8 x 448) and one piece; with the replayed graph's wall beside it."""
     from torch.profiler import ProfilerActivity, profile
 
-    from voxgate_server.engines.chatterbox_fast import s3gen_syncfree
-    from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
+    from voxgate_server.engines.chatterbox_fast.s3gen import s3gen_syncfree
+    from voxgate_server.engines.chatterbox_fast.s3gen.hift_graph import HiftRunner
 
     s3gen_syncfree.install(model.s3gen)  # as the S3Gen worker does (HiFT's STFT window on the GPU)
     hift = model.s3gen.mel2wav
@@ -127,7 +127,7 @@ def section_syncs(model: Any, torch: Any, rows: list) -> None:
     each synchronising op, by the Python line that called it, under torch's sync debug mode."""
     import warnings
 
-    from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker, _FlowJob, _HiftJob
+    from voxgate_server.engines.chatterbox_fast.s3gen.s3gen_worker import S3GenWorker, _FlowJob, _HiftJob
 
     worker = S3GenWorker(model.s3gen, graph_batch=0)  # eager: what a capture would meet
     ref = model.conds.gen

@@ -20,7 +20,7 @@ class FlowLoad:
     S3Gen worker does while T3 decodes."""
 
     def __init__(self, worker: Any, ref: dict, torch: Any) -> None:
-        from voxgate_server.engines.chatterbox_fast.s3gen_worker import _FlowJob
+        from voxgate_server.engines.chatterbox_fast.s3gen.s3gen_worker import _FlowJob
 
         self._stop = threading.Event()
         self.calls = 0
@@ -44,7 +44,7 @@ def section_t3(model: Any, torch: Any, args: argparse.Namespace, rows: list) -> 
     from chatterbox.tts_turbo import punc_norm
 
     from voxgate_server.engines.chatterbox_fast import BatchedT3Decoder, SamplingParams
-    from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker
+    from voxgate_server.engines.chatterbox_fast.s3gen.s3gen_worker import S3GenWorker
 
     ids = model.tokenizer(punc_norm(TEXT), return_tensors="pt").input_ids
     n = args.tokens + 1

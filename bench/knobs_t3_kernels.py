@@ -55,7 +55,7 @@ def section_fusedcfg(model: Any, torch: Any, args: argparse.Namespace, rows: lis
     import dataclasses
 
     from voxgate_server.engines.chatterbox_fast import BatchedT3Decoder
-    from voxgate_server.engines.chatterbox_fast.fused_step import CUDA_CONFIGS, PDL_CONFIGS, LinearConfig
+    from voxgate_server.engines.chatterbox_fast.t3.fused_step import CUDA_CONFIGS, PDL_CONFIGS, LinearConfig
 
     dec = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, ahead=1, fused=True)
     f = dec._fused
@@ -117,8 +117,8 @@ def section_attncfg(model: Any, torch: Any, rows: list) -> None:
     """The weights' layout (GPT-2's ``[K, N]`` against the step's ``[N, K]`` copy), the
     attention's key block and warps, and how many programs its key splits aim for."""
     from voxgate_server.engines.chatterbox_fast import BatchedT3Decoder
-    from voxgate_server.engines.chatterbox_fast.fused_step import ATTENTION_PROGRAMS, FusedDecodeStep
-    from voxgate_server.engines.chatterbox_fast.sampling_kernel import FusedSampler
+    from voxgate_server.engines.chatterbox_fast.t3.fused_step import ATTENTION_PROGRAMS, FusedDecodeStep
+    from voxgate_server.engines.chatterbox_fast.t3.sampling_kernel import FusedSampler
 
     plain = BatchedT3Decoder(model.t3, max_batch=16, max_len=768, ahead=1, fused=False)
     plain._fused = FusedDecodeStep(plain.model, transpose=False)

@@ -35,7 +35,7 @@ def main() -> int:
     import torch
     from chatterbox.tts_turbo import ChatterboxTurboTTS
 
-    from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker, _FlowJob, _HiftJob
+    from voxgate_server.engines.chatterbox_fast.s3gen.s3gen_worker import S3GenWorker, _FlowJob, _HiftJob
 
     model = ChatterboxTurboTTS.from_local(args.ckpt, device=args.device)
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)

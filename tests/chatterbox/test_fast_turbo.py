@@ -21,7 +21,7 @@ from voxgate_server.engines.chatterbox_fast import (  # noqa: E402
     SamplingParams,
     StreamingVocoder,
 )
-from voxgate_server.engines.chatterbox_fast.sampling import SamplingState, processed_scores  # noqa: E402
+from voxgate_server.engines.chatterbox_fast.t3.sampling import SamplingState, processed_scores  # noqa: E402
 from turbo_helpers import load_cpu_turbo, text_ids, upstream_greedy  # noqa: E402
 
 TEXTS = [
@@ -78,7 +78,7 @@ def test_greedy_tokens_equal_upstream_batched_join_and_leave(model, decoder, ref
 
 
 def test_requests_admitted_together_share_one_prefill_and_match_upstream(model):
-    from voxgate_server.engines.chatterbox_fast.decoder import TokenStream, _Job
+    from voxgate_server.engines.chatterbox_fast.t3.decoder import TokenStream, _Job
 
     texts = ["Hello.", TEXTS[0], "Please remember that the office is closed on Monday and on Tuesday too."]
     want = [upstream_greedy(model, t, cap) for t, cap in zip(texts, (6, 9, 4))]
@@ -274,7 +274,7 @@ def test_speech_tokenizer_on_the_cpu_answers_as_before(model):
 
 
 def test_s3gen_batches_respect_the_piece_and_frame_limits():
-    from voxgate_server.engines.chatterbox_fast.s3gen_worker import split_batches
+    from voxgate_server.engines.chatterbox_fast.s3gen.s3gen_worker import split_batches
 
     widths = [300, 100, 250, 120, 900, 110]
     out = split_batches(widths, lambda w: w, max_batch=2, max_frames=None)
@@ -297,7 +297,7 @@ def test_every_call_the_worker_makes_meets_a_graph_warmed_ahead(model):
     pieces, within the frame budget (padding included), for any mix of piece lengths."""
     import random
 
-    from voxgate_server.engines.chatterbox_fast.s3gen_worker import (S3GenWorker, _FlowJob, _HiftJob, _flow_tokens,
+    from voxgate_server.engines.chatterbox_fast.s3gen.s3gen_worker import (S3GenWorker, _FlowJob, _HiftJob, _flow_tokens,
                                                                       _hift_frames, split_batches)
 
     from voxgate_server.engines.chatterbox_fast.engine import FastSettings
@@ -338,7 +338,7 @@ def test_every_call_the_worker_makes_meets_a_graph_warmed_ahead(model):
 def test_the_worker_gives_hift_half_the_frame_budget(model):
     """HiFT's batched call holds ~1.7x the flow's memory per frame: two pieces that share one
     flow call under the budget go to HiFT in two calls."""
-    from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker, _FlowJob, _flow_tokens
+    from voxgate_server.engines.chatterbox_fast.s3gen.s3gen_worker import S3GenWorker, _FlowJob, _flow_tokens
 
     ref = model.conds.gen
     tokens = [[100 + i for i in range(20)], [300 + i for i in range(20)]]
@@ -364,7 +364,7 @@ def test_the_worker_gives_hift_half_the_frame_budget(model):
 def test_sync_free_masks_equal_upstream_and_make_a_row_with_no_visible_key_visible():
     from chatterbox.models.s3gen.utils import mask as upstream
 
-    from voxgate_server.engines.chatterbox_fast.s3gen_syncfree import add_optional_chunk_mask
+    from voxgate_server.engines.chatterbox_fast.s3gen.s3gen_syncfree import add_optional_chunk_mask
 
     xs = torch.zeros(2, 6, 4)
     masks = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]], dtype=torch.bool)[:, None]
@@ -384,7 +384,7 @@ def test_sync_free_s3gen_gives_upstream_mel(model):
     from chatterbox.models.s3gen.transformer import upsample_encoder
     from chatterbox.models.s3gen.utils import mask as upstream
 
-    from voxgate_server.engines.chatterbox_fast import s3gen_syncfree
+    from voxgate_server.engines.chatterbox_fast.s3gen import s3gen_syncfree
 
     tokens = torch.arange(100, 124)[None]
 
@@ -441,7 +441,8 @@ def test_a_requests_gpu_work_runs_on_the_helper_thread(model, monkeypatch, helpe
     """A thread that runs a matmul on the GPU keeps a cuBLAS handle and workspace for good (~95
     MiB each on an H200), so a request's thread must leave its prompt and its chunks' watermark
     network to the engine's helper thread (and with 0 helpers, run them itself)."""
-    from voxgate_server.engines.chatterbox_fast import FastTurbo, vocoder
+    from voxgate_server.engines.chatterbox_fast import FastTurbo
+    from voxgate_server.engines.chatterbox_fast.s3gen import vocoder
     from voxgate_server.engines.chatterbox_turbo import waveform
 
     ft = FastTurbo(model, max_batch=2, max_len=640, watermark=True, tf32=False, first_chunk=4, max_chunk=8,

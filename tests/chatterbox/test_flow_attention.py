@@ -20,7 +20,7 @@ def model(turbo_ckpt):
 
 
 def _padded_inputs(model):
-    from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner, _FlowInputs
+    from voxgate_server.engines.chatterbox_fast.s3gen.flow_graph import FlowRunner, _FlowInputs
 
     runner = FlowRunner(model.s3gen.flow, graph_batch=0)
     ref = model.conds.gen
@@ -39,7 +39,7 @@ def _voiced(mel, a, pieces):
 def test_half_attention_in_float32_is_upstreams_attention(model):
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    from voxgate_server.engines.chatterbox_fast import flow_attention
+    from voxgate_server.engines.chatterbox_fast.s3gen import flow_attention
 
     est = model.s3gen.flow.decoder.estimator
     runner, inputs, a, pieces = _padded_inputs(model)
@@ -58,7 +58,7 @@ def test_half_attention_in_float32_is_upstreams_attention(model):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_attention_moves_the_mel_by_rounding_only(model, dtype):
-    from voxgate_server.engines.chatterbox_fast import flow_attention
+    from voxgate_server.engines.chatterbox_fast.s3gen import flow_attention
 
     est = model.s3gen.flow.decoder.estimator
     runner, inputs, a, pieces = _padded_inputs(model)
@@ -80,7 +80,7 @@ def test_half_attention_moves_the_mel_by_rounding_only(model, dtype):
 
 
 def test_worker_attention_setting_is_checked():
-    from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker
+    from voxgate_server.engines.chatterbox_fast.s3gen.s3gen_worker import S3GenWorker
 
     with pytest.raises(ValueError, match="fp16, bf16 or fp32"):
         S3GenWorker(torch.nn.Linear(1, 1), attention="int8")

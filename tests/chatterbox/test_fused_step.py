@@ -1,4 +1,4 @@
-"""The fused Triton decode step (chatterbox_fast.fused_step) against the plain step and upstream.
+"""The fused Triton decode step (chatterbox_fast.t3.fused_step) against the plain step and upstream.
 
 The kernels are the ones the GPU runs, executed by Triton's interpreter on the CPU in float32
 (``TRITON_INTERPRET=1``, set before the kernels are defined). The interpreter is slow (~10 s a
@@ -19,8 +19,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
 from voxgate_server.engines.chatterbox_fast import BatchedT3Decoder, SamplingParams  # noqa: E402
-from voxgate_server.engines.chatterbox_fast.fused_step import FusedDecodeStep  # noqa: E402
-from voxgate_server.engines.chatterbox_fast.gpt2_static import StaticGPT2  # noqa: E402
+from voxgate_server.engines.chatterbox_fast.t3.fused_step import FusedDecodeStep  # noqa: E402
+from voxgate_server.engines.chatterbox_fast.t3.gpt2_static import StaticGPT2  # noqa: E402
 from turbo_helpers import load_cpu_turbo, text_ids, upstream_greedy  # noqa: E402
 
 GREEDY = SamplingParams(temperature=0.8, top_k=1, top_p=0.95, repetition_penalty=1.2)

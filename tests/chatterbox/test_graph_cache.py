@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from voxgate_server.engines.chatterbox_fast.graph_cache import GraphCache, first_needed, shapes_within
+from voxgate_server.engines.chatterbox_fast.s3gen.graph_cache import GraphCache, first_needed, shapes_within
 
 
 def test_background_capture_takes_one_piece_shapes_first_narrowest_first() -> None:

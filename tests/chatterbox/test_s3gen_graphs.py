@@ -41,7 +41,7 @@ def upstream_mel(model, piece: list[int], seed: int) -> tuple[torch.Tensor, torc
 
 
 def test_padded_flow_rows_give_upstreams_mel(model):
-    from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner, flow_mel, speaker_projection
+    from voxgate_server.engines.chatterbox_fast.s3gen.flow_graph import FlowRunner, flow_mel, speaker_projection
 
     pieces = [list(range(200, 224)), list(range(3000, 3040))]  # 24 and 40 tokens
     refs = [upstream_mel(model, p, seed=i) for i, p in enumerate(pieces)]
@@ -89,7 +89,7 @@ def upstream_source_draws(hift, samples: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 def test_padded_hift_rows_give_upstreams_wave_and_excitation(model):
-    from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner, hift_wave
+    from voxgate_server.engines.chatterbox_fast.s3gen.hift_graph import HiftRunner, hift_wave
 
     hift = model.s3gen.mel2wav
     gen = torch.Generator().manual_seed(7)
@@ -140,8 +140,8 @@ def test_a_capture_that_fails_leaves_the_runners_eager(model, caplog):
     for real (no CUDA), once per runner, and every call still gets its audio."""
     import logging
 
-    from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner
-    from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
+    from voxgate_server.engines.chatterbox_fast.s3gen.flow_graph import FlowRunner
+    from voxgate_server.engines.chatterbox_fast.s3gen.hift_graph import HiftRunner
 
     flow, hift = FlowRunner(model.s3gen.flow), HiftRunner(model.s3gen.mel2wav)
     flow.graph_batch = hift.graph_batch = 2  # what CUDA would get
@@ -159,7 +159,7 @@ def test_a_capture_that_fails_leaves_the_runners_eager(model, caplog):
 def test_a_graph_shaped_flow_call_voices_its_pieces_as_the_exact_sized_call(model):
     """Batched graphs pad the rows to a power of two (the spare rows: one masked token each) and
     the width to a bucket; what the runner fills in for that must not change any piece's mel."""
-    from voxgate_server.engines.chatterbox_fast.flow_graph import FlowRunner, _FlowInputs
+    from voxgate_server.engines.chatterbox_fast.s3gen.flow_graph import FlowRunner, _FlowInputs
 
     runner = FlowRunner(model.s3gen.flow)
     ref = model.conds.gen

@@ -1,4 +1,4 @@
-"""The one-kernel sampler (chatterbox_fast.sampling_kernel) against ``sampling.sample``.
+"""The one-kernel sampler (chatterbox_fast.t3.sampling_kernel) against ``sampling.sample``.
 
 The kernel is the one the GPU runs, executed by Triton's interpreter on the CPU
 (``TRITON_INTERPRET=1``, set before it is defined). Each call gives every row its own
@@ -18,13 +18,13 @@ os.environ["TRITON_INTERPRET"] = "1"  # read when the kernel is defined (first i
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-from voxgate_server.engines.chatterbox_fast.sampling import (  # noqa: E402
+from voxgate_server.engines.chatterbox_fast.t3.sampling import (  # noqa: E402
     SamplingParams,
     SamplingState,
     processed_scores,
     sample,
 )
-from voxgate_server.engines.chatterbox_fast.sampling_kernel import FusedSampler  # noqa: E402
+from voxgate_server.engines.chatterbox_fast.t3.sampling_kernel import FusedSampler  # noqa: E402
 
 V = 6563
 PARAMS = [

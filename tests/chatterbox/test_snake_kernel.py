@@ -1,4 +1,4 @@
-"""HiFT's Snake activation and row mask as one Triton kernel (chatterbox_fast.snake_kernel).
+"""HiFT's Snake activation and row mask as one Triton kernel (chatterbox_fast.s3gen.snake_kernel).
 
 The kernel is the one the GPU runs, executed by Triton's interpreter on the CPU in float32
 (``TRITON_INTERPRET=1``, set before the kernel is defined): against upstream's ``Snake`` followed
@@ -26,7 +26,7 @@ def model(turbo_ckpt):
 def test_the_kernel_is_upstreams_snake_then_the_row_mask():
     from chatterbox.models.s3gen.hifigan import Snake
 
-    from voxgate_server.engines.chatterbox_fast.snake_kernel import snake_masked, snake_masked_reference
+    from voxgate_server.engines.chatterbox_fast.s3gen.snake_kernel import snake_masked, snake_masked_reference
 
     gen = torch.Generator().manual_seed(3)
     act = Snake(6)
@@ -45,7 +45,7 @@ def test_the_kernel_is_upstreams_snake_then_the_row_mask():
 
 
 def test_hift_with_the_fused_snake_gives_the_same_wave(model):
-    from voxgate_server.engines.chatterbox_fast.hift_graph import FusedSnake, hift_wave
+    from voxgate_server.engines.chatterbox_fast.s3gen.hift_graph import FusedSnake, hift_wave
 
     hift = model.s3gen.mel2wav
     gen = torch.Generator().manual_seed(11)

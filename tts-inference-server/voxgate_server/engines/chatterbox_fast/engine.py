@@ -243,8 +243,8 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
             yield from super().synthesize(request)
             return
         self.check_released_memory()
-        from voxgate_server.engines.chatterbox_fast.decoder import DecodeCancelled
-        from voxgate_server.engines.chatterbox_fast.sampling import SamplingParams
+        from voxgate_server.engines.chatterbox_fast.t3.decoder import DecodeCancelled
+        from voxgate_server.engines.chatterbox_fast.t3.sampling import SamplingParams
 
         options = request.options
         conds = self.conditionals_for(request.voice or self.settings.default_voice)

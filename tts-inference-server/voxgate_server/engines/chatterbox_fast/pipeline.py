@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from voxgate_server.engines.chatterbox_fast.decoder import BatchedT3Decoder, DecodeCancelled, TokenStream
-from voxgate_server.engines.chatterbox_fast.sampling import SamplingParams
-from voxgate_server.engines.chatterbox_fast.vocoder import StreamingVocoder
+from voxgate_server.engines.chatterbox_fast.t3.decoder import BatchedT3Decoder, DecodeCancelled, TokenStream
+from voxgate_server.engines.chatterbox_fast.t3.sampling import SamplingParams
+from voxgate_server.engines.chatterbox_fast.s3gen.vocoder import StreamingVocoder
 
 T = TypeVar("T")
 

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from voxgate_server.engines.chatterbox_fast.graph_cache import GraphCache, padded_shape
-from voxgate_server.engines.chatterbox_fast.s3gen_syncfree import add_optional_chunk_mask
+from voxgate_server.engines.chatterbox_fast.s3gen.graph_cache import GraphCache, padded_shape
+from voxgate_server.engines.chatterbox_fast.s3gen.s3gen_syncfree import add_optional_chunk_mask
 
 MEL_PER_TOKEN = 2
 N_MELS = 80

@@ -31,10 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from voxgate_server.engines.chatterbox_fast import fused_step
-from voxgate_server.engines.chatterbox_fast.fused_step import FusedDecodeStep
-from voxgate_server.engines.chatterbox_fast.gpt2_static import StaticGPT2
-from voxgate_server.engines.chatterbox_fast.sampling import SamplingParams, SamplingState, sample
+from voxgate_server.engines.chatterbox_fast.t3 import fused_step
+from voxgate_server.engines.chatterbox_fast.t3.fused_step import FusedDecodeStep
+from voxgate_server.engines.chatterbox_fast.t3.gpt2_static import StaticGPT2
+from voxgate_server.engines.chatterbox_fast.t3.sampling import SamplingParams, SamplingState, sample
 
 log = logging.getLogger("voxgate.chatterbox_fast")
 
@@ -170,7 +170,7 @@ class BatchedT3Decoder:
                                                                           length_bucket)})
         self.len_buckets = self._plain_len_buckets
         if fused if fused is not None else (on_cuda and fused_step.available()):
-            from voxgate_server.engines.chatterbox_fast.sampling_kernel import FusedSampler  # imports Triton
+            from voxgate_server.engines.chatterbox_fast.t3.sampling_kernel import FusedSampler  # imports Triton
 
             self._fused = FusedDecodeStep(self.model)
             self._sampler = FusedSampler(self.sampling)  # one kernel for sample() on the fused step

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from voxgate_server.engines.chatterbox_fast.gpt2_static import StaticGPT2
+from voxgate_server.engines.chatterbox_fast.t3.gpt2_static import StaticGPT2
 
 BLOCK_B = 16  # rows per program: tl.dot's smallest tile, and the default largest batch
 
@@ -101,7 +101,7 @@ class FusedDecodeStep:
     """Embed, 24 fused layers, LayerNorm + speech head: logits ``[B, V]`` float32."""
 
     def __init__(self, model: StaticGPT2, *, transpose: bool | None = None) -> None:
-        from voxgate_server.engines.chatterbox_fast import fused_kernels
+        from voxgate_server.engines.chatterbox_fast.t3 import fused_kernels
 
         on_cuda = model.device.type == "cuda"
         if not on_cuda and not interpreting():

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from voxgate_server.engines.chatterbox_fast.s3gen_worker import S3GenWorker
+from voxgate_server.engines.chatterbox_fast.s3gen.s3gen_worker import S3GenWorker
 from voxgate_server.engines.chatterbox_turbo.waveform import (apply_watermark, staged_watermark, watermark_input,
                                                               watermark_network, watermark_output)
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from voxgate_server.engines.chatterbox_fast.graph_cache import GraphCache, padded_shape
+from voxgate_server.engines.chatterbox_fast.s3gen.graph_cache import GraphCache, padded_shape
 
 log = logging.getLogger("voxgate.engine.chatterbox.graphs")
 
@@ -148,7 +148,7 @@ class FusedSnake:
     or run (a toolchain without a C compiler, say): that costs speed, not audio."""
 
     def __init__(self) -> None:
-        from voxgate_server.engines.chatterbox_fast import snake_kernel  # imports Triton
+        from voxgate_server.engines.chatterbox_fast.s3gen import snake_kernel  # imports Triton
 
         self._k = snake_kernel
         self.broken: str | None = None
@@ -166,7 +166,7 @@ class FusedSnake:
 def fused_snake_for(hift: torch.nn.Module, device: torch.device) -> FusedSnake | None:
     """A fused Snake for this HiFT on CUDA when Triton can build kernels here and every Snake has
     a linear-scale alpha (what the kernel computes); otherwise None (PyTorch's ops)."""
-    from voxgate_server.engines.chatterbox_fast import fused_step
+    from voxgate_server.engines.chatterbox_fast.t3 import fused_step
 
     if device.type != "cuda" or not fused_step.available():
         return None

@@ -46,7 +46,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from voxgate_server.engines.chatterbox_fast.sampling import SamplingState
+from voxgate_server.engines.chatterbox_fast.t3.sampling import SamplingState
 
 NUM_WARPS = 16  # 16 values a thread; sm_90: 128 registers, no spills (8 warps: 255, 4: spills)
 

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from voxgate_server.engines.chatterbox_fast import flow_attention, s3gen_syncfree
-from voxgate_server.engines.chatterbox_fast.flow_graph import MEL_PER_TOKEN, FlowRunner
-from voxgate_server.engines.chatterbox_fast.graph_cache import first_needed, pow2, shapes_within
-from voxgate_server.engines.chatterbox_fast.hift_graph import HiftRunner
+from voxgate_server.engines.chatterbox_fast.s3gen import flow_attention, s3gen_syncfree
+from voxgate_server.engines.chatterbox_fast.s3gen.flow_graph import MEL_PER_TOKEN, FlowRunner
+from voxgate_server.engines.chatterbox_fast.s3gen.graph_cache import first_needed, pow2, shapes_within
+from voxgate_server.engines.chatterbox_fast.s3gen.hift_graph import HiftRunner
 
 SAMPLES_PER_MEL = 480
 
