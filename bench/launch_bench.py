@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from park_bench import Server, speak  # noqa: E402
+from park_bench import Server, speak, wait_stage  # noqa: E402
 from turbo_clip import TEXT  # noqa: E402
 
 UPSTREAM = r"""
@@ -72,10 +72,8 @@ def voxgate(args: argparse.Namespace, cache: Path, label: str) -> dict[str, Any]
         ready = server.wait_ready(600)
         with httpx.Client() as c:
             first = speak(c, server.url, 6.0)
-        # the background warm-up's end (graphs captured; the burst stopped by that request, or done)
-        deadline = time.perf_counter() + 60
-        while time.perf_counter() < deadline and server.stage_times().get("s3gen_graphs_captured") is None:
-            time.sleep(0.5)
+        # the background capture's end (the warm-up burst begins after it, at the first idle moment)
+        wait_stage(server, "s3gen_graphs_captured", 60)
         time.sleep(0.5)
         return {**server.stage_times(), "health_200": round(ready, 3),
                 "first_byte": round(first["t0"] + first["first_byte_s"] - server.t0, 3)}

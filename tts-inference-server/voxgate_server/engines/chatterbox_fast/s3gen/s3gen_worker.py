@@ -290,11 +290,16 @@ class S3GenWorker:
                               self.hift_max_frames)
         return flows, hifts
 
+    def _may_capture(self, capture: bool | None) -> bool:
+        """Whether a call may capture a missing graph: as told (the warm-up's own calls), else
+        not while ``warm_graphs`` runs (real pieces then run a missing shape eagerly)."""
+        return not self.warming if capture is None else capture
+
     def _flow_batch(self, jobs: list[_FlowJob], capture: bool | None = None) -> None:
         t0 = time.perf_counter()
         runner = self.flow_runner()
         before = len(runner.graphs)
-        mels = runner.run([j.tokens for j in jobs], jobs[0].ref, capture=not self.warming if capture is None else capture)
+        mels = runner.run([j.tokens for j in jobs], jobs[0].ref, capture=self._may_capture(capture))
         self._sync()
         for j, mel in zip(jobs, mels):
             j.future.set_result(mel)
@@ -304,8 +309,7 @@ class S3GenWorker:
         t0 = time.perf_counter()
         runner = self.hift_runner()
         before = len(runner.graphs)
-        wav, src = runner.run([j.mel for j in jobs], [j.cache for j in jobs],
-                              capture=not self.warming if capture is None else capture)
+        wav, src = runner.run([j.mel for j in jobs], [j.cache for j in jobs], capture=self._may_capture(capture))
         lens = [j.mel.shape[-1] * SAMPLES_PER_MEL for j in jobs]
         srcs = [src[i, :n].clone() for i, n in enumerate(lens)]  # the replay's output is reused
         out = wav.float().cpu().numpy()
