@@ -24,8 +24,10 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   typing_extensions==4.16.0 opentelemetry-api==1.45.2 av==18.1.0 sentencex==1.0.32 python-multipart==0.0.34 \
   httptools==0.9.0 uvloop==0.23.0 \
   docker==7.1.0 wyoming==1.10.2 zeroconf==0.154.0 ifaddr==0.2.0 sentence-stream==1.3.0 \
-  argon2-cffi==25.1.0 argon2-cffi-bindings==26.2.0 pyjwt==2.15.1
-# the last line: what the manager imports at start (park_bench.py's manager phases); without them
+  argon2-cffi==25.1.0 argon2-cffi-bindings==26.2.0 pyjwt==2.15.1 \
+  torch_memory_saver==0.0.10
+# torch_memory_saver: the allocator park mechanism (engines/gpu/sleep_memory.py).
+# the argon2/pyjwt line: what the manager imports at start (park_bench.py's manager phases); without them
 # those phases fail with ModuleNotFoundError (bench/results/park-2026-12-03-kv/a)
 # setuptools<81: resemble-perth 1.0.1 imports pkg_resources (the image has 81).
 PERTH=$(ls "$DEST"/resemble_perth-1.0.1-*.whl)

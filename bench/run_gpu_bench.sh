@@ -34,7 +34,8 @@ echo "{\"install_s\": $((t1 - t0)), \"checkpoint_build_s\": $((t2 - t1))}" > "$O
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" || true
 # SKIP_TURBO=1: only the park phase; PARK_BENCH=0: no park phase (PARK_ARGS: its options);
 # LAUNCH_BENCH=1: the launch phase (bench/launch_bench.py) before it; PROFILE_BENCH="small
-# balanced lean:VOXGATE_CHATTERBOX_MAX_LEN=1024": VRAM per configuration (bench/profile_table.py)
+# balanced lean:VOXGATE_CHATTERBOX_MAX_LEN=1024": VRAM per configuration (bench/profile_table.py),
+# PROFILE_CYCLES park/wake cycles each (default 1; e.g. "alloc:VOXGATE_PARK_MECHANISM=allocator")
 if [ "${SKIP_TURBO:-0}" != 1 ]; then
   python3 bench/gpu_turbo_bench.py all --ckpt "$CKPT" --out "$OUT" "$@"
 fi
@@ -50,7 +51,7 @@ if [ -n "${PROFILE_BENCH:-}" ]; then
     dir="$OUT/profile-$name"; mkdir -p "$dir"
     echo "{\"name\": \"$name\", \"env\": \"$vars\"}" > "$dir/profile.json"
     batch=$(env ${vars//,/ } python3 -c 'from voxgate_server.engines.chatterbox_fast.engine import FastSettings; print(FastSettings().max_batch)')
-    env ${vars//,/ } python3 bench/park_bench.py --ckpt "$CKPT" --out "$dir" --cycles 1 --burst "$batch" \
+    env ${vars//,/ } python3 bench/park_bench.py --ckpt "$CKPT" --out "$dir" --cycles "${PROFILE_CYCLES:-1}" --burst "$batch" \
       --manager-bursts 0 --manager-park-cycles -1 || echo "profile $name failed"
   done
   python3 bench/profile_table.py "$OUT"/profile-* --json "$OUT/profiles.json" > "$OUT/profiles.md"

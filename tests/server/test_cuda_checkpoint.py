@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from voxgate_server.engines.gpu import cuda_checkpoint
-from voxgate_server.engines.gpu.parking import CudaCheckpointParking
+from voxgate_server.engines.gpu.parking import GpuParking
 
 
 pytestmark = pytest.mark.skipif(cuda_checkpoint.has_libcuda(), reason="this host has a CUDA driver: the GPU bench covers it")
@@ -24,7 +24,7 @@ def test_probe_says_why_it_cannot_park():
 
 
 def test_an_engine_on_the_cpu_cannot_park_and_says_so():
-    class Engine(CudaCheckpointParking):
+    class Engine(GpuParking):
         device = "cpu"
 
     support = Engine().park_support()
@@ -32,7 +32,7 @@ def test_an_engine_on_the_cpu_cannot_park_and_says_so():
 
 
 def test_a_cuda_engine_without_a_driver_reports_the_probe_reason():
-    class Engine(CudaCheckpointParking):
+    class Engine(GpuParking):
         device = "cuda"
 
     support = Engine().park_support()

@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 import uvicorn
 
 from voxgate_server.engines import preimport
+from voxgate_server.engines.gpu import sleep_memory
 from voxgate_server.http_protocol import make_protocol
 from voxgate_server.serve import VoxgateServer
 from voxgate_server.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> None:
+    # before anything else: parking through the allocator needs the process re-executed with it
+    sleep_memory.prepare_process(sys.argv[1:] if argv is None else list(argv))
     parser = argparse.ArgumentParser(prog="voxgate-server", description="OpenAI-compatible speech server")
     parser.add_argument("--host", default=None, help="bind address (default: VOXGATE_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default: VOXGATE_PORT, PORT or 8000)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -84,12 +85,21 @@ class Runtime:
         if slot.park.support.supported:
             log.info("engine %s can park (%s): POST /admin/park gives its memory back", slot.id,
                      slot.park.support.mechanism)
+            threading.Thread(target=self._prepare_park, args=(slot,), name=f"prepare-park-{slot.id}",
+                             daemon=True).start()
         else:
             log.warning("engine %s cannot park: %s; a manager stops it instead", slot.id, slot.park.support.reason)
         slot.state = EngineState.READY
         self.metrics.engine_ready.labels(slot.id).set(1)
         self.metrics.load_seconds.labels(slot.id).set(slot.load_seconds)
         log.info("engine %s ready in %.2f s", slot.id, slot.load_seconds)
+
+    @staticmethod
+    def _prepare_park(slot: EngineSlot) -> None:
+        try:
+            slot.engine.prepare_park()
+        except Exception:  # noqa: BLE001 - the first park does the work then, or reports the error
+            log.warning("engine %s: preparing to park failed", slot.id, exc_info=True)
 
     @staticmethod
     def _park_support(engine: Engine) -> ParkSupport:

@@ -188,6 +188,10 @@ class Engine(ABC):
         and a manager stops the server instead of parking it."""
         return NOT_PARKABLE
 
+    def prepare_park(self) -> None:
+        """Called once after a supported ``park_support``, off the event loop and without delaying
+        ready: work that would otherwise make the first park slower. Default: none."""
+
     def park(self) -> None:
         """Give memory back; blocking, called with no request in flight. The server holds new
         requests until ``wake`` has returned."""

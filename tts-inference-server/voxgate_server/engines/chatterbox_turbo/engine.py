@@ -35,7 +35,7 @@ from voxgate_server.engines.chatterbox_turbo.settings import ChatterboxSettings
 from voxgate_server.engines.chatterbox_turbo.tokens import TOKENS_PER_SECOND, SamplingParams, T3TokenGenerator
 from voxgate_server.engines.chatterbox_turbo.waveform import Vocoder
 from voxgate_server.engines.chatterbox_turbo.word_timing import word_times
-from voxgate_server.engines.gpu.parking import CudaCheckpointParking
+from voxgate_server.engines.gpu.parking import GpuParking
 from voxgate_server.settings import Settings
 from voxgate_server.voice_library import VoiceLibrary, file_sha256
 
@@ -66,7 +66,7 @@ class TokenBudget:
         self.left -= max(1, tokens)
 
 
-class ChatterboxTurboEngine(CudaCheckpointParking, Engine):
+class ChatterboxTurboEngine(GpuParking, Engine):
     id = "chatterbox-turbo"
 
     def __init__(self, settings: Settings, engine_settings: ChatterboxSettings | None = None) -> None:

@@ -1,7 +1,8 @@
 """The server's side of the checkpoint helper process (``cuda_checkpoint.serve``).
 
-Started on the first park and kept for the server's life, so a wake costs the driver's restore
-and not a Python start-up plus ``cuInit``.
+Started once the engine is ready (``GpuParking.prepare_park``), or else on the first park, and
+kept for the server's life: a park or a wake then costs the driver's work, not a Python start-up
+plus ``cuInit``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ class CheckpointHelper:
         self.lock_timeout_ms = lock_timeout_ms
         self._proc: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the helper process now; otherwise the first command starts it."""
+        with self._lock:
+            self._started()
 
     def _started(self) -> subprocess.Popen[str]:
         if self._proc is not None and self._proc.poll() is None:
