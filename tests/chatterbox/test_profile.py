@@ -13,7 +13,22 @@ def test_balanced_is_the_default_and_the_shipped_values(monkeypatch):
     monkeypatch.delenv("VOXGATE_CHATTERBOX_PROFILE", raising=False)
     s = FastSettings()
     assert s.profile == "balanced" and (s.max_batch, s.max_len, s.s3gen_batch, s.s3gen_graph_batch) == (16, 1024, 16, 16)
-    assert s.s3gen_max_frames == 3000  # with the KV length, what keeps 16 at once under 5.5 GiB
+    assert s.s3gen_max_frames == 4000  # with the growing KV cache, what keeps 16 at once under 5.5 GiB
+    assert s.kv_grow and s.cublas_workspace_kib == 0
+
+
+def test_small_sets_smaller_cublas_workspaces_and_a_hand_set_value_wins(monkeypatch):
+    monkeypatch.setenv("VOXGATE_CHATTERBOX_PROFILE", "small")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setenv("CUBLASLT_WORKSPACE_SIZE", "1024")
+    s = FastSettings()
+    assert s.cublas_workspace_kib == 4096
+    s.apply_process_settings()
+    import os
+
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:1"
+    assert os.environ["CUBLASLT_WORKSPACE_SIZE"] == "1024"  # set by hand: kept
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
 
 
 def test_throughput_keeps_the_long_kv_and_wide_s3gen_calls(monkeypatch):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import secrets
 import threading
 from collections.abc import Iterator
@@ -39,13 +40,15 @@ log = logging.getLogger("voxgate.engine.chatterbox.fast")
 # VOXGATE_CHATTERBOX_PROFILE: batch, KV length, S3Gen batch and graph shapes sized together; a
 # setting given on its own (e.g. VOXGATE_CHATTERBOX_MAX_LEN) wins over its profile's value.
 # Measured per profile in docs/gpu-performance.md ("Profiles").
-# balanced (the default): the KV cache for 1024 positions (1536 MiB, not 2304) and S3Gen calls of
-# at most 3000 mel frames (a smaller graph pool): 5290 MiB peak at 16 concurrent against 6872
-# with 1536/6000, 167.6 against 191.5 audio s/s in that burst (H200, bench/results/profiles-2026-12-03).
+# balanced (the default): 1024 KV positions, held only as far as requests reach (KV_GROW), and
+# S3Gen calls of at most 4000 mel frames: 3538 MiB at ready, 5022 MiB peak with 16 at once,
+# 190.6 audio s/s in that burst (H200, bench/results/profiles-2026-12-03d); before, 1024 held
+# positions and 3000 frames: 4354 / 5290 MiB, 166.5 audio s/s (profiles-2026-12-03c).
 # throughput keeps the longer KV and wider S3Gen calls, with batches of 32.
 PROFILES: dict[str, dict[str, int]] = {
-    "small": {"max_batch": 1, "max_len": 768, "s3gen_batch": 1, "s3gen_graph_batch": 1, "warmup_burst_tokens": 0},
-    "balanced": {"max_len": 1024, "s3gen_max_frames": 3000},
+    "small": {"max_batch": 1, "max_len": 768, "s3gen_batch": 1, "s3gen_graph_batch": 1, "warmup_burst_tokens": 0,
+              "cublas_workspace_kib": 4096},
+    "balanced": {"max_len": 1024, "s3gen_max_frames": 4000},
     "throughput": {"max_batch": 32, "s3gen_batch": 32},
 }
 
@@ -113,6 +116,16 @@ class FastSettings(BaseSettings):
     # matmul keeps a cuBLAS handle and workspace, ~95 MiB on an H200; a new voice's conditionals
     # get one more thread); 0: each request's own thread
     gpu_helper_threads: int = Field(1, ge=0, le=16)
+    # on CUDA the KV cache holds memory only for the positions requests reach, and gives it back
+    # after KV_IDLE_TRIM_S with nothing to decode (engines/gpu/growable.py); false: all of
+    # MAX_LEN for every slot, from start-up on
+    kv_grow: bool = True
+    kv_idle_trim_s: float = Field(5.0, ge=0.0)
+    # cuBLAS and cuBLASLt workspace per thread and stream, in KiB (CUBLAS_WORKSPACE_CONFIG,
+    # CUBLASLT_WORKSPACE_SIZE; an environment value set by hand wins); 0: PyTorch's defaults. The
+    # small profile sets 4096: at ready 2886 -> 2562 MiB with one stream at RTF 0.028 (H200,
+    # bench/results/profiles-2026-12-03b); with the growing KV cache 2418 MiB (profiles-2026-12-03d)
+    cublas_workspace_kib: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _apply_profile(self) -> FastSettings:
@@ -135,7 +148,15 @@ class FastSettings(BaseSettings):
                     fused_t3={"auto": None, "on": True, "off": False}[self.fused_step],
                     busy_streams=self.busy_streams, busy_first_chunk=self.busy_first_chunk_tokens,
                     s3gen_graph_batch=self.s3gen_graph_batch, s3gen_attention=self.s3gen_attention,
-                    gpu_helper_threads=self.gpu_helper_threads)
+                    gpu_helper_threads=self.gpu_helper_threads, kv_grow=self.kv_grow,
+                    kv_idle_trim_s=self.kv_idle_trim_s)
+
+    def apply_process_settings(self) -> None:
+        """Settings that live in the process environment and must be in place before the first
+        cuBLAS call of the process (the model's load)."""
+        if self.cublas_workspace_kib:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", f":{self.cublas_workspace_kib}:1")
+            os.environ.setdefault("CUBLASLT_WORKSPACE_SIZE", str(self.cublas_workspace_kib))
 
 
 class FastChatterboxTurboEngine(ChatterboxTurboEngine):
@@ -163,6 +184,8 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
         super()._warm_up()
 
     def load(self) -> None:
+        if self.fast_settings.fast != "off":  # the device is chosen inside the load, too late for these
+            self.fast_settings.apply_process_settings()
         super().load()
         if not self._fast_wanted():
             return

@@ -70,7 +70,8 @@ class FastTurbo:
                  tokenizer_on_cpu: bool = False, s3gen_max_frames: int | None = None,
                  compile_t3: bool = False, s3gen_bf16: bool = False, fused_t3: bool | None = None,
                  busy_streams: int = 0, busy_first_chunk: int = 48, s3gen_graph_batch: int = 16,
-                 s3gen_attention: str = "fp16", gpu_helper_threads: int = 1) -> None:
+                 s3gen_attention: str = "fp16", gpu_helper_threads: int = 1, kv_grow: bool = True,
+                 kv_idle_trim_s: float = 5.0) -> None:
         self.model = model
         # A request's own small GPU work (its prompt, its chunks' watermark) is queued by these
         # threads, not by the server's request threads: every thread that runs a matmul keeps a
@@ -92,7 +93,8 @@ class FastTurbo:
             torch.backends.cuda.matmul.allow_tf32 = True
         self.decoder = BatchedT3Decoder(model.t3, max_batch=max_batch, max_len=max_len, dtype=dtype,
                                         cuda_graphs=cuda_graphs, ahead=decode_ahead,
-                                        compile=compile_t3, fused=fused_t3)
+                                        compile=compile_t3, fused=fused_t3, kv_grow=kv_grow,
+                                        kv_idle_trim_s=kv_idle_trim_s)
         if release_upstream_t3:
             # The decoder holds its own copy of the transformer; upstream's (fp32 on the GPU)
             # is only needed by upstream's own generate(). The embeddings stay (prefill input).

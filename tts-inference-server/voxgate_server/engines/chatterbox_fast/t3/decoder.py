@@ -38,6 +38,9 @@ from voxgate_server.engines.chatterbox_fast.t3.sampling import SamplingParams, S
 
 log = logging.getLogger("voxgate.chatterbox_fast")
 
+# positions mapped beyond what the next step needs, so the cache grows every few dozen steps
+# rather than at each one (the driver's page holds 32 positions of 16 rows)
+_GROW_AHEAD = 64
 START_SPEECH_TOKEN = 6561
 STOP_SPEECH_TOKEN = 6562
 _END = object()
@@ -147,7 +150,8 @@ class BatchedT3Decoder:
     def __init__(self, t3: torch.nn.Module, *, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, max_batch: int = 16, max_len: int = 1536,
                  cuda_graphs: bool | None = None, length_bucket: int = 256, compile: bool = False,
-                 ahead: int | None = None, fused: bool | None = None) -> None:
+                 ahead: int | None = None, fused: bool | None = None, kv_grow: bool = True,
+                 kv_idle_trim_s: float = 5.0) -> None:
         self.t3 = t3
         self.device = torch.device(device) if device is not None else t3.speech_head.weight.device
         on_cuda = self.device.type == "cuda"
@@ -156,7 +160,14 @@ class BatchedT3Decoder:
         self.max_batch = max_batch
         self.max_len = max_len
         self.length_bucket = length_bucket
-        self.model = StaticGPT2(t3, device=self.device, dtype=self.dtype, max_batch=max_batch, max_len=max_len)
+        self.model = StaticGPT2(t3, device=self.device, dtype=self.dtype, max_batch=max_batch, max_len=max_len,
+                                kv_grow=kv_grow)
+        # a cache that grows on demand gives its memory back after this long with nothing to decode
+        self.kv_idle_trim_s = kv_idle_trim_s
+        self._idle_since: float | None = None
+        # held while the caller's thread captures graphs (``warmup``): the scheduler must not trim
+        # the cache under the eager steps run then
+        self._kv_lock = threading.Lock()
         vocab = self.model.head_w.shape[0]
         self.vocab = vocab
         self.sampling = SamplingState(max_batch, vocab, self.device)
@@ -260,7 +271,7 @@ class BatchedT3Decoder:
         """Capture every (batch, length) graph now rather than on first use; returns seconds."""
         t0 = time.perf_counter()
         if self.cuda_graphs:
-            with torch.cuda.stream(self._stream):
+            with self._kv_lock, torch.cuda.stream(self._stream):
                 try:
                     self._graph(self.batch_buckets[0], self.len_buckets[0])  # the kernels compile here
                 except Exception:
@@ -291,6 +302,7 @@ class BatchedT3Decoder:
                     if self._inflight:
                         self._collect(self._inflight.popleft())
                         continue
+                    self._idle()
                     self._wake.wait(0.05)
                     self._wake.clear()
                 except Exception as exc:  # fail every active request, keep serving
@@ -300,6 +312,29 @@ class BatchedT3Decoder:
                         if s is not None:
                             s.job.stream._finish(exc)
                             self._slots[i] = None
+
+    def _idle(self) -> None:
+        """Nothing active or in flight: after ``kv_idle_trim_s`` of that, give a growable KV
+        cache's memory back (the next request maps what it needs again)."""
+        now = time.perf_counter()
+        if any(self._slots) or not self._pending.empty():
+            self._idle_since = None
+            return
+        if self._idle_since is None:
+            self._idle_since = now
+            return
+        m = self.model
+        if m.kv_grow is None or m.kv_grow.mapped_bytes == 0 or now - self._idle_since < self.kv_idle_trim_s:
+            return
+        if not self._kv_lock.acquire(blocking=False):
+            return
+        try:
+            if self._stream is not None:
+                self._stream.synchronize()
+            freed = m.trim_kv()
+            log.info("KV cache idle for %.0f s: %d MiB given back", now - self._idle_since, freed // 2**20)
+        finally:
+            self._kv_lock.release()
 
     def _admit(self) -> None:
         """Admit waiting requests into free slots: one prefill for all admitted together."""
@@ -336,6 +371,8 @@ class BatchedT3Decoder:
             self.trace.append((time.perf_counter(), "prefill", len(batch)))
         slots = [slot for slot, _ in batch]
         embeds = [job.embeds.to(self.device) for _, job in batch]
+        self._idle_since = None
+        m.ensure_positions(max(e.shape[0] for e in embeds) + _GROW_AHEAD)
         logits = m.logits(m.prefill(slots, embeds))
         for slot, job in batch:
             st.set_slot(slot, job.params)
@@ -356,6 +393,10 @@ class BatchedT3Decoder:
         # the step writes each slot's key at its position on the device (prompt + steps so far)
         longest = min(self.max_len, max(s.job.embeds.shape[0] + s.launched for _, s in active) + 1)
         L = next(n for n in self.len_buckets if n >= longest)
+        # the fused step reads each row up to its position, the plain one the whole length bucket
+        need = longest if self._fused is not None else L
+        if need > self.model.kv_positions_mapped:
+            self.model.ensure_positions(need + _GROW_AHEAD)
         if self.trace is not None:
             self.trace.append((time.perf_counter(), "step", len(active)))
         if self.cuda_graphs:
@@ -431,6 +472,7 @@ class BatchedT3Decoder:
         # into slots < B, whose state the next admission resets anyway.
         saved = (self.tokens_buf.clone(), self.pos_buf.clone(), self.sampling.step.clone(),
                  self.sampling.history.clone())
+        self.model.ensure_positions(L if self._fused is None else 1)
         self._step_eager(B, L)
         torch.cuda.current_stream(self.device).synchronize()
         if self._pool is None:

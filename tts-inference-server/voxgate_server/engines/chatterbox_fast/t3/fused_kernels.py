@@ -135,8 +135,8 @@ def attention_kernel(qkv_ptr, cache_ptr, pos_ptr, out_ptr, part_ptr, scale, stri
                      BLOCK_L: tl.constexpr, PDL: tl.constexpr):
     """Row ``b``, heads ``HB*j .. HB*j+HB-1``, part ``s`` of the keys (program ids ``b, j, s``).
 
-    Split 0 stores this step's keys/values at ``pos[b]`` in the layer's cache
-    ``[max_batch, 2, H, L, D]`` and attends to them from registers; split ``s`` attends over
+    Split 0 stores this step's keys/values at ``pos[b]`` in the layer's cache (any layout, given
+    by its strides: row, key/value, head, position; ``head_dim`` contiguous) and attends to them from registers; split ``s`` attends over
     its share of keys ``0..pos[b]-1``. With one split the result goes to ``out`` [B, C];
     otherwise each split leaves (max, denominator, weighted values) in ``part`` for
     ``attention_combine_kernel`` (flash-decoding: a short row still spreads over the GPU)."""

@@ -181,10 +181,10 @@ class FusedDecodeStep:
         self.k.embed_kernel[(B,)](tokens, pos, m.speech_emb, m.wpe, x, C=m.dim, BLOCK_C=min(1024, m.dim), PDL=pdl,
                                   **self._pdl_launch(pdl))
         for i, layer in enumerate(m.layers):
-            kv = m.kv_cache[i]  # [max_batch, 2, H, L, D]
+            kv = m.kv_cache[i]  # [L, max_batch, 2, H, D]
             self._linear("qkv", x, layer.attn_w, layer.attn_b, qkv, B, ln=(layer.ln1_w, layer.ln1_b))
             self.k.attention_kernel[(B, m.n_head // self.hb, splits)](
-                qkv, kv, pos, attn, self.part, self.scale, kv.stride(0), kv.stride(1), kv.stride(2), kv.stride(3),
+                qkv, kv, pos, attn, self.part, self.scale, kv.stride(1), kv.stride(2), kv.stride(3), kv.stride(0),
                 C=m.dim, D=m.head_dim, HB=self.hb, SPLITS=splits, BLOCK_L=self.block_l, PDL=pdl,
                 num_warps=self.attn_warps, **self._pdl_launch(pdl))
             if splits > 1:

@@ -4,15 +4,19 @@ Upstream's ``T3.inference_turbo`` runs Hugging Face's ``GPT2Model`` with a growi
 step allocates, and ~400 small kernels are launched one by one from Python, so one token costs
 ~9.5 ms on an H200 while the arithmetic needs well under one. Here the same weights (read from
 the loaded upstream module, never copied from disk again) drive a hand-written forward whose
-decode step has fixed shapes: ``[batch bucket, 1]`` queries against a ``[max_batch, heads,
-max_len, head_dim]`` cache cut to a length bucket, so it can be captured once per
-(batch, length) bucket as a CUDA graph and replayed. The maths is GPT-2's exactly (pre-LN,
+decode step has fixed shapes: ``[batch bucket, 1]`` queries against a cache of ``max_len``
+positions for ``max_batch`` rows, cut to a length bucket, so it can be captured once per
+(batch, length) bucket as a CUDA graph and replayed. The cache is position-major
+(``[layer, position, row, key/value, head, head_dim]``): on CUDA it is backed by physical memory
+only up to the furthest position a request has reached (``engines/gpu/growable.py``). The maths is GPT-2's exactly (pre-LN,
 ``gelu_new``, scale 1/sqrt(head_dim), learned absolute positions); in float32 it reproduces
 upstream's logits to rounding, which the CPU test checks token by token.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from voxgate_server.engines.gpu.cuda_checkpoint import CheckpointError
 from voxgate_server.engines.gpu.remappable import remappable_zeros
+
+log = logging.getLogger("voxgate.chatterbox_fast")
 
 # Prefill attention without cuDNN: cuDNN builds an execution plan the first time it meets a
 # shape (hundreds of ms), and prefill shapes (prompt length x requests admitted together) vary
@@ -58,7 +65,7 @@ class StaticGPT2:
     """Weights of one upstream T3 in ``dtype`` on ``device`` plus a static KV cache."""
 
     def __init__(self, t3: torch.nn.Module, *, device: torch.device, dtype: torch.dtype,
-                 max_batch: int, max_len: int) -> None:
+                 max_batch: int, max_len: int, kv_grow: bool = True) -> None:
         tf = t3.tfmr
         cfg = t3.cfg
         self.device = device
@@ -89,17 +96,72 @@ class StaticGPT2:
         self.speech_emb = w(t3.speech_emb.weight)
         self.head_w = w(t3.speech_head.weight)  # [V, C]
         self.head_b = w(t3.speech_head.bias) if t3.speech_head.bias is not None else None
-        # keys and values side by side, so one indexed write stores both each step
-        shape = (self.n_layer, max_batch, 2, self.n_head, max_len, self.head_dim)
-        # on CUDA in memory that parking gives back without copying it (its content is worthless
-        # between requests) and re-makes at the same address (engines/gpu/remappable.py);
-        # ``kv_buffer`` is None where it is a plain tensor (CPU, no driver support)
-        self.kv_cache, self.kv_buffer = remappable_zeros(shape, dtype, device)
+        # keys and values side by side, so one indexed write stores both each step; positions
+        # outermost in a layer, so the positions in use are one contiguous prefix of each layer
+        self.kv_grow: Any = None  # growable.GrowableBuffer when the cache grows on demand
+        self.kv_cache, self.kv_buffer = self._make_kv_cache(kv_grow)
         self.fused_gelu = dtype != torch.float32 and device.type == "cuda" and self._fused_gelu_ok()
         # a compiled layer when ``compile_layers`` ran; not ``self._decode_layer`` by default: a
         # bound method kept on ``self`` is a reference cycle, and the weights and the KV cache
         # would then outlive the decoder until the cyclic collector happens to run
         self._compiled_layer: Any = None
+
+    def _position_bytes(self) -> int:
+        return self.max_batch * 2 * self.n_head * self.head_dim * torch.empty((), dtype=self.dtype).element_size()
+
+    def _make_kv_cache(self, grow: bool) -> tuple[Tensor, Any]:
+        """``[n_layer, max_len, max_batch, 2, H, D]``. On CUDA it is either growable (only the
+        positions requests reach hold memory, given back when idle) or remappable (all of it held,
+        given back only by a park; ``VOXGATE_CHATTERBOX_KV_GROW=0``). On the CPU, or where the
+        driver lacks the calls, it is a plain tensor. The second value is the buffer that parking
+        releases, or None."""
+        shape = (self.n_layer, self.max_len, self.max_batch, 2, self.n_head, self.head_dim)
+        if grow and self.device.type == "cuda":
+            try:
+                return self._growable_kv_cache()
+            except (CheckpointError, ValueError) as exc:
+                log.warning("KV cache cannot grow on demand (%s): all of it is held", exc)
+        return remappable_zeros(shape, self.dtype, self.device)
+
+    def _growable_kv_cache(self) -> tuple[Tensor, Any]:
+        from voxgate_server.engines.gpu import growable
+
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        gran = growable.granularity(index)
+        per_pos = self._position_bytes()
+        step = gran // math.gcd(gran, per_pos)  # positions that fill whole pages
+        lane_positions = -(-self.max_len // step) * step  # each layer starts on a page
+        buf = growable.GrowableBuffer(self.n_layer, lane_positions * per_pos, index)
+        buf.grow(1)  # PyTorch asks the driver about the first byte when it wraps the pointer
+        raw = torch.as_tensor(buf, device=self.device)
+        full = raw.view(self.dtype).view(self.n_layer, lane_positions, self.max_batch, 2, self.n_head, self.head_dim)
+        self._kv_full = full
+        full[:, : buf.mapped_bytes // per_pos].zero_()
+        self.kv_grow = buf
+        return full[:, : self.max_len], buf
+
+    def ensure_positions(self, n: int) -> None:
+        """Make positions ``0..n-1`` of every row usable (mapped, and zeroed when new), on the
+        caller's CUDA stream. A no-op unless the cache grows on demand."""
+        buf = self.kv_grow
+        if buf is None:
+            return
+        per_pos = self._position_bytes()
+        before, after = buf.grow(min(n, self.max_len) * per_pos)
+        if after > before:
+            # zeros, never a former tenant's bytes: the plain step's masked attention reads them
+            self._kv_full[:, before // per_pos: after // per_pos].zero_()
+
+    @property
+    def kv_positions_mapped(self) -> int:
+        """Positions backed by memory (all of them for a cache that does not grow)."""
+        buf = self.kv_grow
+        return self.max_len if buf is None else min(self.max_len, buf.mapped_bytes // self._position_bytes())
+
+    def trim_kv(self) -> int:
+        """Give back the growable cache's memory (bytes returned). The caller has synchronized:
+        nothing may still run on it."""
+        return self.kv_grow.trim() if self.kv_grow is not None else 0
 
     def compile_layers(self) -> None:
         """Decode through one ``torch.compile``d layer (the same code for all 24, weights passed
@@ -166,8 +228,9 @@ class StaticGPT2:
             h = self._ln(x, layer.ln1_w, layer.ln1_b).view(n * T, self.dim)
             qkv = torch.addmm(layer.attn_b, h, layer.attn_w)
             q, k, v = qkv.view(n, T, 3, H, D).permute(2, 0, 3, 1, 4)  # each [n, H, T, D]
-            self.kv_cache[i, rows, 0, :, :T] = k
-            self.kv_cache[i, rows, 1, :, :T] = v
+            layer_kv = self.kv_cache[i]  # [L, max_batch, 2, H, D]
+            layer_kv[:T, rows, 0] = k.permute(2, 0, 1, 3)  # [T, n, H, D]
+            layer_kv[:T, rows, 1] = v.permute(2, 0, 1, 3)
             a = _causal_attention(q, k, v)
             a = a.permute(0, 2, 1, 3).reshape(n * T, self.dim)
             x = x + torch.addmm(layer.proj_b, a, layer.proj_w).view(n, T, self.dim)
@@ -193,15 +256,16 @@ class StaticGPT2:
 
     def _decode_layer(self, x: Tensor, kv: Tensor, rows: Tensor, pos: Tensor, mask: Tensor, length: int,
                       w: tuple[Tensor, ...]) -> Tensor:
-        """One layer of one decode step; ``kv`` is the layer's cache ``[max_batch, 2, H, L, D]``."""
+        """One layer of one decode step; ``kv`` is the layer's cache ``[L, max_batch, 2, H, D]``."""
         ln1_w, ln1_b, attn_w, attn_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, fc2_w, fc2_b = w
         B = x.shape[0]
         H, D = self.n_head, self.head_dim
         h = self._ln(x, ln1_w, ln1_b)
         qkv = torch.addmm(attn_b, h, attn_w).view(B, 3, H, D)
-        kv[rows, :, :, pos] = qkv[:, 1:]  # [B, 2, H, D]
-        a = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[:B, 0, :, :length], kv[:B, 1, :, :length],
-                                           attn_mask=mask)
+        kv[pos, rows] = qkv[:, 1:]  # [B, 2, H, D]
+        keys = kv[:length, :B, 0].permute(1, 2, 0, 3)  # [B, H, length, D]
+        values = kv[:length, :B, 1].permute(1, 2, 0, 3)
+        a = F.scaled_dot_product_attention(qkv[:, 0, :, None], keys, values, attn_mask=mask)
         a = a.reshape(B, self.dim)
         x = x + torch.addmm(proj_b, a, proj_w)
         return x + self._mlp(self._ln(x, ln2_w, ln2_b), fc_w, fc_b, fc2_w, fc2_b)
