@@ -119,43 +119,51 @@ def enabled() -> bool:
     return os.environ.get("VOXGATE_KV_REMAPPABLE", "1").lower() not in ("0", "false", "no", "off")
 
 
-class RemappableBuffer:
-    """``nbytes`` (rounded up to the allocation granularity) of device memory at a fixed virtual
-    address, exposed through ``__cuda_array_interface__`` as bytes. ``release`` gives the physical
-    memory back; ``remap`` makes it again at the same address, zeroed. Not thread-safe: the
-    engine calls these with nothing running on the GPU."""
+def granularity(device_index: int = 0) -> int:
+    """The driver's recommended mapping granularity on this device (2 MiB on current GPUs)."""
+    lib = _lib()
+    dev = ctypes.c_int()
+    _check(lib, lib.cuDeviceGet(ctypes.byref(dev), device_index), "cuDeviceGet")
+    gran = ctypes.c_size_t()
+    _check(lib, lib.cuMemGetAllocationGranularity(ctypes.byref(gran), ctypes.byref(_device_prop(dev.value)),
+                                                  _CU_MEM_ALLOC_GRANULARITY_RECOMMENDED), "cuMemGetAllocationGranularity")
+    return gran.value
+
+
+def _device_prop(dev: int) -> _AllocationProp:
+    return _AllocationProp(type=_CU_MEM_ALLOCATION_TYPE_PINNED, location=_Location(_CU_MEM_LOCATION_TYPE_DEVICE, dev))
+
+
+class ReservedRange:
+    """A range of device virtual addresses kept for the object's whole life, into which physical
+    memory is mapped in chunks and unmapped again. The address never changes, so CUDA graphs
+    captured against it stay valid whatever is mapped. ``RemappableBuffer`` maps the whole range
+    as one chunk; ``growable.GrowableBuffer`` maps per-lane prefixes as requests reach them."""
 
     def __init__(self, nbytes: int, device_index: int = 0) -> None:
         self.lib = _lib()
+        self.ptr = 0
         self.device_index = device_index
         dev = ctypes.c_int()
         self._call(self.lib.cuDeviceGet(ctypes.byref(dev), device_index), "cuDeviceGet")
         self._dev = dev.value
         self._ctx = ctypes.c_void_p()
         self._call(self.lib.cuDevicePrimaryCtxRetain(ctypes.byref(self._ctx), self._dev), "cuDevicePrimaryCtxRetain")
-        self._prop = _AllocationProp(type=_CU_MEM_ALLOCATION_TYPE_PINNED,
-                                     location=_Location(_CU_MEM_LOCATION_TYPE_DEVICE, self._dev))
+        self._prop = _device_prop(self._dev)
         self._access = _AccessDesc(location=_Location(_CU_MEM_LOCATION_TYPE_DEVICE, self._dev),
                                    flags=_CU_MEM_ACCESS_FLAGS_PROT_READWRITE)
-        gran = ctypes.c_size_t()
-        self._current()
-        self._call(self.lib.cuMemGetAllocationGranularity(ctypes.byref(gran), ctypes.byref(self._prop),
-                                                          _CU_MEM_ALLOC_GRANULARITY_RECOMMENDED),
-                   "cuMemGetAllocationGranularity")
-        self.granularity = gran.value
-        self.nbytes = nbytes
+        self.granularity = granularity(device_index)
         self.size = -(-nbytes // self.granularity) * self.granularity
+        self._chunks: list[tuple[int, int, int]] = []  # (address, bytes, handle), in mapping order
         ptr = _u64()
-        self._call(self.lib.cuMemAddressReserve(ctypes.byref(ptr), self.size, self.granularity, 0, 0),
-                   "cuMemAddressReserve")
-        self.ptr = ptr.value
-        self._handle: int | None = None
+        self._current()
         try:
-            self.remap()
+            self._call(self.lib.cuMemAddressReserve(ctypes.byref(ptr), self.size, self.granularity, 0, 0),
+                       "cuMemAddressReserve")
         except RemapError:
-            self.lib.cuMemAddressFree(self.ptr, self.size)
-            self.ptr = 0
+            self.lib.cuDevicePrimaryCtxRelease(self._dev)
             raise
+        self.ptr = ptr.value
 
     def _call(self, rc: int, what: str) -> None:
         _check(self.lib, rc, what)
@@ -165,66 +173,59 @@ class RemappableBuffer:
         # device's primary context, the one PyTorch uses
         self._call(self.lib.cuCtxSetCurrent(self._ctx), "cuCtxSetCurrent")
 
-    @property
-    def mapped(self) -> bool:
-        return self._handle is not None
+    def _array_interface(self) -> dict[str, Any]:
+        return {"shape": (self.size,), "typestr": "|u1", "data": (self.ptr, False), "version": 3, "strides": None}
 
-    @property
-    def __cuda_array_interface__(self) -> dict[str, Any]:
-        if not self.mapped:
-            raise RemapError("the buffer's memory is released")
-        return {"shape": (self.size,), "typestr": "|u1", "data": (self.ptr, False), "version": 3,
-                "strides": None}
-
-    def remap(self) -> None:
-        """Back the reserved range with new physical memory, readable and writable from this
-        device, and zero it (what the engine reads before a request writes is zeros, never the
-        last tenant's bytes or garbage). A no-op when it is mapped."""
-        if self._handle is not None:
-            return
-        self._current()
+    def _map_chunk(self, addr: int, nbytes: int) -> None:
+        """Back ``[addr, addr + nbytes)`` with new physical memory, readable and writable from this
+        device (not zeroed). On failure nothing of it stays mapped or allocated."""
         handle = _u64()
-        self._call(self.lib.cuMemCreate(ctypes.byref(handle), self.size, ctypes.byref(self._prop), 0), "cuMemCreate")
+        self._call(self.lib.cuMemCreate(ctypes.byref(handle), nbytes, ctypes.byref(self._prop), 0), "cuMemCreate")
         try:
-            self._map(handle.value)
+            self._map(addr, nbytes, handle.value)
             try:
-                self._call(self.lib.cuMemSetAccess(self.ptr, self.size, ctypes.byref(self._access), 1),
-                           "cuMemSetAccess")
-                self._call(self.lib.cuMemsetD8_v2(self.ptr, 0, self.size), "cuMemsetD8")
-                self._call(self.lib.cuCtxSynchronize(), "cuCtxSynchronize")
+                self._call(self.lib.cuMemSetAccess(addr, nbytes, ctypes.byref(self._access), 1), "cuMemSetAccess")
             except RemapError:
-                self.lib.cuMemUnmap(self.ptr, self.size)
+                self.lib.cuMemUnmap(addr, nbytes)
                 raise
         except RemapError:
             self.lib.cuMemRelease(handle.value)
             raise
-        self._handle = handle.value
+        self._chunks.append((addr, nbytes, handle.value))
 
-    def _map(self, handle: int) -> None:
-        rc = self.lib.cuMemMap(self.ptr, self.size, 0, handle, 0)
+    def _map(self, addr: int, nbytes: int, handle: int) -> None:
+        rc = self.lib.cuMemMap(addr, nbytes, 0, handle, 0)
         if rc == 0:
             return
-        # a driver that did not keep the reservation across a checkpoint/restore: take the same
-        # range again if it is free (graphs hold this address; any other would not do)
-        again = _u64()
-        if self.lib.cuMemAddressReserve(ctypes.byref(again), self.size, self.granularity, self.ptr, 0) == 0:
-            if again.value == self.ptr and self.lib.cuMemMap(self.ptr, self.size, 0, handle, 0) == 0:
-                log.warning("the KV range's reservation was gone after restore; reserved it again at %#x", self.ptr)
-                return
-            if again.value != self.ptr:
-                self.lib.cuMemAddressFree(again.value, self.size)
-        self._call(rc, f"cuMemMap at {self.ptr:#x}")
+        if not self._chunks:
+            # a driver that did not keep the reservation across a checkpoint/restore: take the
+            # same range again if it is free (graphs hold this address; any other would not do)
+            again = _u64()
+            if self.lib.cuMemAddressReserve(ctypes.byref(again), self.size, self.granularity, self.ptr, 0) == 0:
+                if again.value == self.ptr and self.lib.cuMemMap(addr, nbytes, 0, handle, 0) == 0:
+                    log.warning("the reservation at %#x was gone after restore; reserved it again", self.ptr)
+                    return
+                if again.value != self.ptr:
+                    self.lib.cuMemAddressFree(again.value, self.size)
+        self._call(rc, f"cuMemMap at {addr:#x}")
+
+    def _unmap_chunks(self, keep: int = 0) -> int:
+        """Unmap and free every chunk mapped after the first ``keep``, newest first; returns the
+        bytes given back. The caller makes sure no kernel still uses them."""
+        freed = 0
+        if len(self._chunks) > keep:
+            self._current()
+        while len(self._chunks) > keep:
+            addr, nbytes, handle = self._chunks.pop()
+            self._call(self.lib.cuMemUnmap(addr, nbytes), "cuMemUnmap")
+            self._call(self.lib.cuMemRelease(handle), "cuMemRelease")
+            freed += nbytes
+        return freed
 
     def release(self) -> int:
-        """Unmap and free the physical memory; the address range stays reserved. Returns the
-        bytes given back (0 when already released). The caller has synchronized the device."""
-        if self._handle is None:
-            return 0
-        self._current()
-        self._call(self.lib.cuMemUnmap(self.ptr, self.size), "cuMemUnmap")
-        handle, self._handle = self._handle, None
-        self._call(self.lib.cuMemRelease(handle), "cuMemRelease")
-        return self.size
+        """Unmap and free all physical memory; the address range stays reserved. Returns the
+        bytes given back (0 when nothing is mapped). The caller has synchronized the device."""
+        return self._unmap_chunks()
 
     def close(self) -> None:
         if self.ptr == 0:
@@ -241,6 +242,47 @@ class RemappableBuffer:
             self.close()
         except Exception:  # noqa: BLE001 - at interpreter exit the driver may be gone
             pass
+
+
+class RemappableBuffer(ReservedRange):
+    """``nbytes`` (rounded up to the allocation granularity) of device memory at a fixed virtual
+    address, exposed through ``__cuda_array_interface__`` as bytes. ``release`` gives the physical
+    memory back; ``remap`` makes it again at the same address, zeroed. Not thread-safe: the
+    engine calls these with nothing running on the GPU."""
+
+    def __init__(self, nbytes: int, device_index: int = 0) -> None:
+        super().__init__(nbytes, device_index)
+        self.nbytes = nbytes
+        try:
+            self.remap()
+        except RemapError:
+            self.close()
+            raise
+
+    @property
+    def mapped(self) -> bool:
+        return bool(self._chunks)
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        if not self.mapped:
+            raise RemapError("the buffer's memory is released")
+        return self._array_interface()
+
+    def remap(self) -> None:
+        """Back the reserved range with new physical memory and zero it (what the engine reads
+        before a request writes is zeros, never the last tenant's bytes or garbage). A no-op when
+        it is mapped."""
+        if self.mapped:
+            return
+        self._current()
+        self._map_chunk(self.ptr, self.size)
+        try:
+            self._call(self.lib.cuMemsetD8_v2(self.ptr, 0, self.size), "cuMemsetD8")
+            self._call(self.lib.cuCtxSynchronize(), "cuCtxSynchronize")
+        except RemapError:
+            self._unmap_chunks()
+            raise
 
 
 def remappable_zeros(shape: tuple[int, ...], dtype: Any, device: Any) -> tuple[Any, RemappableBuffer | None]:
