@@ -41,9 +41,10 @@ log = logging.getLogger("voxgate.engine.chatterbox.fast")
 # setting given on its own (e.g. VOXGATE_CHATTERBOX_MAX_LEN) wins over its profile's value.
 # Measured per profile in docs/gpu-performance.md ("Profiles").
 # balanced (the default): 1024 KV positions, held only as far as requests reach (KV_GROW), and
-# S3Gen calls of at most 4000 mel frames: 3538 MiB at ready, 5022 MiB peak with 16 at once,
-# 190.6 audio s/s in that burst (H200, bench/results/profiles-2026-12-03d); before, 1024 held
-# positions and 3000 frames: 4354 / 5290 MiB, 166.5 audio s/s (profiles-2026-12-03c).
+# S3Gen calls of at most 4000 mel frames: 3588 MiB at ready, 5130 MiB peak with 16 at once,
+# 205.8 audio s/s (median of three bursts, with BUSY_STREAMS 8; H200,
+# bench/results/profiles-2026-12-03f); before, 1024 held positions and 3000 frames: 4354 / 5290
+# MiB, 166.5 audio s/s in one burst (profiles-2026-12-03c).
 # throughput keeps the longer KV and wider S3Gen calls, with batches of 32.
 PROFILES: dict[str, dict[str, int]] = {
     "small": {"max_batch": 1, "max_len": 768, "s3gen_batch": 1, "s3gen_graph_batch": 1, "warmup_burst_tokens": 0,
@@ -86,10 +87,12 @@ class FastSettings(BaseSettings):
     # most mel frames (pieces x widest piece, voice prompt included) in one S3Gen call; 0: no cap
     s3gen_max_frames: int = Field(6000, ge=0)
     # with at least this many requests decoding, a new request's first chunk waits for
-    # BUSY_FIRST_CHUNK_TOKENS instead of FIRST_CHUNK_TOKENS (one S3Gen call fewer a clip); 0: never
-    # (the default: on an H200 the gain at 16 streams was inside the spread, the first-audio cost
-    # was not; docs/gpu-performance.md)
-    busy_streams: int = Field(0, ge=0, le=256)
+    # BUSY_FIRST_CHUNK_TOKENS instead of FIRST_CHUNK_TOKENS (one S3Gen call fewer a clip, the
+    # voice prompt re-run once less); 0: never. On two H200s with the balanced sizes, 16 at once:
+    # medians of three bursts 207.6 / 205.8 audio s/s against 200.8 / 200.3 without, the first
+    # burst after start 197.7 / 203.7 against 179.0 / 171.9, for a first byte at 16 of 0.33-0.37 s
+    # against 0.27-0.31 s (bench/results/profiles-2026-12-03e, -f; docs/gpu-performance.md)
+    busy_streams: int = Field(8, ge=0, le=256)
     busy_first_chunk_tokens: int = Field(48, ge=4, le=400)
     # the T3 decode step as Triton kernels, 5 a layer (auto: with CUDA when Triton is installed)
     fused_step: Literal["auto", "on", "off"] = "auto"
