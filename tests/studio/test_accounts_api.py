@@ -83,6 +83,22 @@ async def test_access_token_expires(tmp_path):
         assert (await c.get("/api/auth/me", headers=bearer(fresh.json()["access_token"]))).status_code == 200
 
 
+async def test_an_access_token_lives_at_least_its_expires_in(tmp_path):
+    """JWT times are whole seconds; the expiry is rounded up, never cut short by the fraction of
+    the second the token was issued in (a 1 s token used to live anywhere between 0 and 1 s)."""
+    import time
+
+    import jwt
+
+    async with app_client(tmp_path, access_token_ttl_s=1) as c:
+        for name in ("gina", "hank", "iris"):
+            before = time.time()
+            tokens = await register(c, name)
+            claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+            assert claims["exp"] >= before + tokens["expires_in"]
+            assert claims["exp"] - claims["iat"] <= tokens["expires_in"] + 1
+
+
 async def test_session_lifetime_bounds_refresh(tmp_path):
     async with app_client(tmp_path, session_ttl_s=1) as c:
         tokens = await register(c, "erin")

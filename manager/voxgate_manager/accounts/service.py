@@ -8,6 +8,7 @@ at once rather than when the token expires."""
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 import sqlite3
@@ -177,9 +178,12 @@ class Accounts:
         return token
 
     def _tokens(self, user: User, family: str, refresh: str, session_expires_at: float) -> dict[str, Any]:
-        now = int(time.time())
+        now = time.time()
+        # JWT times are whole seconds: rounding the expiry up keeps every token valid for at least
+        # the ``expires_in`` it is sent with (truncating "now" cut up to a second off it)
         access = jwt.encode({"iss": ISSUER, "sub": str(user.id), "role": user.role, "sid": family, "typ": "access",
-                             "iat": now, "exp": now + int(self.access_ttl_s), "jti": secrets.token_hex(8)},
+                             "iat": int(now), "exp": math.ceil(now + int(self.access_ttl_s)),
+                             "jti": secrets.token_hex(8)},
                             self._secret, algorithm="HS256")
         return {"access_token": access, "token_type": "bearer", "expires_in": int(self.access_ttl_s),
                 "refresh_token": refresh, "refresh_expires_at": int(session_expires_at), "user": user.public()}
