@@ -7,7 +7,7 @@
 #
 # Everything that travels must stay under 64 MiB: resemble-perth's wheel carries its 37 MB
 # trained watermark network, PyAV its 36 MB FFmpeg. So perth is repacked without the network
-# and bench/perth_random_weights.py writes a random PerthNet of the same shape on the GPU
+# and bench/turbo/perth_random_weights.py writes a random PerthNet of the same shape on the GPU
 # machine (same compute; the audio is random-weight noise anyway). Result: about 50 MiB (uvloop and httptools included: the server image runs uvicorn on them).
 set -euo pipefail
 mkdir -p "${1:-.whl}"

@@ -1,6 +1,6 @@
 """A small keep-alive HTTP/1.1 client for the proxy's hot path (speech and voice uploads).
 
-Why not httpx here: profiling the manager during bench/manager_bench.py put about a quarter of its
+Why not httpx here: profiling the manager during bench/service/manager_bench.py put about a quarter of its
 per-request CPU in the httpx → httpcore → h11 → anyio stack (URL parsing, header models, cookie
 handling, per-request cancel scopes, a pure-Python parser). This client is an asyncio Protocol over
 a pooled connection that writes the whole request at once and parses the answer with ``httptools``

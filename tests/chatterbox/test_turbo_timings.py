@@ -2,7 +2,7 @@
 come back in order, cover the audio, scale with ``speed``, and (SSE) each sentence's words go out
 before its audio. Through the real server for Turbo's upstream path; in-process for Multilingual (the
 fast path's test is in test_fast_engine.py, on its engine). The random checkpoints speak noise, so where the words fall inside a
-clip says nothing here: bench/word_timing_bench.py measures that on real speech."""
+clip says nothing here: bench/service/word_timing_bench.py measures that on real speech."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The CUDA checkpoint parking on a host without an NVIDIA driver (CI): it says why it cannot
 park, the helper answers errors as JSON instead of dying, and the server would fall back (the
-manager stops such a model). The working path is measured on the GPU by bench/park_bench.py."""
+manager stops such a model). The working path is measured on the GPU by bench/park/park_bench.py."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 structures match cuda.h's layout (a wrong one would corrupt every cuMem call on a GPU host), a
 CPU tensor stays a plain ``torch.zeros``, and without a driver the buffer refuses with a reason,
 which makes ``remappable_zeros`` fall back. The release/re-map itself is measured on the GPU
-(bench/remap_probe.py, bench/park_bench.py)."""
+(bench/memory/remap_probe.py, bench/park/park_bench.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The allocator park mechanism (``engines/gpu/sleep_memory.py``) on the CPU test machine: which
 mechanism is chosen and why, the environment that the server re-executes itself with, and a
-clear refusal of a bad setting. Parking itself needs a GPU. bench/park_bench.py measures it on
+clear refusal of a bad setting. Parking itself needs a GPU. bench/park/park_bench.py measures it on
 the device (``VOXGATE_PARK_MECHANISM=allocator``)."""
 
 from __future__ import annotations

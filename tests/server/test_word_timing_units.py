@@ -1,6 +1,6 @@
 """Chatterbox's word timings (engines/chatterbox_turbo/word_timing.py) on signals whose layout is
 known: bursts of tone for speech, zeros for pauses. The accuracy on real speech is measured by
-bench/word_timing_bench.py; these pin the rules."""
+bench/service/word_timing_bench.py; these pin the rules."""
 
 from __future__ import annotations
 

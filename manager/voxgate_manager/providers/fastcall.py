@@ -1,6 +1,6 @@
 """Provider calls on the proxy's own HTTP/1.1 client (voxgate_manager/h1.py) instead of httpx, for
 the OpenAI-shaped providers, where the per-request cost is the proxy's added latency
-(bench/cache_bench.py). Same rules as providers/http.py: a timeout per call (connect and first
+(bench/service/cache_bench.py). Same rules as providers/http.py: a timeout per call (connect and first
 byte, then the gap between chunks), retries with backoff and jitter only on connect errors, 429
 and 5xx, never once the answer started."""
 

@@ -76,7 +76,7 @@ class FastTurbo:
         # A request's own small GPU work (its prompt, its chunks' watermark) is queued by these
         # threads, not by the server's request threads: every thread that runs a matmul keeps a
         # cuBLAS handle and workspace for good (H200: ~95 MiB a thread, 1.5 GiB for 16 request
-        # threads; bench/vram_probe.py). 0 helpers: on the caller's thread. A new voice's
+        # threads; bench/memory/vram_probe.py). 0 helpers: on the caller's thread. A new voice's
         # conditionals get a thread of their own: their CPU work (the clip's speech tokens)
         # would hold up every stream's watermark.
         self._helper = ThreadPoolExecutor(max_workers=gpu_helper_threads, thread_name_prefix="chatterbox-gpu-helper") \

@@ -92,7 +92,7 @@ def load_model(settings: ChatterboxSettings, device: str, module: str = "tts_tur
     tts_turbo = import_chatterbox(module)
     cls = getattr(tts_turbo, class_name)
     t1 = time.perf_counter()
-    log.info("chatterbox imported in %.2f s", t1 - t0)  # bench/park_bench.py times the stages by these lines
+    log.info("chatterbox imported in %.2f s", t1 - t0)  # bench/park/park_bench.py times the stages by these lines
     if settings.checkpoint_dir is not None:
         if not settings.checkpoint_dir.is_dir():
             raise EngineError(f"checkpoint folder {settings.checkpoint_dir} does not exist")

@@ -18,7 +18,7 @@ the words are placed on the clip's own frames:
 4. between the paired pauses the words share the time by their lengths, and each boundary
    moves to the quietest frame within ``SNAP_S`` of it.
 
-How accurate that is, measured: ``bench/word_timing_bench.py`` runs this same function on real
+How accurate that is, measured: ``bench/service/word_timing_bench.py`` runs this same function on real
 speech whose word times are known (Piper's phoneme alignment, Kokoro's predicted durations),
 against a plain letter-proportional split of the clip as the baseline (docs/chatterbox.md, "Word timings"). The
 constants here were chosen on that benchmark's sentences.

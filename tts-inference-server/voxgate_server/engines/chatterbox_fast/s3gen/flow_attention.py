@@ -3,7 +3,7 @@
 S3Gen's meanflow estimator has 56 transformer blocks whose attention runs over the whole piece,
 the voice's 500-frame prompt included. Upstream runs it through diffusers' ``AttnProcessor2_0``
 in float32, which ``scaled_dot_product_attention`` can only give to its float32 kernel (no tensor
-cores); with 16 pieces batched that is most of a flow call (``bench/gpu_knobs_bench.py
+cores); with 16 pieces batched that is most of a flow call (``bench/knobs/gpu_knobs_bench.py
 --sections flowprof``). TF32, which S3Gen's matmuls and convolutions already use on the GPU
 (``FastTurbo(tf32=True)``, PyTorch's cuDNN default), keeps 10 bits of mantissa; float16 keeps the
 same 10 bits, and the attention kernels accumulate and take the softmax in float32. So with Q, K

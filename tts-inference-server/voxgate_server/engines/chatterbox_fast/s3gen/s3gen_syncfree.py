@@ -1,6 +1,6 @@
 """S3Gen without host round-trips that change nothing.
 
-Under ``torch.cuda.set_sync_debug_mode`` (``bench/gpu_knobs_bench.py --sections syncs``, H200)
+Under ``torch.cuda.set_sync_debug_mode`` (``bench/knobs/gpu_knobs_bench.py --sections syncs``, H200)
 one flow call synchronised with the host 35 times: 30 of them in ``add_optional_chunk_mask``,
 which after building each attention mask asks the GPU (``.item()``) whether any row hides every
 key, only to then set such rows visible. Each round-trip drains the launch queue, so the host

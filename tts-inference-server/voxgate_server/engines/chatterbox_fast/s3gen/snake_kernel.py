@@ -5,7 +5,7 @@ In ``hift_graph.hift_wave`` every residual-block convolution reads ``Snake(x) * 
 PyTorch runs that as eight elementwise kernels, the broadcast ones (alpha over channels, the
 mask over channels) on its generic strided path. Here it is one pass: read ``x`` once, write the
 result once, the same operations in the same order in float32. On an H200 a HiFT call for 8
-pieces of 448 frames went from 47.3 to 29.1 ms of kernels (``bench/gpu_knobs_bench.py --sections
+pieces of 448 frames went from 47.3 to 29.1 ms of kernels (``bench/knobs/gpu_knobs_bench.py --sections
 hiftprof``). Under ``TRITON_INTERPRET=1`` it runs on the CPU, which is how CI
 checks it against the PyTorch expression.
 """

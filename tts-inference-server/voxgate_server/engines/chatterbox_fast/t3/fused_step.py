@@ -32,7 +32,7 @@ class LinearConfig:
     split_k: int = 1  # programs sharing one tile's K (``linear_kernel``)
 
 
-# GPU tiles: bench/gpu_knobs_bench.py --sections fusedcfg (H200) picks them matrix by matrix.
+# GPU tiles: bench/knobs/gpu_knobs_bench.py --sections fusedcfg (H200) picks them matrix by matrix.
 # Without PDL (before Hopper), K loops over blocks and only fc2 (K = 4096) gains from splitting it.
 CUDA_CONFIGS: dict[str, LinearConfig] = {
     "qkv": LinearConfig(32, 256, 4, 3),
@@ -113,7 +113,7 @@ class FusedDecodeStep:
         if transpose if transpose is not None else on_cuda:
             _transpose_weights(model)
         self.ieee = model.dtype == torch.float32
-        # tunable in place (bench/gpu_knobs_bench.py --sections fusedcfg)
+        # tunable in place (bench/knobs/gpu_knobs_bench.py --sections fusedcfg)
         # each kernel launched as a programmatic dependent of the one before (weights read early)
         self.pdl = pdl_supported(model.device)
         if not on_cuda:

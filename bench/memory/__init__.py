@@ -1,0 +1,1 @@
+"""Where GPU memory goes (probes and stages) and the reserved-range buffers' behaviour on a GPU."""
