@@ -17,15 +17,15 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from voxgate_manager.api.catalog import catalog_router
-from voxgate_manager.controller import ClientGone, ModelController, Rejected
+from voxgate_manager.api.request_checks import (check_json_content_type, impossible_voice_id, parse_json_object,
+                                                require_model, voice_not_found, voice_path)
 from voxgate_manager.errors import APIError, error_response, install_error_handlers
-from voxgate_manager.lifecycle import State
+from voxgate_manager.lifecycle.controller import ClientGone, ModelController, Rejected
+from voxgate_manager.lifecycle.machine import State
 from voxgate_manager.manager import Manager
-from voxgate_manager.voices import apply_voice_preset
-from voxgate_manager.proxy import StreamedProxyResponse, UpstreamUnreachable, open_upstream, raw_upstream_headers, upstream_headers
 from voxgate_manager.routing.admitted import ModelDied, open_admitted
-from voxgate_manager.request_checks import (check_json_content_type, impossible_voice_id, parse_json_object, require_model,
-                                            voice_not_found, voice_path)
+from voxgate_manager.transport.proxy import upstream_headers
+from voxgate_manager.voices import apply_voice_preset
 
 SPEECH_MAX_BYTES = 1024 * 1024  # an OpenAI speech body is a few KiB of JSON
 
@@ -128,7 +128,7 @@ def create_app(manager: Manager) -> Callable[[Scope, Receive, Send], Awaitable[N
 def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitable[Any]]]:
     app = FastAPI(title="voxgate-manager", docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
     install_error_handlers(app)
-    from voxgate_manager import ws_proxy
+    from voxgate_manager.api import ws_proxy
 
     # GET /v1/audio/speech/ws, relayed to the model's server; per-user keys as on the HTTP routes
     # (``services`` is bound below, before any socket can open)
@@ -149,7 +149,7 @@ def _create_api(manager: Manager) -> tuple[FastAPI, Callable[[Request], Awaitabl
 
     async def proxy_work(request: Request, ctl: ModelController, body: bytes, path: str) -> Any:
         """A request that needs the model: hold it until ready, proxy it, count it as work.
-        Sent with the lean client (voxgate_manager.h1): this is the per-request hot path.
+        Sent with the lean client (voxgate_manager.transport.h1): this is the per-request hot path.
 
         A model the manager thinks ready that cannot be connected to is health-checked at once; if
         it is dead, the request (nothing of it was sent) goes once more through the lifecycle, which

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from voxgate_manager.lifecycle import State
+from voxgate_manager.lifecycle.machine import State
 
 if TYPE_CHECKING:
-    from voxgate_manager.controller import ModelController
+    from voxgate_manager.lifecycle.controller import ModelController
     from voxgate_manager.manager import Manager
 
 log = logging.getLogger("voxgate.manager.catalog")

@@ -131,13 +131,13 @@ class _FirstOnly(logging.Filter):
 async def _serve(args: argparse.Namespace, settings: ManagerSettings) -> int:
     import uvicorn
 
-    from voxgate_manager.admin import create_admin_app
+    from voxgate_manager.api.admin import create_admin_app
     from voxgate_manager.app import create_app
     from voxgate_manager.config import ConfigError, check_listener_ports, load_models
-    from voxgate_manager.http_guard import guarded_protocol
-    from voxgate_manager.listeners import ListenerError, bind
     from voxgate_manager.manager import Manager
-    from voxgate_manager.proxy import QuietAbortFilter
+    from voxgate_manager.serving.http_guard import guarded_protocol
+    from voxgate_manager.serving.listeners import ListenerError, bind
+    from voxgate_manager.transport.proxy import QuietAbortFilter
 
     try:
         models = load_models(args.config)

@@ -8,11 +8,10 @@ import contextlib
 import logging
 from typing import Any
 
-from voxgate_manager import h1
 from voxgate_manager.catalog import Catalog
 from voxgate_manager.config import DockerRuntime, ModelsFile, ModelSpec, ProcessRuntime, RemoteRuntime, check_listener_ports, load_models
-from voxgate_manager.controller import ModelController, lifecycle_event
-from voxgate_manager.lifecycle import State
+from voxgate_manager.lifecycle.controller import ModelController, lifecycle_event
+from voxgate_manager.lifecycle.machine import State
 from voxgate_manager.metrics import Metrics
 from voxgate_manager.providers import make_provider
 from voxgate_manager.providers.runtime import ProviderRuntime
@@ -22,7 +21,8 @@ from voxgate_manager.runtimes.docker import DockerEngine, DockerRuntimeImpl
 from voxgate_manager.runtimes.process import ProcessRuntimeImpl
 from voxgate_manager.runtimes.remote import RemoteRuntimeImpl
 from voxgate_manager.settings import ManagerSettings
-from voxgate_manager.upstream import make_upstream_client
+from voxgate_manager.transport import h1
+from voxgate_manager.transport.upstream import make_upstream_client
 
 log = logging.getLogger("voxgate.manager")
 

@@ -14,12 +14,12 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from voxgate_manager import h1
-from voxgate_manager.controller import Rejected
+from voxgate_manager.lifecycle.controller import Rejected
+from voxgate_manager.transport import h1
 from voxgate_manager.voices import apply_voice_preset
 
 if TYPE_CHECKING:
-    from voxgate_manager.controller import ModelController
+    from voxgate_manager.lifecycle.controller import ModelController
     from voxgate_manager.manager import Manager
 
 ERROR_BODY_MAX = 64 * 1024

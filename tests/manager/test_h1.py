@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from voxgate_manager import h1
+from voxgate_manager.transport import h1
 
 
 @dataclass

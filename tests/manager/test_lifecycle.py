@@ -1,10 +1,10 @@
-"""Every transition of the pure lifecycle machine (manager/DESIGN.md), with no I/O."""
+"""Every transition of the pure lifecycle machine (manager/voxgate_manager/lifecycle/DESIGN.md), with no I/O."""
 
 from __future__ import annotations
 
 import pytest
 
-from voxgate_manager.lifecycle import Admit, EffectKind, Lifecycle, Limits, Reject, State, Wait
+from voxgate_manager.lifecycle.machine import Admit, EffectKind, Lifecycle, Limits, Reject, State, Wait
 
 
 def kinds(m: Lifecycle) -> list[EffectKind]:

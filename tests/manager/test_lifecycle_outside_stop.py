@@ -3,7 +3,7 @@ by hand is not a crash)."""
 
 from __future__ import annotations
 
-from voxgate_manager.lifecycle import Admit, EffectKind, Lifecycle, Limits, State
+from voxgate_manager.lifecycle.machine import Admit, EffectKind, Lifecycle, Limits, State
 
 
 def ready_machine() -> Lifecycle:

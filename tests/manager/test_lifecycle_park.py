@@ -1,9 +1,9 @@
-"""Every transition of the parked states (manager/DESIGN.md): ready -> parking -> parked ->
+"""Every transition of the parked states (manager/voxgate_manager/lifecycle/DESIGN.md): ready -> parking -> parked ->
 waking -> ready, parked -> stopped, and how requests, stops and crashes meet them. No I/O."""
 
 from __future__ import annotations
 
-from voxgate_manager.lifecycle import Admit, EffectKind, Lifecycle, Limits, State, Wait
+from voxgate_manager.lifecycle.machine import Admit, EffectKind, Lifecycle, Limits, State, Wait
 
 
 def kinds(m: Lifecycle) -> list[EffectKind]:

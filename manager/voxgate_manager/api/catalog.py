@@ -19,10 +19,10 @@ from fastapi.responses import JSONResponse
 
 from voxgate_manager.config import DockerRuntime
 from voxgate_manager.errors import APIError
-from voxgate_manager.lifecycle import State
+from voxgate_manager.lifecycle.machine import State
 
 if TYPE_CHECKING:
-    from voxgate_manager.controller import ModelController
+    from voxgate_manager.lifecycle.controller import ModelController
     from voxgate_manager.manager import Manager
 
 

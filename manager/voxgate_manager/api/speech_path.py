@@ -15,11 +15,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import Message
 
-from voxgate_manager import h1
-from voxgate_manager.controller import ModelController, Rejected
 from voxgate_manager.errors import APIError
+from voxgate_manager.lifecycle.controller import ModelController, Rejected
 from voxgate_manager.manager import Manager
-from voxgate_manager.proxy import UpstreamAborted, open_upstream
+from voxgate_manager.transport import h1
+from voxgate_manager.transport.proxy import UpstreamAborted, open_upstream
 
 _JSON = (b"content-type", b"application/json")
 # what the client may say about the cache; everything else of the browser's request stays here

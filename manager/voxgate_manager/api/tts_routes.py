@@ -23,7 +23,7 @@ from voxgate_manager.jobs.chunking import sentences
 from voxgate_manager.jobs.clips import MEDIA_TYPES
 from voxgate_manager.jobs.runner import TERMINAL_EVENTS
 from voxgate_manager.jobs.wav import split_wav, wav_header
-from voxgate_manager.lifecycle import State
+from voxgate_manager.lifecycle.machine import State
 
 router = APIRouter()
 Format = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]

@@ -1,4 +1,4 @@
-"""Provider calls on the proxy's own HTTP/1.1 client (voxgate_manager/h1.py) instead of httpx, for
+"""Provider calls on the proxy's own HTTP/1.1 client (voxgate_manager/transport/h1.py) instead of httpx, for
 the OpenAI-shaped providers, where the per-request cost is the proxy's added latency
 (bench/service/cache_bench.py). Same rules as providers/http.py: a timeout per call (connect and first
 byte, then the gap between chunks), retries with backoff and jitter only on connect errors, 429
@@ -10,11 +10,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from voxgate_manager import h1
 from voxgate_manager.providers.base import ProviderError, ProviderStreamError
 from voxgate_manager.providers.config import _ProviderBase
 from voxgate_manager.providers.http import backoff_delay, map_error, retry_after_header
 from voxgate_manager.providers.keys import scrub
+from voxgate_manager.transport import h1
 
 log = logging.getLogger("voxgate.manager.providers")
 ERROR_BODY_MAX = 64 * 1024

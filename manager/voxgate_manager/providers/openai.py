@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from voxgate_manager import h1
 from voxgate_manager.providers.base import Provider, ProviderAnswer
 from voxgate_manager.providers.config import OpenAICompatibleProvider, OpenAIProvider
 from voxgate_manager.providers.fastcall import body_chunks, open_h1
 from voxgate_manager.providers.http import json_message
 from voxgate_manager.providers.keys import resolve_key
+from voxgate_manager.transport import h1
 
 PASSED = (b"content-type", b"content-length")
 

@@ -16,15 +16,15 @@ The admission is not released here: the caller, who acquired it, releases it on 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
 from voxgate_manager.errors import APIError
-from voxgate_manager.proxy import StreamedProxyResponse, UpstreamUnreachable, open_upstream, raw_upstream_headers
+from voxgate_manager.transport.proxy import StreamedProxyResponse, UpstreamUnreachable, open_upstream, raw_upstream_headers
 
 if TYPE_CHECKING:
-    from voxgate_manager.controller import ModelController
+    from voxgate_manager.lifecycle.controller import ModelController
     from voxgate_manager.manager import Manager
 
 

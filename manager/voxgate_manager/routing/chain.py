@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from voxgate_manager.controller import ModelController, Rejected
 from voxgate_manager.errors import APIError
-from voxgate_manager.lifecycle import State
+from voxgate_manager.lifecycle.controller import ModelController, Rejected
+from voxgate_manager.lifecycle.machine import State
 from voxgate_manager.providers.base import ProviderError
 from voxgate_manager.routing.admitted import ModelDied
 

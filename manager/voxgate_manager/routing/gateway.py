@@ -19,8 +19,8 @@ from voxgate_manager import db
 from voxgate_manager.cache.key import cache_key, voice_name
 from voxgate_manager.cache.store import Entry, ResponseCache, duration_from_bytes
 from voxgate_manager.config import ModelSpec
-from voxgate_manager.controller import ModelController, lifecycle_event
 from voxgate_manager.errors import APIError
+from voxgate_manager.lifecycle.controller import ModelController, lifecycle_event
 from voxgate_manager.providers.base import ProviderError
 from voxgate_manager.providers.runtime import ProviderRuntime
 from voxgate_manager.routing.admitted import open_admitted

@@ -15,7 +15,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from voxgate_manager.cache.store import CacheWriter, Entry
 from voxgate_manager.providers.base import ProviderAnswer, ProviderStreamError
-from voxgate_manager.proxy import UpstreamAborted
+from voxgate_manager.transport.proxy import UpstreamAborted
 
 log = logging.getLogger("voxgate.manager.routing")
 READ_SIZE = 64 * 1024

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, ImageNotFound, NotFound
 from docker.types import DeviceRequest
 
 from voxgate_manager.config import DockerRuntime, ModelSpec, container_name

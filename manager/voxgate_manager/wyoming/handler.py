@@ -34,7 +34,7 @@ from voxgate_manager.speech_client import SpeechFailed, open_speech
 from voxgate_manager.wyoming.info import SEPARATOR, build_info
 
 if TYPE_CHECKING:
-    from voxgate_manager.controller import ModelController
+    from voxgate_manager.lifecycle.controller import ModelController
     from voxgate_manager.manager import Manager
 
 log = logging.getLogger("voxgate.manager.wyoming")

@@ -15,8 +15,8 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from voxgate_manager import h1
 from voxgate_manager.errors import APIError
+from voxgate_manager.transport import h1
 
 log = logging.getLogger("voxgate.manager.proxy")
 

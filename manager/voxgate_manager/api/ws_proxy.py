@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
-from voxgate_manager.controller import ClientGone, Rejected
+from voxgate_manager.lifecycle.controller import ClientGone, Rejected
 from voxgate_manager.manager import Manager
 
 log = logging.getLogger("voxgate.manager.ws")

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from voxgate_manager.tls import client_context
+from voxgate_manager.transport.tls import client_context
 
 Headers = list[tuple[bytes, bytes]]
 

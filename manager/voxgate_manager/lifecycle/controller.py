@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 
-from voxgate_manager import parking
 from voxgate_manager.config import DEFAULT_CONCURRENCY, ModelSpec
-from voxgate_manager.lifecycle import Admit, EffectKind, Lifecycle, Limits, Reject, State, Wait
-from voxgate_manager.liveness import LivenessWatch
+from voxgate_manager.lifecycle import parking
+from voxgate_manager.lifecycle.liveness import LivenessWatch
+from voxgate_manager.lifecycle.machine import Admit, EffectKind, Lifecycle, Limits, Reject, State, Wait
 from voxgate_manager.metrics import Metrics
 from voxgate_manager.runtimes.base import ExitInfo, Runtime, StartError
 from voxgate_manager.runtimes.remote import RemoteRuntimeImpl

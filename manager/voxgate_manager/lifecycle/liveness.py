@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from voxgate_manager.lifecycle import State
+from voxgate_manager.lifecycle.machine import State
 
 if TYPE_CHECKING:
-    from voxgate_manager.controller import ModelController
+    from voxgate_manager.lifecycle.controller import ModelController
 
 
 class LivenessWatch:

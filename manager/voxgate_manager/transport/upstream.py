@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import httpx
 
-from voxgate_manager.tls import client_context
+from voxgate_manager.transport.tls import client_context
 
 
 def make_upstream_client() -> httpx.AsyncClient:

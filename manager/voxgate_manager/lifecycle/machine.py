@@ -1,4 +1,4 @@
-"""One model's lifecycle as a pure state machine (see manager/DESIGN.md).
+"""One model's lifecycle as a pure state machine (see manager/voxgate_manager/lifecycle/DESIGN.md).
 
 No I/O, no clock, no asyncio: every method takes ``now`` and appends the effects the controller
 must run (start, stop, cancel the start, wake waiters) to an outbox. All decisions for a model

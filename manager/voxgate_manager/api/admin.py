@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from voxgate_manager.config import ConfigError
-from voxgate_manager.controller import Rejected
 from voxgate_manager.errors import APIError, install_error_handlers
+from voxgate_manager.lifecycle.controller import Rejected
 from voxgate_manager.manager import Manager
 
 
