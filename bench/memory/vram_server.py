@@ -54,8 +54,8 @@ def main() -> int:
 
     from voxgate_server.engines.base import SynthesisRequest
     from voxgate_server.engines.chatterbox_fast.engine import FastChatterboxTurboEngine
-    from voxgate_server.scheduler import EngineWorker
     from voxgate_server.settings import Settings
+    from voxgate_server.synthesis.scheduler import EngineWorker
 
     stages: list[dict[str, Any]] = []
     t0 = time.perf_counter()

@@ -10,9 +10,9 @@ import pytest
 
 from voxgate_server.audio.dsp import TimeStretcher, fade_edges
 from voxgate_server.engines.base import AudioChunk, Engine, EngineCapabilities, SynthesisRequest, VoiceInfo
-from voxgate_server.pipeline import StreamStats, encoded_stream
-from voxgate_server.scheduler import EngineWorker, QueueFull
 from voxgate_server.settings import Settings
+from voxgate_server.synthesis.pipeline import StreamStats, encoded_stream
+from voxgate_server.synthesis.scheduler import EngineWorker, QueueFull
 from voxgate_server.text import chunk_text, split_sentences
 
 

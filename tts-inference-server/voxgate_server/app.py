@@ -10,15 +10,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from voxgate_server import __version__
-from voxgate_server.auth import APIKeyMiddleware
-from voxgate_server.body_timeout import BodyTimeoutMiddleware
+from voxgate_server.asgi.auth import APIKeyMiddleware
+from voxgate_server.asgi.body_timeout import BodyTimeoutMiddleware
+from voxgate_server.asgi.trailing_slash import TrailingSlashMiddleware
 from voxgate_server.engines.base import Engine
 from voxgate_server.errors import install_error_handlers
 from voxgate_server.metrics import ServerMetrics
 from voxgate_server.routes import admin, catalog, ops, speech
 from voxgate_server.runtime import Runtime
 from voxgate_server.settings import Settings
-from voxgate_server.trailing_slash import TrailingSlashMiddleware
 
 log = logging.getLogger("voxgate")
 

@@ -9,10 +9,10 @@ import sys
 
 import uvicorn
 
+from voxgate_server.asgi.http_protocol import make_protocol
+from voxgate_server.asgi.serve import VoxgateServer
 from voxgate_server.engines import preimport
 from voxgate_server.engines.gpu import sleep_memory
-from voxgate_server.http_protocol import make_protocol
-from voxgate_server.serve import VoxgateServer
 from voxgate_server.settings import Settings
 
 

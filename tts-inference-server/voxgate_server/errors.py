@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from voxgate_server.allow import allowed_methods
+from voxgate_server.asgi.allow import allowed_methods
 
 log = logging.getLogger("voxgate.errors")
 

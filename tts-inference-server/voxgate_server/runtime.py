@@ -13,9 +13,9 @@ from voxgate_server.engines import create_engine
 from voxgate_server.engines.base import Engine, InvalidRequest, ParkSupport
 from voxgate_server.errors import APIError
 from voxgate_server.metrics import ServerMetrics
-from voxgate_server.parking import EnginePark
-from voxgate_server.scheduler import EngineWorker
 from voxgate_server.settings import OPENAI_VOICES, Settings
+from voxgate_server.synthesis.parking import EnginePark
+from voxgate_server.synthesis.scheduler import EngineWorker
 
 log = logging.getLogger("voxgate.runtime")
 

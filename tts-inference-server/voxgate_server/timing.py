@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from voxgate_server.engines.base import Engine, SynthesisRequest
-from voxgate_server.pipeline import StreamStats, encoded_chunks
+from voxgate_server.synthesis.pipeline import StreamStats, encoded_chunks
 
 
 @dataclass(frozen=True)

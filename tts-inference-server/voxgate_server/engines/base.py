@@ -2,7 +2,7 @@
 
 The HTTP layer only ever sees these types. An engine is a blocking object: the server calls
 ``load`` and ``synthesize`` from worker threads, never from the event loop, and bounds how many
-run at once (see ``voxgate_server.scheduler``).
+run at once (see ``voxgate_server.synthesis.scheduler``).
 """
 
 from __future__ import annotations

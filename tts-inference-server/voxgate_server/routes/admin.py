@@ -13,8 +13,8 @@ from fastapi import APIRouter, Request
 
 from voxgate_server.engines.base import EngineError
 from voxgate_server.errors import APIError
-from voxgate_server.parking import ParkRefused
 from voxgate_server.runtime import EngineSlot, EngineState, Runtime
+from voxgate_server.synthesis.parking import ParkRefused
 
 router = APIRouter()
 

@@ -32,7 +32,7 @@ from voxgate_server.routes.realtimetts_state import RealtimeTTSSettings, SwitchS
 from voxgate_server.routes.speech import read_body
 from voxgate_server.routes.ws import Session, serve
 from voxgate_server.runtime import EngineSlot, EngineState, Runtime
-from voxgate_server.speech_job import SpeechJob, pcm, pcm_to_float, prepare, validate_body
+from voxgate_server.synthesis.speech_job import SpeechJob, pcm, pcm_to_float, prepare, validate_body
 
 router = APIRouter()
 

@@ -12,15 +12,15 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from voxgate_server.asgi.json_body import parse_json_object
 from voxgate_server.audio.encode import CONTENT_TYPES
 from voxgate_server.engines.base import Cancelled, EngineError, InvalidRequest, SynthesisRequest
 from voxgate_server.errors import APIError
-from voxgate_server.json_body import parse_json_object
-from voxgate_server.pipeline import StreamStats, encoded_stream
 from voxgate_server.runtime import Runtime
-from voxgate_server.scheduler import QueueFull, ShuttingDown
 from voxgate_server.schemas import SpeechRequest
-from voxgate_server.speech_job import enter_gate, prepare, validate_body
+from voxgate_server.synthesis.pipeline import StreamStats, encoded_stream
+from voxgate_server.synthesis.scheduler import QueueFull, ShuttingDown
+from voxgate_server.synthesis.speech_job import enter_gate, prepare, validate_body
 
 router = APIRouter()
 

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from voxgate_server.errors import APIError, envelope
 from voxgate_server.runtime import Runtime
 from voxgate_server.schemas import SpeechRequest
-from voxgate_server.speech_job import SpeechJob, admit, awake, prepare
+from voxgate_server.synthesis.speech_job import SpeechJob, admit, awake, prepare
 from voxgate_server.timing import timed_stream
 
 

@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from voxgate_server.audio.encode import StreamEncoder
 from voxgate_server.audio.dsp import OUTPUT_RATE
+from voxgate_server.audio.encode import StreamEncoder
 from voxgate_server.engines.base import Cancelled
 from voxgate_server.errors import APIError, envelope
 from voxgate_server.routes.ws_auth import authorized
 from voxgate_server.runtime import Runtime
-from voxgate_server.speech_job import SpeechJob, pcm, pcm_to_float, prepare, validate_body
+from voxgate_server.synthesis.speech_job import SpeechJob, pcm, pcm_to_float, prepare, validate_body
 from voxgate_server.text import split_sentences
 
 log = logging.getLogger("voxgate.ws")

@@ -22,12 +22,12 @@ from pydantic import ValidationError
 
 from voxgate_server.engines.base import EngineCapabilities, InvalidRequest, SynthesisRequest
 from voxgate_server.errors import APIError, validation_error
-from voxgate_server.parking import EnginePark
-from voxgate_server.pipeline import StreamStats, encoded_stream
 from voxgate_server.runtime import EngineSlot, Runtime
-from voxgate_server.scheduler import QueueFull
 from voxgate_server.schemas import SpeechRequest
 from voxgate_server.speakable import clean_input, has_speech
+from voxgate_server.synthesis.parking import EnginePark
+from voxgate_server.synthesis.pipeline import StreamStats, encoded_stream
+from voxgate_server.synthesis.scheduler import QueueFull
 from voxgate_server.text import chunk_text
 
 
