@@ -29,8 +29,12 @@ log "browser tests: Debian chromium and axe-core"
 # the studio's Playwright tests drive Debian's chromium (never a Playwright browser download) and
 # run axe-core from npm against the page (tests/studio/test_studio_browser.py)
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
-if [ "$(id -u)" = 0 ] && { ! [ -x /usr/lib/chromium/chromium ] || ! command -v npm >/dev/null; }; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium nodejs npm >/dev/null
+# only what is missing: Debian's npm conflicts with a node that brings its own (NodeSource's nodejs)
+missing=""
+[ -x /usr/lib/chromium/chromium ] || missing="chromium"
+command -v npm >/dev/null || missing="$missing nodejs npm"
+if [ "$(id -u)" = 0 ] && [ -n "$missing" ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 if [ ! -f .cache/node/node_modules/axe-core/axe.min.js ]; then
   npm install --silent --no-audit --no-fund --prefix .cache/node axe-core@4.14.1
