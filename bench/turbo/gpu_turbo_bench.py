@@ -329,7 +329,10 @@ def markdown(doc: dict[str, Any]) -> str:
         f"| VRAM on the device after the bursts (GiB: used / reserved) | | {g(fa, 'vram_at_end', 'device_used')} / "
         f"{g(fa, 'vram_at_end', 'reserved')} | | |",
         f"| load time (s) | {g(up, 'load_s')} | {g(fa, 'load_s')} + warm-up {g(fa, 'warmup_s')} | "
-        f"{g(ht, 'load_s')} | |",
+        f"{g(ht, 'load_s')} to ready; background warm-up {g(ht, 'warmup', 'graphs_s')} (graphs) + "
+        f"{g(ht, 'warmup', 'burst_s')} (burst), over {g(ht, 'warmup_wait_s')} after the at-ready requests | |",
+        f"| one stream at ready, during the background warm-up: first audio / RTF | | | "
+        f"{_at_ready(ht)} | |",
         f"| audio chunks a clip: one stream / mean at 16 | | {g(fa, 'one_stream_chunks')} / "
         f"{g(fa, 'concurrency', '16', 'chunks_per_clip_mean')} | | |",
         f"| playback stall, worst clip (s): one stream / 16 concurrent | | "
@@ -358,6 +361,14 @@ def _ratio(a: Any, b: Any) -> str:
         return f"{float(a) / float(b):.1f}x"
     except (TypeError, ValueError, ZeroDivisionError):
         return "n/a"
+
+
+def _at_ready(ht: dict[str, Any]) -> str:
+    """The HTTP phase's requests sent at ready: first audio and RTF of each, in seconds."""
+    runs = ht.get("one_stream_at_ready") or []
+    if not runs:
+        return "n/a"
+    return ", ".join(f"{r['first_audio_s']} / {r['total_s'] / r['audio_s']:.4f}" for r in runs)
 
 
 def _per_token(up: dict[str, Any], n: int) -> str:

@@ -8,6 +8,7 @@ import re
 import threading
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -153,6 +154,45 @@ def test_a_request_stops_the_warm_up_burst_instead_of_waiting_for_it(engine) -> 
     engine.background_warmup = engine.fast.background_warmup(False, 2, 400)
     engine.end_warm_burst(wait=True)
     assert not engine.background_warmup.running and engine.background_warmup.stopped_early
+
+
+def test_health_shows_the_background_warm_up_until_it_is_done(engine) -> None:  # noqa: ANN001
+    """Ready means the engine serves; /health's ``warmup`` says whether its graph captures and
+    burst still run after it (so slower), which a client or benchmark after the steady state waits out."""
+    import threading
+
+    from fastapi import FastAPI
+
+    from turbo_helpers import serve_in_thread
+    from voxgate_server.metrics import ServerMetrics
+    from voxgate_server.routes import ops
+    from voxgate_server.runtime import EngineState, Runtime
+    from voxgate_server.settings import Settings
+
+    runtime = Runtime(Settings(engines=[]), ServerMetrics(), engines=[engine])  # the loaded engine, not reloaded
+    slot = runtime.slots[engine.id]
+    app = FastAPI()
+    app.state.runtime = runtime
+    app.include_router(ops.router)
+    busy = threading.Event()
+    busy.set()
+    with serve_in_thread(app) as url:
+        loading = httpx.get(f"{url}/health", timeout=10)
+        assert loading.status_code == 503 and "warmup" not in loading.json()["engines"][engine.id]
+        slot.state = EngineState.READY
+        engine.background_warmup = engine.fast.background_warmup(True, 0, 0)  # as load() starts it on CPU
+        engine.background_warmup.wait(30)
+        done = httpx.get(f"{url}/health", timeout=10).json()["engines"][engine.id]["warmup"]
+        assert done["state"] == "done" and done["graphs_s"] is not None and done["burst_s"] is None
+        # a burst waiting for an idle moment: still warming up
+        engine.background_warmup = engine.fast.background_warmup(False, 2, 400, idle=lambda: not busy.is_set())
+        running = httpx.get(f"{url}/health", timeout=10)
+        assert running.status_code == 200 and running.json()["status"] == "ok"
+        assert running.json()["engines"][engine.id]["warmup"] == {
+            "state": "running", "graphs_s": None, "burst_s": None, "burst_stopped_early": False}
+        engine.end_warm_burst(wait=True)  # as a park does: given up
+        given_up = httpx.get(f"{url}/health", timeout=10).json()["engines"][engine.id]["warmup"]
+        assert given_up == {"state": "done", "graphs_s": None, "burst_s": None, "burst_stopped_early": True}
 
 
 def test_work_handed_to_the_s3gen_worker_runs_on_its_thread_alone(engine) -> None:  # noqa: ANN001

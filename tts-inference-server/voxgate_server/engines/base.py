@@ -183,6 +183,13 @@ class Engine(ABC):
         """Check engine-specific generation controls; raise ``InvalidRequest`` on bad ones."""
         return dict(options)
 
+    def warmup_status(self) -> dict[str, Any] | None:
+        """The warm-up an engine still runs after it reported ready (graph captures, a warm-up
+        burst), reported on ``/health`` as ``warmup``: ready means it serves, not yet at full
+        speed, and a client or benchmark that wants the steady state waits for ``"state":
+        "done"``. Default: None, nothing runs after ready."""
+        return None
+
     def park_support(self) -> ParkSupport:
         """Whether ``park``/``wake`` work here; asked once, after ``load``. Default: they do not,
         and a manager stops the server instead of parking it."""

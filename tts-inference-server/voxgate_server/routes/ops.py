@@ -26,6 +26,8 @@ async def health(request: Request) -> JSONResponse:
             info["load_seconds"] = round(slot.load_seconds, 3)
         if slot.park is not None:
             info["park"] = slot.park.as_dict()
+        if slot.state is EngineState.READY and (warmup := slot.engine.warmup_status()) is not None:
+            info["warmup"] = warmup  # ready and serving, at full speed once its state is "done"
         engines[slot.id] = info
     if runtime.ready:
         status, code = "ok", 200

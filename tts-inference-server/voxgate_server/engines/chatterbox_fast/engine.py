@@ -223,6 +223,10 @@ class FastChatterboxTurboEngine(ChatterboxTurboEngine):
             else:
                 warmup.stop()
 
+    def warmup_status(self) -> dict[str, Any] | None:
+        warmup = self.background_warmup
+        return warmup.as_dict() if warmup is not None else None
+
     def park(self) -> None:
         self.end_warm_burst(wait=True)  # its streams would run on memory being checkpointed
         super().park()

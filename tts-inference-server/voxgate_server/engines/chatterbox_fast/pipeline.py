@@ -341,6 +341,15 @@ class BackgroundWarmup:
     def running(self) -> bool:
         return self._thread.is_alive()
 
+    def as_dict(self) -> dict[str, Any]:
+        """What ``/health`` shows: running, done or failed; the seconds each part took."""
+        state = "running" if self.running else "failed" if self.error is not None else "done"
+        out: dict[str, Any] = {"state": state, "graphs_s": _rounded(self.graphs_s),
+                               "burst_s": _rounded(self.burst_s), "burst_stopped_early": self.stopped_early}
+        if self.error is not None:
+            out["error"] = f"{type(self.error).__name__}: {self.error}"
+        return out
+
     def stop(self) -> None:
         self.cancel.set()
 
@@ -350,3 +359,7 @@ class BackgroundWarmup:
 
     def wait(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
