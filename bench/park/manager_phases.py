@@ -130,14 +130,20 @@ def manager_park_phase(args: argparse.Namespace, res: dict[str, Any]) -> None:
                            "last_wake_s": status().get("last_wake_s")})
         out["cycles"] = cycles
         # the first burst after a wake through the manager's admin API (the target's figure):
-        # parked by idle, woken explicitly, then the burst
-        wait_state("parked", args.manager_idle_s + 60)
-        time.sleep(args.settle_s)
-        t_wake = time.perf_counter()
-        w = httpx.post(aurl + "/wake", timeout=300)
-        out["explicit_wake"] = {"status": w.status_code, "client_s": round(time.perf_counter() - t_wake, 3),
-                                "state": w.json().get("state") if w.status_code == 200 else None}
-        out["burst_after_wake"] = burst(murl, args.burst, args.burst_audio_s)
+        # parked by idle, woken explicitly, then the burst; --manager-wake-bursts times, as one
+        # burst's figure moves by 10 % and more
+        after_wake = []
+        for _ in range(max(1, args.manager_wake_bursts)):
+            wait_state("parked", args.manager_idle_s + 60)
+            time.sleep(args.settle_s)
+            t_wake = time.perf_counter()
+            w = httpx.post(aurl + "/wake", timeout=300)
+            out["explicit_wake"] = {"status": w.status_code, "client_s": round(time.perf_counter() - t_wake, 3),
+                                    "state": w.json().get("state") if w.status_code == 200 else None}
+            after_wake.append({**burst(murl, args.burst, args.burst_audio_s), "wake": out["explicit_wake"]})
+        out["burst_after_wake"] = after_wake[0]
+        out["bursts_after_wake"] = after_wake
+        out["burst_after_wake_audio_s_per_s_median"] = statistics.median(b["audio_s_per_s"] for b in after_wake)
         if cycles:
             out["parked_first_byte_s_median"] = round(statistics.median(c["parked_first_byte_s"] for c in cycles), 3)
         out["parks_total"] = metric("voxgate_manager_parks_total")

@@ -80,7 +80,11 @@ def markdown(res: dict[str, Any]) -> str:
                   f"{mp['burst_to_parked']['audio_s_per_s']} audio s/s, first byte median "
                   f"{mp['burst_to_parked']['first_byte_median_s']} s, wakes {mp.get('wakes_after_burst')}; warm burst "
                   f"{mp['burst_warm']['audio_s_per_s']} audio s/s; first burst after a wake through the manager "
-                  f"({mp.get('explicit_wake')}): {(mp.get('burst_after_wake') or {}).get('audio_s_per_s')} audio s/s; "
+                  f"({mp.get('explicit_wake')}): {(mp.get('burst_after_wake') or {}).get('audio_s_per_s')} audio s/s "
+                  f"(each of {len(mp.get('bursts_after_wake', []))} wakes: "
+                  f"{[b['audio_s_per_s'] for b in mp.get('bursts_after_wake', [])]}, first byte median "
+                  f"{[b['first_byte_median_s'] for b in mp.get('bursts_after_wake', [])]} s; median "
+                  f"{mp.get('burst_after_wake_audio_s_per_s_median')}); "
                   f"parked -> first byte median "
                   f"{mp.get('parked_first_byte_s_median')} s over {len(mp.get('cycles', []))} idle parks."]
     elif mp:
@@ -103,6 +107,8 @@ def main() -> int:
     p.add_argument("--settle-s", type=float, default=2.0, help="wait after a park before nvidia-smi")
     p.add_argument("--manager-park-cycles", type=int, default=3, help="-1: no manager park phase")
     p.add_argument("--manager-idle-s", type=float, default=3.0)
+    p.add_argument("--manager-wake-bursts", type=int, default=3,
+                   help="idle park, explicit wake, burst: this many times through the manager")
     args = p.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     res: dict[str, Any] = {"text_chars": len(TEXT)}
