@@ -38,6 +38,7 @@ PYTHONPATH = os.pathsep.join([str(ROOT / "manager"), str(ROOT / "tts-inference-s
 from bench.common.local_http import free_port, wait_http  # noqa: E402
 from bench.service.manager_bench import cpu_seconds, pct  # noqa: E402
 from bench.common.report import write_report  # noqa: E402
+from bench.common.processes import stop_process  # noqa: E402
 from fake_providers import FakeProviders  # noqa: E402
 
 KEY = "sk-bench-provider-key"
@@ -138,8 +139,7 @@ def main() -> int:
                 manager_cpu_ms = (cpu_seconds(proc.pid) - cpu0) / args.n * 1000
                 load = os.getloadavg()
         finally:
-            proc.terminate()
-            proc.wait(30)
+            stop_process(proc, 30)
             log.close()
     hit_p50 = statistics.median(hit_first) * 1000
     added = (statistics.median(via) - statistics.median(direct)) * 1000

@@ -29,6 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: the bench.* imports below
 from bench.common.report import write_report
+from bench.common.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SENTENCE = "The birch canoe slid on the smooth planks."
@@ -96,8 +97,7 @@ def process_run(timeout: float) -> dict[str, float]:
         http_ok = _wait_http_ok(url, started, timeout, lambda: proc.poll() is None)
         return {"to_http_ok_s": http_ok, "first_speech_s": _speech_seconds(url)}
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc, 10)
 
 
 def summary(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:

@@ -32,6 +32,7 @@ from wyoming.tts import Synthesize, SynthesizeVoice
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: the bench.* imports below
 from bench.common.local_http import free_port, wait_http
 from bench.common.report import write_report
+from bench.common.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHONPATH = os.pathsep.join([str(ROOT / "manager"), str(ROOT / "tts-inference-server"), os.environ.get("PYTHONPATH", "")])
@@ -125,8 +126,7 @@ def main() -> int:
         r.raise_for_status()  # started
         samples = asyncio.run(measure(f"{url}/v1/audio/speech", wport, args.n))
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_process(proc, 30)
 
     def ms(v: float) -> float:
         return round(v * 1000, 2)
