@@ -138,9 +138,10 @@ def manager_park_phase(args: argparse.Namespace, res: dict[str, Any]) -> None:
             time.sleep(args.settle_s)
             t_wake = time.perf_counter()
             w = httpx.post(aurl + "/wake", timeout=300)
-            out["explicit_wake"] = {"status": w.status_code, "client_s": round(time.perf_counter() - t_wake, 3),
-                                    "state": w.json().get("state") if w.status_code == 200 else None}
-            after_wake.append({**burst(murl, args.burst, args.burst_audio_s), "wake": out["explicit_wake"]})
+            wake = {"status": w.status_code, "client_s": round(time.perf_counter() - t_wake, 3),
+                    "state": w.json().get("state") if w.status_code == 200 else None}
+            after_wake.append({**burst(murl, args.burst, args.burst_audio_s), "wake": wake})
+        out["explicit_wake"] = after_wake[0]["wake"]  # the wake of the first burst, reported beside it
         out["burst_after_wake"] = after_wake[0]
         out["bursts_after_wake"] = after_wake
         out["burst_after_wake_audio_s_per_s_median"] = statistics.median(b["audio_s_per_s"] for b in after_wake)
